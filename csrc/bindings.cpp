@@ -1,0 +1,203 @@
+// Python bindings. Arrays are validated again here (the Python layer gives the
+// friendlier messages); every search releases the GIL.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "flat_index.h"
+#include "hierarchical_index.h"
+#include "mih_index.h"
+#include "simd.h"
+
+namespace py = pybind11;
+using namespace hashsearch;
+
+namespace {
+
+using CodesArray = py::array_t<uint64_t, py::array::c_style>;
+using IdArray = py::array_t<int64_t, py::array::c_style>;
+using FloatArray = py::array_t<float, py::array::c_style>;
+
+void check_codes(const CodesArray& a, const char* what) {
+    if (a.ndim() != 2)
+        throw std::invalid_argument(std::string(what) + " must be 2-D (n, words), got " +
+                                    std::to_string(a.ndim()) + "-D");
+}
+
+void check_queries(const CodesArray& q, size_t nwords) {
+    check_codes(q, "queries");
+    if (static_cast<size_t>(q.shape(1)) != nwords)
+        throw std::invalid_argument("queries have " + std::to_string(q.shape(1)) +
+                                    " words per code, the index has " + std::to_string(nwords));
+}
+
+// CSR exclusion lists; both None means no exclusion.
+ExcludeList make_exclude(const py::object& indptr, const py::object& indices, size_t nq, size_t n,
+                         IdArray& keep_ptr, IdArray& keep_idx) {
+    ExcludeList ex;
+    if (indptr.is_none()) return ex;
+    keep_ptr = indptr.cast<IdArray>();
+    keep_idx = indices.cast<IdArray>();
+    if (keep_ptr.ndim() != 1 || static_cast<size_t>(keep_ptr.shape(0)) != nq + 1)
+        throw std::invalid_argument("exclude indptr must have nq+1 entries");
+    const int64_t* p = keep_ptr.data();
+    const int64_t* x = keep_idx.data();
+    size_t nnz = static_cast<size_t>(keep_idx.size());
+    if (p[0] != 0 || static_cast<size_t>(p[nq]) != nnz)
+        throw std::invalid_argument("exclude indptr must start at 0 and end at len(indices)");
+    for (size_t q = 0; q < nq; ++q) {
+        if (p[q + 1] < p[q]) throw std::invalid_argument("exclude indptr must be non-decreasing");
+        for (int64_t t = p[q]; t < p[q + 1]; ++t) {
+            if (x[t] < 0 || static_cast<size_t>(x[t]) >= n)
+                throw std::invalid_argument("exclude id " + std::to_string(x[t]) +
+                                            " is out of range [0, " + std::to_string(n) + ")");
+            if (t > p[q] && x[t] < x[t - 1])
+                throw std::invalid_argument("exclude ids must be sorted within each query");
+        }
+    }
+    ex.indptr = p;
+    ex.indices = x;
+    return ex;
+}
+
+template <class Index>
+py::tuple hamming_topk(const Index& index, const FlatIndex& flat, const CodesArray& q, int k,
+                       const py::object& indptr, const py::object& indices, int num_threads) {
+    check_queries(q, flat.nwords());
+    size_t nq = static_cast<size_t>(q.shape(0));
+    IdArray keep_ptr, keep_idx;
+    ExcludeList ex = make_exclude(indptr, indices, nq, flat.size(), keep_ptr, keep_idx);
+    py::array_t<int32_t> D({nq, static_cast<size_t>(k > 0 ? k : 0)});
+    py::array_t<int64_t> I({nq, static_cast<size_t>(k > 0 ? k : 0)});
+    int32_t* dp = D.mutable_data();
+    int64_t* ip = I.mutable_data();
+    const uint64_t* qp = q.data();
+    {
+        py::gil_scoped_release release;
+        index.topk(qp, nq, k, ex, num_threads, dp, ip);
+    }
+    return py::make_tuple(D, I);
+}
+
+CodesArray export_codes(const FlatIndex& flat) {
+    CodesArray out({flat.size(), flat.nwords()});
+    std::copy(flat.data(), flat.data() + flat.size() * flat.nwords(), out.mutable_data());
+    return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "hashsearch native core: packed Hamming codes, SIMD scan, MIH, hierarchical search";
+
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const std::bad_alloc&) {
+            PyErr_SetString(PyExc_MemoryError, "hashsearch: out of memory");
+        }
+    });
+
+    m.def("simd_level", [] { return std::string(simd_level_name(current_simd_level())); },
+          "SIMD level in use: 'scalar', 'avx2' or 'avx512'.");
+    m.def("detect_simd_level", [] { return std::string(simd_level_name(detect_simd_level())); },
+          "Best SIMD level this CPU supports.");
+    m.def("set_simd_level", [](const std::string& name) { set_simd_level(parse_simd_level(name)); },
+          py::arg("level"), "Force a SIMD level (for testing); ValueError if unsupported.");
+
+    py::class_<FlatIndex>(m, "FlatIndex")
+        .def(py::init([](const CodesArray& codes, int nbits) {
+                 check_codes(codes, "codes");
+                 return new FlatIndex(codes.data(), codes.shape(0), codes.shape(1), nbits);
+             }),
+             py::arg("codes"), py::arg("nbits"))
+        .def("topk",
+             [](const FlatIndex& self, const CodesArray& q, int k, const py::object& indptr,
+                const py::object& indices, int num_threads) {
+                 return hamming_topk(self, self, q, k, indptr, indices, num_threads);
+             },
+             py::arg("queries"), py::arg("k"), py::arg("indptr") = py::none(),
+             py::arg("indices") = py::none(), py::arg("num_threads") = 0)
+        .def("codes", [](const FlatIndex& self) { return export_codes(self); })
+        .def_property_readonly("ntotal", &FlatIndex::size)
+        .def_property_readonly("nbits", &FlatIndex::nbits)
+        .def_property_readonly("nwords", &FlatIndex::nwords)
+        .def("memory_bytes", &FlatIndex::memory_bytes);
+
+    py::class_<MIHIndex>(m, "MIHIndex")
+        .def(py::init([](const CodesArray& codes, int nbits, int m) {
+                 check_codes(codes, "codes");
+                 py::gil_scoped_release release;
+                 return new MIHIndex(codes.data(), codes.shape(0), codes.shape(1), nbits, m);
+             }),
+             py::arg("codes"), py::arg("nbits"), py::arg("m"))
+        .def("topk",
+             [](const MIHIndex& self, const CodesArray& q, int k, const py::object& indptr,
+                const py::object& indices, int num_threads) {
+                 return hamming_topk(self, self.flat(), q, k, indptr, indices, num_threads);
+             },
+             py::arg("queries"), py::arg("k"), py::arg("indptr") = py::none(),
+             py::arg("indices") = py::none(), py::arg("num_threads") = 0)
+        .def("codes", [](const MIHIndex& self) { return export_codes(self.flat()); })
+        .def_property_readonly("m", &MIHIndex::m)
+        .def_property_readonly("substring_bits", &MIHIndex::substring_bits)
+        .def_property_readonly("ntotal", [](const MIHIndex& s) { return s.flat().size(); })
+        .def_property_readonly("nbits", [](const MIHIndex& s) { return s.flat().nbits(); })
+        .def_property_readonly("fallback_count", &MIHIndex::fallback_count)
+        .def("table_bytes", &MIHIndex::table_bytes)
+        .def("memory_bytes", [](const MIHIndex& s) { return s.flat().memory_bytes() + s.table_bytes(); });
+
+    py::class_<HierarchicalIndex>(m, "HierarchicalIndex")
+        .def(py::init([](const CodesArray& codes, int nbits, const FloatArray& emb) {
+                 check_codes(codes, "codes");
+                 if (emb.ndim() != 2 || emb.shape(0) != codes.shape(0))
+                     throw std::invalid_argument("embeddings must be (n, dim) with n matching codes");
+                 return new HierarchicalIndex(codes.data(), codes.shape(0), codes.shape(1), nbits,
+                                              emb.data(), emb.shape(1));
+             }),
+             py::arg("codes"), py::arg("nbits"), py::arg("embeddings"))
+        .def("topk",
+             [](const HierarchicalIndex& self, const CodesArray& q, const FloatArray& qe, int k,
+                int candidates, const py::object& indptr, const py::object& indices,
+                int num_threads) {
+                 const FlatIndex& flat = self.flat();
+                 check_queries(q, flat.nwords());
+                 size_t nq = static_cast<size_t>(q.shape(0));
+                 if (qe.ndim() != 2 || static_cast<size_t>(qe.shape(0)) != nq ||
+                     static_cast<size_t>(qe.shape(1)) != self.dim())
+                     throw std::invalid_argument("query embeddings must be (nq, " +
+                                                 std::to_string(self.dim()) + ")");
+                 IdArray keep_ptr, keep_idx;
+                 ExcludeList ex = make_exclude(indptr, indices, nq, flat.size(), keep_ptr, keep_idx);
+                 size_t kk = static_cast<size_t>(k > 0 ? k : 0);
+                 py::array_t<float> S({nq, kk});
+                 py::array_t<int64_t> I({nq, kk});
+                 float* sp = S.mutable_data();
+                 int64_t* ip = I.mutable_data();
+                 const uint64_t* qp = q.data();
+                 const float* qep = qe.data();
+                 {
+                     py::gil_scoped_release release;
+                     self.topk(qp, qep, nq, k, candidates, ex, num_threads, sp, ip);
+                 }
+                 return py::make_tuple(S, I);
+             },
+             py::arg("queries"), py::arg("query_embeddings"), py::arg("k"), py::arg("candidates"),
+             py::arg("indptr") = py::none(), py::arg("indices") = py::none(),
+             py::arg("num_threads") = 0)
+        .def("codes", [](const HierarchicalIndex& self) { return export_codes(self.flat()); })
+        .def("embeddings",
+             [](const HierarchicalIndex& self) {
+                 FloatArray out({self.flat().size(), self.dim()});
+                 std::copy(self.embeddings(), self.embeddings() + self.flat().size() * self.dim(),
+                           out.mutable_data());
+                 return out;
+             })
+        .def_property_readonly("ntotal", [](const HierarchicalIndex& s) { return s.flat().size(); })
+        .def_property_readonly("nbits", [](const HierarchicalIndex& s) { return s.flat().nbits(); })
+        .def_property_readonly("dim", &HierarchicalIndex::dim)
+        .def("memory_bytes", &HierarchicalIndex::memory_bytes);
+}

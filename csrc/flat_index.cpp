@@ -1,0 +1,116 @@
+#include "flat_index.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "parallel.h"
+#include "simd.h"
+
+namespace hashsearch {
+
+Kernels active_kernels() {
+    switch (current_simd_level()) {
+        case SimdLevel::AVX512: return avx512_kernels();
+        case SimdLevel::AVX2: return avx2_kernels();
+        default: return scalar_kernels();
+    }
+}
+
+namespace {
+constexpr size_t kQueryBlock = 8;        // queries sharing one pass over a tile
+constexpr size_t kTileBytes = 16 << 10;  // a tile of codes stays in L1 across the block
+
+size_t tile_items(size_t nwords) { return std::max<size_t>(64, kTileBytes / (8 * nwords)); }
+}  // namespace
+
+FlatIndex::FlatIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits)
+    : codes_(codes, codes + n * nwords), n_(n), nwords_(nwords), nbits_(nbits) {
+    if (nwords == 0 || nbits <= 0 || static_cast<size_t>(nbits) > 64 * nwords ||
+        static_cast<size_t>(nbits) <= 64 * (nwords - 1))
+        throw std::invalid_argument("nbits=" + std::to_string(nbits) + " does not match " +
+                                    std::to_string(nwords) + " words per code");
+}
+
+void FlatIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude,
+                     int num_threads, int32_t* D, int64_t* I) const {
+    if (k <= 0) throw std::invalid_argument("k must be positive, got " + std::to_string(k));
+    if (n_ == 0) throw std::invalid_argument("the index is empty");
+    if (nq == 0) return;
+    Kernels kern = active_kernels();
+    int threads = resolve_threads(num_threads);
+    // Few queries: split the items instead, so every core has work.
+    if (nq < 2 * static_cast<size_t>(threads) && threads > 1 && n_ >= 4096)
+        topk_by_item(kern, queries, nq, k, exclude, threads, D, I);
+    else
+        topk_by_query(kern, queries, nq, k, exclude, threads, D, I);
+}
+
+void FlatIndex::topk_by_query(const Kernels& kern, const uint64_t* queries, size_t nq, int k,
+                              const ExcludeList& exclude, int threads, int32_t* D,
+                              int64_t* I) const {
+    const size_t tile = tile_items(nwords_);
+    const size_t nblocks = (nq + kQueryBlock - 1) / kQueryBlock;
+    parallel_for(nblocks, threads, [&](size_t block, size_t) {
+        size_t q0 = block * kQueryBlock, q1 = std::min(nq, q0 + kQueryBlock);
+        std::vector<TopKCollector> cols(q1 - q0, TopKCollector(k, nbits_));
+        std::vector<ExcludeCursor> cursors;
+        for (size_t q = q0; q < q1; ++q) cursors.push_back(exclude.cursor(q));
+        for (size_t start = 0; start < n_; start += tile) {
+            size_t stop = std::min(n_, start + tile);
+            for (size_t q = q0; q < q1; ++q)
+                kern.scan(codes_.data(), nwords_, start, stop, queries + q * nwords_, cols[q - q0],
+                          cursors[q - q0]);
+        }
+        for (size_t q = q0; q < q1; ++q) cols[q - q0].finish(D + q * k, I + q * k);
+    });
+}
+
+void FlatIndex::topk_by_item(const Kernels& kern, const uint64_t* queries, size_t nq, int k,
+                             const ExcludeList& exclude, int threads, int32_t* D,
+                             int64_t* I) const {
+    const size_t nchunks = static_cast<size_t>(threads);
+    const size_t chunk = (n_ + nchunks - 1) / nchunks;
+    std::vector<int32_t> part_d(nchunks * nq * k);
+    std::vector<int64_t> part_i(nchunks * nq * k);
+    parallel_for(nchunks, threads, [&](size_t c, size_t) {
+        size_t begin = std::min(n_, c * chunk), end = std::min(n_, begin + chunk);
+        TopKCollector col(k, nbits_);
+        for (size_t q = 0; q < nq; ++q) {
+            col.reset();
+            ExcludeCursor cursor = exclude.cursor(q);
+            if (begin < end)
+                kern.scan(codes_.data(), nwords_, begin, end, queries + q * nwords_, col, cursor);
+            size_t off = (c * nq + q) * k;
+            col.finish(part_d.data() + off, part_i.data() + off);
+        }
+    });
+    // Chunks hold increasing id ranges, so a merge by distance that prefers the
+    // earlier chunk on ties keeps the smaller-id rule.
+    for (size_t q = 0; q < nq; ++q) {
+        std::vector<size_t> pos(nchunks, 0);
+        for (int r = 0; r < k; ++r) {
+            size_t best = nchunks;
+            int32_t best_d = 0;
+            for (size_t c = 0; c < nchunks; ++c) {
+                if (pos[c] >= static_cast<size_t>(k)) continue;
+                int32_t d = part_d[(c * nq + q) * k + pos[c]];
+                if (d < 0) continue;
+                if (best == nchunks || d < best_d) {
+                    best = c;
+                    best_d = d;
+                }
+            }
+            if (best == nchunks) {
+                D[q * k + r] = -1;
+                I[q * k + r] = -1;
+                continue;
+            }
+            size_t off = (best * nq + q) * k + pos[best]++;
+            D[q * k + r] = part_d[off];
+            I[q * k + r] = part_i[off];
+        }
+    }
+}
+
+}  // namespace hashsearch

@@ -1,0 +1,62 @@
+#include "hierarchical_index.h"
+
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "parallel.h"
+
+namespace hashsearch {
+
+HierarchicalIndex::HierarchicalIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits,
+                                     const float* emb, size_t dim)
+    : flat_(codes, n, nwords, nbits), emb_(emb, emb + n * dim), dim_(dim) {
+    if (dim == 0) throw std::invalid_argument("embeddings must have at least one column");
+}
+
+void HierarchicalIndex::topk(const uint64_t* queries, const float* query_emb, size_t nq, int k,
+                             int candidates, const ExcludeList& exclude, int num_threads, float* S,
+                             int64_t* I) const {
+    if (k <= 0) throw std::invalid_argument("k must be positive, got " + std::to_string(k));
+    if (candidates < k)
+        throw std::invalid_argument("candidates must be >= k=" + std::to_string(k) + ", got " +
+                                    std::to_string(candidates));
+    const size_t nw = flat_.nwords();
+    // Bounded batches keep the candidate buffers small for millions of queries.
+    const size_t batch = 4096;
+    std::vector<int32_t> cd;
+    std::vector<int64_t> ci;
+    for (size_t q0 = 0; q0 < nq; q0 += batch) {
+        size_t nb = std::min(batch, nq - q0);
+        cd.resize(nb * candidates);
+        ci.resize(nb * candidates);
+        ExcludeList ex = exclude;
+        if (ex.indptr) ex.indptr += q0;
+        flat_.topk(queries + q0 * nw, nb, candidates, ex, num_threads, cd.data(), ci.data());
+        parallel_for(nb, num_threads, [&](size_t b, size_t) {
+            const float* qe = query_emb + (q0 + b) * dim_;
+            std::vector<std::pair<double, int64_t>> scored;
+            scored.reserve(candidates);
+            for (int c = 0; c < candidates; ++c) {
+                int64_t id = ci[b * candidates + c];
+                if (id < 0) break;
+                const float* e = emb_.data() + static_cast<size_t>(id) * dim_;
+                double dot = 0;
+                for (size_t t = 0; t < dim_; ++t) dot += static_cast<double>(qe[t]) * e[t];
+                scored.emplace_back(-dot, id);
+            }
+            size_t keep = std::min<size_t>(k, scored.size());
+            std::partial_sort(scored.begin(), scored.begin() + keep, scored.end());
+            float* srow = S + (q0 + b) * k;
+            int64_t* irow = I + (q0 + b) * k;
+            for (size_t r = 0; r < static_cast<size_t>(k); ++r) {
+                srow[r] = r < keep ? static_cast<float>(-scored[r].first)
+                                   : -std::numeric_limits<float>::infinity();
+                irow[r] = r < keep ? scored[r].second : -1;
+            }
+        });
+    }
+}
+
+}  // namespace hashsearch

@@ -1,0 +1,158 @@
+// AVX2 kernels: nibble-lookup popcount (vpshufb) summed per word with vpsadbw,
+// compared against the collector's bound four distances at a time. Code sizes
+// without a vector kernel use the hardware popcnt instruction word by word.
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "topk.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC push_options
+#pragma GCC target("avx2,popcnt")
+
+namespace hashsearch {
+namespace {
+
+inline uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(__builtin_popcountll(x)); }
+
+#include "scan_generic.inc"
+
+inline __m256i popcount_bytes(__m256i v) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,  //
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256i lo = _mm256_and_si256(v, low);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+}
+
+// Per 64-bit lane popcount.
+inline __m256i popcount_lanes(__m256i v) {
+    return _mm256_sad_epu8(popcount_bytes(v), _mm256_setzero_si256());
+}
+
+inline __m256i load(const uint64_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// Offers the 4*G distances in `d` (lane j of vector g is item base + order[4g+j])
+// to the collector; called only when at least one is below the bound.
+template <int G>
+inline void offer(const __m256i* d, const int* order, size_t base, TopKCollector& col,
+                  ExcludeCursor& ex, uint32_t& bound) {
+    alignas(32) uint64_t dist[4 * G];
+    for (int g = 0; g < G; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(dist + 4 * g), d[g]);
+    // Visit in item order so the collector sees increasing ids.
+    uint32_t by_item[4 * G];
+    for (int j = 0; j < 4 * G; ++j) by_item[order[j]] = static_cast<uint32_t>(dist[j]);
+    for (int j = 0; j < 4 * G; ++j) {
+        int64_t id = static_cast<int64_t>(base + j);
+        if (by_item[j] < bound && !ex.excluded(id)) {
+            col.push(by_item[j], id);
+            bound = col.bound();
+        }
+    }
+}
+
+// 64-bit codes: 16 items per iteration, one vector of 4 items at a time.
+void scan_w1(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
+             const uint64_t* query, TopKCollector& col, ExcludeCursor& ex) {
+    static const int order[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const __m256i q = _mm256_set1_epi64x(static_cast<long long>(query[0]));
+    uint32_t bound = col.bound();
+    __m256i vb = _mm256_set1_epi64x(bound);
+    size_t i = begin;
+    for (; i + 16 <= end; i += 16) {
+        __m256i d[4];
+        for (int g = 0; g < 4; ++g) d[g] = popcount_lanes(_mm256_xor_si256(load(codes + i + 4 * g), q));
+        __m256i any = _mm256_or_si256(
+            _mm256_or_si256(_mm256_cmpgt_epi64(vb, d[0]), _mm256_cmpgt_epi64(vb, d[1])),
+            _mm256_or_si256(_mm256_cmpgt_epi64(vb, d[2]), _mm256_cmpgt_epi64(vb, d[3])));
+        if (!_mm256_testz_si256(any, any)) {
+            offer<4>(d, order, i, col, ex, bound);
+            vb = _mm256_set1_epi64x(bound);
+        }
+    }
+    scan_fixed<1>(codes, nwords, i, end, query, col, ex);
+}
+
+// 128-bit codes: two vectors hold four items; lanes come out as items {0,2,1,3}.
+void scan_w2(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
+             const uint64_t* query, TopKCollector& col, ExcludeCursor& ex) {
+    static const int order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+    const __m256i q = _mm256_setr_epi64x(static_cast<long long>(query[0]), static_cast<long long>(query[1]),
+                                         static_cast<long long>(query[0]), static_cast<long long>(query[1]));
+    uint32_t bound = col.bound();
+    __m256i vb = _mm256_set1_epi64x(bound);
+    size_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+        __m256i d[2];
+        for (int g = 0; g < 2; ++g) {
+            const uint64_t* p = codes + 2 * (i + 4 * g);
+            __m256i a = popcount_lanes(_mm256_xor_si256(load(p), q));
+            __m256i b = popcount_lanes(_mm256_xor_si256(load(p + 4), q));
+            d[g] = _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+        }
+        __m256i any = _mm256_or_si256(_mm256_cmpgt_epi64(vb, d[0]), _mm256_cmpgt_epi64(vb, d[1]));
+        if (!_mm256_testz_si256(any, any)) {
+            offer<2>(d, order, i, col, ex, bound);
+            vb = _mm256_set1_epi64x(bound);
+        }
+    }
+    scan_fixed<2>(codes, nwords, i, end, query, col, ex);
+}
+
+// 256*j-bit codes: byte counts of an item's vectors are summed before one vpsadbw
+// (at most 8 per byte per vector, so no overflow below 32 vectors), then four
+// items' lane sums are transposed into one vector.
+void scan_w4x(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
+              const uint64_t* query, TopKCollector& col, ExcludeCursor& ex) {
+    static const int order[4] = {0, 1, 2, 3};
+    const size_t nvec = nwords / 4;
+    uint32_t bound = col.bound();
+    __m256i vb = _mm256_set1_epi64x(bound);
+    size_t i = begin;
+    for (; i + 4 <= end; i += 4) {
+        __m256i s[4];
+        for (int it = 0; it < 4; ++it) {
+            const uint64_t* p = codes + (i + it) * nwords;
+            __m256i acc = _mm256_setzero_si256();
+            for (size_t v = 0; v < nvec; ++v)
+                acc = _mm256_add_epi8(acc, popcount_bytes(_mm256_xor_si256(load(p + 4 * v), load(query + 4 * v))));
+            s[it] = _mm256_sad_epu8(acc, _mm256_setzero_si256());
+        }
+        __m256i x = _mm256_add_epi64(_mm256_unpacklo_epi64(s[0], s[1]), _mm256_unpackhi_epi64(s[0], s[1]));
+        __m256i y = _mm256_add_epi64(_mm256_unpacklo_epi64(s[2], s[3]), _mm256_unpackhi_epi64(s[2], s[3]));
+        __m256i d[1] = {_mm256_add_epi64(_mm256_permute2x128_si256(x, y, 0x20),
+                                         _mm256_permute2x128_si256(x, y, 0x31))};
+        __m256i lt = _mm256_cmpgt_epi64(vb, d[0]);
+        if (!_mm256_testz_si256(lt, lt)) {
+            offer<1>(d, order, i, col, ex, bound);
+            vb = _mm256_set1_epi64x(bound);
+        }
+    }
+    scan_dynamic(codes, nwords, i, end, query, col, ex);
+}
+
+void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const uint64_t* query,
+          TopKCollector& col, ExcludeCursor& ex) {
+    if (nwords == 1) return scan_w1(codes, nwords, begin, end, query, col, ex);
+    if (nwords == 2) return scan_w2(codes, nwords, begin, end, query, col, ex);
+    if (nwords % 4 == 0 && nwords <= 64) return scan_w4x(codes, nwords, begin, end, query, col, ex);
+    return scan_generic(codes, nwords, begin, end, query, col, ex);
+}
+
+}  // namespace
+
+Kernels avx2_kernels() { return Kernels{&scan, &gather_generic}; }
+
+}  // namespace hashsearch
+#pragma GCC pop_options
+
+#else
+namespace hashsearch {
+Kernels avx2_kernels() { return scalar_kernels(); }
+}  // namespace hashsearch
+#endif

@@ -1,0 +1,226 @@
+#include "mih_index.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "parallel.h"
+
+namespace hashsearch {
+
+namespace {
+
+// Bits [start, start+bits) of a packed code, bits <= 32.
+inline uint32_t substring(const uint64_t* code, int start, int bits) {
+    size_t w = static_cast<size_t>(start) >> 6;
+    int off = start & 63;
+    uint64_t v = code[w] >> off;
+    if (off + bits > 64) v |= code[w + 1] << (64 - off);
+    return static_cast<uint32_t>(v & ((uint64_t{1} << bits) - 1));
+}
+
+uint64_t binomial(int n, int r) {
+    if (r < 0 || r > n) return 0;
+    uint64_t c = 1;
+    for (int i = 1; i <= r; ++i) c = c * static_cast<uint64_t>(n - r + i) / static_cast<uint64_t>(i);
+    return c;
+}
+
+struct Candidate {
+    uint32_t d;
+    int64_t id;
+    bool operator<(const Candidate& o) const { return d != o.d ? d < o.d : id < o.id; }
+};
+
+// Top-k over candidates arriving in any order, ordered by (distance, id).
+class UnorderedTopK {
+public:
+    explicit UnorderedTopK(size_t k) : k_(k) { buf_.reserve(2 * k + 1); }
+    bool admits(uint32_t d, int64_t id) const { return !full_ || Candidate{d, id} < worst_; }
+    void push(uint32_t d, int64_t id) {
+        buf_.push_back({d, id});
+        if (buf_.size() >= 2 * k_) shrink();
+    }
+    // k-th smallest distance, or -1 while fewer than k candidates are held.
+    int64_t kth_distance() {
+        if (buf_.size() < k_) return -1;
+        shrink();
+        return worst_.d;
+    }
+    void finish(int32_t* D, int64_t* I) {
+        if (buf_.size() > k_) shrink();
+        std::sort(buf_.begin(), buf_.end());
+        for (size_t r = 0; r < k_; ++r) {
+            D[r] = r < buf_.size() ? static_cast<int32_t>(buf_[r].d) : -1;
+            I[r] = r < buf_.size() ? buf_[r].id : -1;
+        }
+    }
+
+private:
+    void shrink() {
+        std::nth_element(buf_.begin(), buf_.begin() + (k_ - 1), buf_.end());
+        buf_.resize(k_);
+        worst_ = *std::max_element(buf_.begin(), buf_.end());
+        full_ = true;
+    }
+    size_t k_;
+    std::vector<Candidate> buf_;
+    Candidate worst_{0, 0};
+    bool full_ = false;
+};
+
+// Random-access candidate checks cost about this many sequential scan steps;
+// beyond that much work a query is finished by the linear scan instead.
+constexpr double kProbeCostInScans = 20.0;
+
+}  // namespace
+
+MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, int m)
+    : flat_(codes, n, nwords, nbits) {
+    if (m < 1 || m > nbits)
+        throw std::invalid_argument("m must be in [1, nbits=" + std::to_string(nbits) + "], got " +
+                                    std::to_string(m));
+    if ((nbits + m - 1) / m > 32)
+        throw std::invalid_argument("m=" + std::to_string(m) + " gives substrings of " +
+                                    std::to_string((nbits + m - 1) / m) +
+                                    " bits; at most 32 are supported, so use m >= " +
+                                    std::to_string((nbits + 31) / 32));
+    if (n >= (uint64_t{1} << 32)) throw std::invalid_argument("MIH supports fewer than 2^32 items");
+    const uint64_t* data = flat_.data();
+    for (int j = 0; j < m; ++j) {
+        Table t;
+        t.start = static_cast<int>(static_cast<int64_t>(j) * nbits / m);
+        t.bits = static_cast<int>(static_cast<int64_t>(j + 1) * nbits / m) - t.start;
+        if (t.bits > 28)
+            throw std::invalid_argument("substring of " + std::to_string(t.bits) +
+                                        " bits needs a 2^" + std::to_string(t.bits) +
+                                        "-bucket table; use a larger m");
+        size_t nbuckets = size_t{1} << t.bits;
+        t.offsets.assign(nbuckets + 1, 0);
+        std::vector<uint32_t> keys(n);
+        for (size_t i = 0; i < n; ++i) {
+            keys[i] = substring(data + i * nwords, t.start, t.bits);
+            ++t.offsets[keys[i] + 1];
+        }
+        for (size_t b = 0; b < nbuckets; ++b) t.offsets[b + 1] += t.offsets[b];
+        t.ids.resize(n);
+        std::vector<uint32_t> fill(t.offsets.begin(), t.offsets.end() - 1);
+        for (size_t i = 0; i < n; ++i) t.ids[fill[keys[i]]++] = static_cast<uint32_t>(i);
+        tables_.push_back(std::move(t));
+    }
+}
+
+std::vector<int> MIHIndex::substring_bits() const {
+    std::vector<int> bits;
+    for (const auto& t : tables_) bits.push_back(t.bits);
+    return bits;
+}
+
+size_t MIHIndex::table_bytes() const {
+    size_t bytes = 0;
+    for (const auto& t : tables_) bytes += (t.offsets.size() + t.ids.size()) * sizeof(uint32_t);
+    return bytes;
+}
+
+void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude,
+                    int num_threads, int32_t* D, int64_t* I) const {
+    if (k <= 0) throw std::invalid_argument("k must be positive, got " + std::to_string(k));
+    if (flat_.size() == 0) throw std::invalid_argument("the index is empty");
+    Kernels kern = active_kernels();
+    size_t nw = flat_.nwords();
+    std::vector<size_t> fell(static_cast<size_t>(resolve_threads(num_threads)), 0);
+    parallel_for(nq, num_threads, [&](size_t q, size_t worker) {
+        thread_local std::vector<uint32_t> scratch;
+        const int64_t* eb = exclude.indptr ? exclude.indices + exclude.indptr[q] : nullptr;
+        const int64_t* ee = exclude.indptr ? exclude.indices + exclude.indptr[q + 1] : nullptr;
+        bool fell_back = false;
+        search_one(kern, queries + q * nw, k, eb, ee, D + q * k, I + q * k, scratch, fell_back);
+        fell[worker] += fell_back;
+    });
+    for (size_t f : fell) fallbacks_ += f;
+}
+
+void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                          const int64_t* ex_end, int32_t* D, int64_t* I,
+                          std::vector<uint32_t>& scratch, bool& fell_back) const {
+    const size_t n = flat_.size(), nw = flat_.nwords();
+    const int m = static_cast<int>(tables_.size());
+    const uint64_t* data = flat_.data();
+    std::vector<uint32_t> qkeys(m);
+    int max_bits = 0;
+    for (int j = 0; j < m; ++j) {
+        qkeys[j] = substring(query, tables_[j].start, tables_[j].bits);
+        max_bits = std::max(max_bits, tables_[j].bits);
+    }
+    auto is_excluded = [&](int64_t id) {
+        return ex_begin != ex_end && std::binary_search(ex_begin, ex_end, id);
+    };
+    UnorderedTopK top(static_cast<size_t>(k));
+    uint64_t diff[16];  // codes are at most 1024 bits
+    double work = 0;
+    const double budget = static_cast<double>(n) / kProbeCostInScans;
+
+    for (int s = 0; s <= max_bits; ++s) {
+        // Estimated probes plus candidates at this radius; past the budget the
+        // linear scan is cheaper and just as exact.
+        double next = 0;
+        for (const auto& t : tables_) {
+            double probes = static_cast<double>(binomial(t.bits, s));
+            next += probes * (1.0 + static_cast<double>(n) / static_cast<double>(size_t{1} << t.bits));
+        }
+        if (work + next > budget && s > 0) {
+            fell_back = true;
+            TopKCollector col(k, flat_.nbits());
+            ExcludeCursor cursor(ex_begin, ex_end);
+            kern.scan(data, nw, 0, n, query, col, cursor);
+            col.finish(D, I);
+            return;
+        }
+        work += next;
+        for (int j = 0; j < m; ++j) {
+            const Table& t = tables_[j];
+            if (s > t.bits) continue;
+            const uint64_t limit = uint64_t{1} << t.bits;
+            uint64_t mask = (s == 0) ? 0 : (uint64_t{1} << s) - 1;
+            while (mask < limit) {
+                uint32_t bucket = qkeys[j] ^ static_cast<uint32_t>(mask);
+                uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
+                if (b1 > b0) {
+                    size_t cnt = b1 - b0;
+                    if (scratch.size() < cnt) scratch.resize(cnt);
+                    kern.gather(data, nw, t.ids.data() + b0, cnt, query, scratch.data());
+                    for (size_t c = 0; c < cnt; ++c) {
+                        uint32_t d = scratch[c];
+                        int64_t id = t.ids[b0 + c];
+                        if (!top.admits(d, id)) continue;
+                        // Seen before iff an earlier table matched within s, or a
+                        // later one within s-1 (the order tables are probed in).
+                        const uint64_t* code = data + static_cast<size_t>(id) * nw;
+                        for (size_t w = 0; w < nw; ++w) diff[w] = code[w] ^ query[w];
+                        bool seen = false;
+                        for (int jj = 0; jj < m && !seen; ++jj) {
+                            if (jj == j) continue;
+                            int sd = __builtin_popcount(substring(diff, tables_[jj].start, tables_[jj].bits));
+                            seen = jj < j ? sd <= s : sd <= s - 1;
+                        }
+                        if (seen || is_excluded(id)) continue;
+                        top.push(d, id);
+                    }
+                }
+                if (s == 0) break;
+                uint64_t c = mask & (~mask + 1);  // Gosper's hack: next mask with s bits
+                uint64_t r = mask + c;
+                mask = (((r ^ mask) >> 2) / c) | r;
+            }
+            // Every item within m*s + j of the query has now been seen.
+            int64_t kth = top.kth_distance();
+            if (kth >= 0 && kth <= static_cast<int64_t>(m) * s + j) {
+                top.finish(D, I);
+                return;
+            }
+        }
+    }
+    top.finish(D, I);  // radius exhausted: every item was seen
+}
+
+}  // namespace hashsearch

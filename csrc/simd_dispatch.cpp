@@ -1,0 +1,64 @@
+#include "simd.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+namespace hashsearch {
+
+SimdLevel detect_simd_level() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vpopcntdq"))
+        return SimdLevel::AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) return SimdLevel::AVX2;
+#endif
+    return SimdLevel::Scalar;
+}
+
+const char* simd_level_name(SimdLevel level) {
+    switch (level) {
+        case SimdLevel::AVX512: return "avx512";
+        case SimdLevel::AVX2: return "avx2";
+        default: return "scalar";
+    }
+}
+
+SimdLevel parse_simd_level(const std::string& name) {
+    if (name == "scalar") return SimdLevel::Scalar;
+    if (name == "avx2") return SimdLevel::AVX2;
+    if (name == "avx512") return SimdLevel::AVX512;
+    throw std::invalid_argument("unknown SIMD level '" + name +
+                                "'; expected one of 'scalar', 'avx2', 'avx512'");
+}
+
+namespace {
+SimdLevel initial_level() {
+    const char* env = std::getenv("HASHSEARCH_SIMD");
+    SimdLevel best = detect_simd_level();
+    if (env == nullptr || *env == '\0') return best;
+    SimdLevel wanted = parse_simd_level(env);
+    if (static_cast<int>(wanted) > static_cast<int>(best))
+        throw std::invalid_argument(std::string("HASHSEARCH_SIMD=") + env +
+                                    " but this CPU supports at most " + simd_level_name(best));
+    return wanted;
+}
+std::atomic<int>& level_slot() {
+    static std::atomic<int> slot{static_cast<int>(initial_level())};
+    return slot;
+}
+}  // namespace
+
+SimdLevel current_simd_level() { return static_cast<SimdLevel>(level_slot().load()); }
+
+void set_simd_level(SimdLevel level) {
+    SimdLevel best = detect_simd_level();
+    if (static_cast<int>(level) > static_cast<int>(best))
+        throw std::invalid_argument(std::string("SIMD level ") + simd_level_name(level) +
+                                    " is not supported by this CPU (best: " +
+                                    simd_level_name(best) + ")");
+    level_slot().store(static_cast<int>(level));
+}
+
+}  // namespace hashsearch

@@ -1,0 +1,122 @@
+// Top-k selection over small integer (Hamming) distances.
+//
+// Items reach a collector in increasing id order, so an item whose distance
+// equals the current k-th distance can never displace an earlier one (ties go
+// to the smaller id). That lets the collector keep a plain threshold `bound`
+// (accept iff d < bound) and compact its buffer with a counting pass instead
+// of a heap: O(1) per rejected item, which is nearly every item.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace hashsearch {
+
+class TopKCollector {
+public:
+    TopKCollector(int k, int nbits)
+        : k_(k), nbits_(nbits), cap_(std::max<size_t>(2 * static_cast<size_t>(k), 64)),
+          dist_(cap_), ids_(cap_), hist_(nbits + 2) {
+        reset();
+    }
+
+    void reset() {
+        size_ = 0;
+        bound_ = static_cast<uint32_t>(nbits_) + 1;
+    }
+
+    // Accept iff d < bound(); callers filter on bound() first.
+    uint32_t bound() const { return bound_; }
+
+    void push(uint32_t d, int64_t id) {
+        dist_[size_] = d;
+        ids_[size_] = id;
+        if (++size_ == cap_) compact();
+    }
+
+    // Writes up to k results sorted by (distance, id); pads with -1.
+    void finish(int32_t* out_d, int64_t* out_i) {
+        if (size_ > static_cast<size_t>(k_)) compact();
+        // Stable counting sort by distance keeps id order within a distance.
+        std::fill(hist_.begin(), hist_.end(), 0);
+        for (size_t i = 0; i < size_; ++i) ++hist_[dist_[i] + 1];
+        for (size_t b = 1; b < hist_.size(); ++b) hist_[b] += hist_[b - 1];
+        for (size_t i = 0; i < size_; ++i) {
+            size_t pos = hist_[dist_[i]]++;
+            out_d[pos] = static_cast<int32_t>(dist_[i]);
+            out_i[pos] = ids_[i];
+        }
+        for (size_t i = size_; i < static_cast<size_t>(k_); ++i) {
+            out_d[i] = -1;
+            out_i[i] = -1;
+        }
+    }
+
+private:
+    // Keeps exactly k items: all with d < t and the earliest with d == t,
+    // where t is the k-th smallest distance; then only d < t can enter.
+    void compact() {
+        std::fill(hist_.begin(), hist_.end(), 0);
+        for (size_t i = 0; i < size_; ++i) ++hist_[dist_[i]];
+        size_t below = 0;
+        uint32_t t = 0;
+        while (below + hist_[t] < static_cast<size_t>(k_)) below += hist_[t++];
+        size_t ties_left = static_cast<size_t>(k_) - below;
+        size_t out = 0;
+        for (size_t i = 0; i < size_; ++i) {
+            uint32_t d = dist_[i];
+            if (d < t || (d == t && ties_left > 0)) {
+                if (d == t) --ties_left;
+                dist_[out] = d;
+                ids_[out] = ids_[i];
+                ++out;
+            }
+        }
+        size_ = out;
+        bound_ = t;
+    }
+
+    int k_;
+    int nbits_;
+    size_t cap_;
+    size_t size_ = 0;
+    uint32_t bound_ = 0;
+    std::vector<uint32_t> dist_;
+    std::vector<int64_t> ids_;
+    std::vector<size_t> hist_;
+};
+
+// Sorted ids one query must not return; queried with non-decreasing ids.
+class ExcludeCursor {
+public:
+    ExcludeCursor() = default;
+    ExcludeCursor(const int64_t* begin, const int64_t* end) : cur_(begin), end_(end) {}
+    bool excluded(int64_t id) {
+        while (cur_ != end_ && *cur_ < id) ++cur_;
+        return cur_ != end_ && *cur_ == id;
+    }
+
+private:
+    const int64_t* cur_ = nullptr;
+    const int64_t* end_ = nullptr;
+};
+
+// Scans items [begin, end) (each `nwords` uint64 words) for one query and
+// pushes every item with distance < col.bound() that is not excluded.
+using ScanFn = void (*)(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
+                        const uint64_t* query, TopKCollector& col, ExcludeCursor& ex);
+// Hamming distance between the query and each of `count` items given by id.
+using GatherFn = void (*)(const uint64_t* codes, size_t nwords, const uint32_t* ids, size_t count,
+                          const uint64_t* query, uint32_t* out);
+
+struct Kernels {
+    ScanFn scan;
+    GatherFn gather;
+};
+
+// One table per SIMD level; each lives in its own translation unit.
+Kernels scalar_kernels();
+Kernels avx2_kernels();
+Kernels avx512_kernels();
+
+}  // namespace hashsearch

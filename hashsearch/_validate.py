@@ -1,0 +1,126 @@
+"""Argument checks shared by the index classes: each failure names what was
+expected and what was given."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ._codes import as_packed, words_for
+
+ExcludeArg = Union[None, Sequence[Sequence[int]], Tuple[np.ndarray, np.ndarray]]
+
+
+def check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_k(k, n: int, name: str = "k") -> int:
+    k = check_int(k, name, 1)
+    if n == 0:
+        raise ValueError("the index is empty: it holds 0 codes")
+    if k > n:
+        raise ValueError(f"{name}={k} exceeds the number of indexed codes n={n}")
+    return k
+
+
+def check_threads(num_threads) -> int:
+    return check_int(num_threads, "num_threads", 0)
+
+
+def packed_queries(q, nbits: int) -> np.ndarray:
+    """One code or a batch, packed uint64 or unpacked -> uint64 (nq, W)."""
+    arr = np.asarray(q)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise ValueError(f"queries must be one code (1-D) or a batch (2-D), got shape {np.shape(q)}")
+    if arr.dtype == np.uint64:
+        if arr.shape[1] != words_for(nbits):
+            raise ValueError(
+                f"packed queries must have {words_for(nbits)} uint64 words for nbits={nbits}, "
+                f"got {arr.shape[1]}"
+            )
+        packed, _ = as_packed(arr, nbits, "queries")
+        return packed
+    if arr.shape[1] != nbits:
+        raise ValueError(f"queries have {arr.shape[1]} bits, the index has nbits={nbits}")
+    packed, _ = as_packed(arr, nbits, "queries")
+    return packed
+
+
+def float_matrix(x, name: str, rows: Optional[int] = None, cols: Optional[int] = None) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim == 1 and cols is not None and arr.shape[0] == cols and rows in (None, 1):
+        arr = arr[None, :]
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name} must be a float array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {arr.shape}")
+    if rows is not None and arr.shape[0] != rows:
+        raise ValueError(f"{name} must have {rows} rows, got {arr.shape[0]}")
+    if cols is not None and arr.shape[1] != cols:
+        raise ValueError(f"{name} must have {cols} columns, got {arr.shape[1]}")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} contain NaN or infinite values")
+    return out
+
+
+def exclude_csr(exclude: ExcludeArg, nq: int, n: int) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """Normalise ``exclude`` to CSR (indptr int64 (nq+1,), indices int64) sorted per row."""
+    if exclude is None:
+        return None, None
+    # A 2-tuple is CSR (indptr, indices); per-query rows come as a list.
+    if isinstance(exclude, tuple) and len(exclude) == 2:
+        indptr = np.asarray(exclude[0])
+        indices = np.asarray(exclude[1])
+        if not np.issubdtype(indptr.dtype, np.integer) or not np.issubdtype(indices.dtype, np.integer):
+            raise TypeError(
+                f"exclude CSR arrays must be integers, got {indptr.dtype} and {indices.dtype}"
+            )
+        indptr = indptr.astype(np.int64).ravel()
+        indices = indices.astype(np.int64).ravel()
+        if len(indptr) != nq + 1:
+            raise ValueError(f"exclude indptr must have nq+1={nq + 1} entries, got {len(indptr)}")
+        if indptr[0] != 0 or indptr[-1] != len(indices) or (np.diff(indptr) < 0).any():
+            raise ValueError(
+                f"exclude indptr must be non-decreasing from 0 to len(indices)={len(indices)}"
+            )
+    else:
+        if isinstance(exclude, np.ndarray) and exclude.ndim == 2:
+            rows = list(exclude)
+        else:
+            try:
+                rows = list(exclude)
+            except TypeError:
+                raise TypeError(
+                    "exclude must be None, a list of id arrays (one per query) or a CSR tuple "
+                    f"(indptr, indices), got {type(exclude).__name__}"
+                ) from None
+        if len(rows) != nq:
+            raise ValueError(f"exclude has {len(rows)} rows but there are {nq} queries")
+        arrays = [np.asarray(r).ravel() for r in rows]
+        for a in arrays:
+            if a.size and not np.issubdtype(a.dtype, np.integer):
+                raise TypeError(f"exclude ids must be integers, got dtype {a.dtype}")
+        lengths = np.array([a.size for a in arrays], dtype=np.int64)
+        indptr = np.zeros(nq + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        indices = (
+            np.concatenate([a.astype(np.int64) for a in arrays]) if nq else np.zeros(0, np.int64)
+        )
+    if indices.size:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= n:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"exclude id {bad} is out of range [0, {n})")
+        rows_of = np.repeat(np.arange(nq, dtype=np.int64), np.diff(indptr))
+        order = np.lexsort((indices, rows_of))
+        indices = np.ascontiguousarray(indices[order])
+    return np.ascontiguousarray(indptr), indices

@@ -1,0 +1,272 @@
+"""The three searchable indexes over packed binary codes.
+
+All results follow faiss' conventions: ``D`` int32 (nq, k) distances (or
+float32 scores for the hierarchical index), ``I`` int64 (nq, k) ids, rows
+sorted best first with ties broken by the smaller id, padded with -1 when
+fewer than k items qualify (only possible with ``exclude``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from ._codes import as_packed
+from ._validate import (
+    ExcludeArg,
+    check_int,
+    check_k,
+    check_threads,
+    exclude_csr,
+    float_matrix,
+    packed_queries,
+)
+from .io import KIND_FLAT, KIND_HIER, KIND_MIH, KIND_NAMES, IndexFile, PathLike, read_index, write_index
+
+
+class _HammingBase:
+    _kind = 0
+    _native = None
+
+    @property
+    def ntotal(self) -> int:
+        """Number of indexed codes."""
+        return int(self._native.ntotal)
+
+    @property
+    def nbits(self) -> int:
+        """Bits per code."""
+        return int(self._native.nbits)
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def codes(self) -> np.ndarray:
+        """A copy of the packed codes, uint64 (n, ceil(nbits/64))."""
+        return self._native.codes()
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the native index."""
+        return int(self._native.memory_bytes())
+
+    def _threads(self, num_threads: Optional[int]) -> int:
+        return self.num_threads if num_threads is None else check_threads(num_threads)
+
+    def topk(
+        self, q, k: int, *, exclude: ExcludeArg = None, num_threads: Optional[int] = None
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Exact Hamming top-k.
+
+        Args:
+            q: one code or a batch: packed uint64 (W,) / (nq, W), or unpacked
+                (nbits,) / (nq, nbits) in any form :func:`hashsearch.pack` takes.
+            k: results per query, 1 <= k <= ntotal.
+            exclude: ids each query must not return: a list of nq int arrays, or
+                a CSR tuple ``(indptr int (nq+1,), indices int)``.
+            num_threads: overrides the index's setting for this call (0 = all cores).
+
+        Returns:
+            ``(D, I)``: D int32 (nq, k) Hamming distances ascending, I int64
+            (nq, k) ids; ties go to the smaller id; -1/-1 padding.
+        """
+        queries = packed_queries(q, self.nbits)
+        k = check_k(k, self.ntotal)
+        indptr, indices = exclude_csr(exclude, queries.shape[0], self.ntotal)
+        return self._native.topk(queries, k, indptr, indices, self._threads(num_threads))
+
+    def save(self, path: PathLike) -> None:
+        """Write the index atomically to ``path`` (see :mod:`hashsearch.io`)."""
+        write_index(path, self._file())
+
+    def _file(self) -> IndexFile:
+        return IndexFile(kind=self._kind, nbits=self.nbits, codes=self.codes())
+
+    @classmethod
+    def load(cls, path: PathLike, *, num_threads: int = 0):
+        """Read an index written by :meth:`save`; ValueError if the file is not one of this class."""
+        data = read_index(path)
+        if data.kind != cls._kind:
+            raise ValueError(f"{path} holds a {KIND_NAMES[data.kind]}, not a {cls.__name__}")
+        return cls._from_file(data, num_threads)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(ntotal={self.ntotal}, nbits={self.nbits})"
+
+
+class Index(_HammingBase):
+    """Exact Hamming search by a SIMD linear scan with a counting top-k.
+
+    Args:
+        codes: packed uint64 (n, ceil(nbits/64)), or unpacked (n, nbits) bool /
+            0-1 / ±1 ints / floats (sign). The codes are copied.
+        nbits: bits per code; needed only for packed codes whose nbits is not
+            a multiple of 64.
+        num_threads: threads per search, 0 = all cores.
+
+    Example:
+        >>> D, I = hashsearch.Index(codes).topk(q, 100)
+    """
+
+    _kind = KIND_FLAT
+
+    def __init__(self, codes, nbits: Optional[int] = None, *, num_threads: int = 0) -> None:
+        packed, nbits = as_packed(codes, nbits)
+        self.num_threads = check_threads(num_threads)
+        self._native = _core.FlatIndex(packed, nbits)
+
+    @classmethod
+    def _from_file(cls, data: IndexFile, num_threads: int) -> "Index":
+        return cls(data.codes, data.nbits, num_threads=num_threads)
+
+
+def default_mih_m(nbits: int, n: int) -> int:
+    """Number of MIH substrings: about nbits / log2(n) (Norouzi et al.), with
+    substrings of at most log2(n) bits so a table's bucket array is no larger
+    than its id array, and at most 28 bits."""
+    sub_bits = max(1, min(28, int(math.floor(math.log2(max(n, 2))))))
+    return max(1, min(nbits, math.ceil(nbits / sub_bits)))
+
+
+class MIHIndex(_HammingBase):
+    """Exact Hamming search by multi-index hashing (Norouzi, Punjani & Fleet).
+
+    The code is split into ``m`` substrings with one hash table each; a query
+    probes buckets at growing substring radius until the k-th distance is
+    proven, so results equal :class:`Index` exactly (ties, padding and
+    ``exclude`` included). Queries whose search would cost more than a
+    linear scan fall back to the scan, which is also exact.
+
+    Args:
+        codes, nbits, num_threads: as for :class:`Index`.
+        m: number of substrings; default :func:`default_mih_m`.
+    """
+
+    _kind = KIND_MIH
+
+    def __init__(
+        self, codes, nbits: Optional[int] = None, *, m: Optional[int] = None, num_threads: int = 0
+    ) -> None:
+        packed, nbits = as_packed(codes, nbits)
+        if packed.shape[0] == 0:
+            raise ValueError("MIHIndex needs at least one code, got 0")
+        if m is None:
+            m = default_mih_m(nbits, packed.shape[0])
+        m = check_int(m, "m", 1)
+        if m > nbits:
+            raise ValueError(f"m must be <= nbits={nbits}, got {m}")
+        self.num_threads = check_threads(num_threads)
+        self._native = _core.MIHIndex(packed, nbits, m)
+
+    @property
+    def m(self) -> int:
+        """Number of substrings (hash tables)."""
+        return int(self._native.m)
+
+    @property
+    def substring_bits(self) -> list:
+        """Length in bits of each substring."""
+        return list(self._native.substring_bits)
+
+    @property
+    def fallback_count(self) -> int:
+        """Queries answered by the linear-scan fallback so far."""
+        return int(self._native.fallback_count)
+
+    def table_bytes(self) -> int:
+        """Bytes held by the hash tables alone."""
+        return int(self._native.table_bytes())
+
+    def _file(self) -> IndexFile:
+        return IndexFile(kind=self._kind, nbits=self.nbits, codes=self.codes(), m=self.m)
+
+    @classmethod
+    def _from_file(cls, data: IndexFile, num_threads: int) -> "MIHIndex":
+        return cls(data.codes, data.nbits, m=data.m, num_threads=num_threads)
+
+
+class HierarchicalIndex(_HammingBase):
+    """Hierarchical search (HieS): Hamming candidates re-ranked by inner product.
+
+    Args:
+        codes, nbits, num_threads: as for :class:`Index`.
+        embeddings: float (n, dim) continuous item embeddings (stored as float32).
+    """
+
+    _kind = KIND_HIER
+
+    def __init__(
+        self, codes, embeddings, nbits: Optional[int] = None, *, num_threads: int = 0
+    ) -> None:
+        packed, nbits = as_packed(codes, nbits)
+        emb = float_matrix(embeddings, "embeddings")
+        if emb.shape[0] != packed.shape[0]:
+            raise ValueError(
+                f"embeddings have {emb.shape[0]} rows but there are {packed.shape[0]} codes"
+            )
+        self.num_threads = check_threads(num_threads)
+        self._native = _core.HierarchicalIndex(packed, nbits, emb)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self._native.dim)
+
+    def embeddings(self) -> np.ndarray:
+        """A copy of the item embeddings, float32 (n, dim)."""
+        return self._native.embeddings()
+
+    def hamming_topk(self, q, k: int, *, exclude: ExcludeArg = None, num_threads: Optional[int] = None):
+        """Plain Hamming ranking over this index's codes (see :meth:`Index.topk`)."""
+        return super().topk(q, k, exclude=exclude, num_threads=num_threads)
+
+    def topk(  # type: ignore[override]
+        self,
+        q_codes,
+        q_emb,
+        k: int,
+        *,
+        candidates: Optional[int] = None,
+        exclude: ExcludeArg = None,
+        num_threads: Optional[int] = None,
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Hamming top-``candidates``, then the top-k of those by inner product.
+
+        Args:
+            q_codes: query codes as for :meth:`Index.topk`, nq of them.
+            q_emb: float (nq, dim) query embeddings (or (dim,) for one query).
+            k: results per query, 1 <= k <= candidates.
+            candidates: Hamming candidates per query, k <= candidates <= ntotal;
+                default max(k, min(500, ntotal)).
+            exclude: as for :meth:`Index.topk`; applied before the Hamming stage.
+
+        Returns:
+            ``(S, I)``: S float32 (nq, k) inner products descending, I int64
+            (nq, k); ties go to the smaller id; padding is (-inf, -1).
+        """
+        queries = packed_queries(q_codes, self.nbits)
+        nq = queries.shape[0]
+        qe = float_matrix(q_emb, "query embeddings", rows=nq, cols=self.dim)
+        k = check_k(k, self.ntotal)
+        if candidates is None:
+            candidates = max(k, min(500, self.ntotal))
+        candidates = check_k(candidates, self.ntotal, "candidates")
+        if candidates < k:
+            raise ValueError(f"candidates={candidates} must be >= k={k}")
+        indptr, indices = exclude_csr(exclude, nq, self.ntotal)
+        return self._native.topk(queries, qe, k, candidates, indptr, indices, self._threads(num_threads))
+
+    def _file(self) -> IndexFile:
+        return IndexFile(kind=self._kind, nbits=self.nbits, codes=self.codes(), embeddings=self.embeddings())
+
+    @classmethod
+    def _from_file(cls, data: IndexFile, num_threads: int) -> "HierarchicalIndex":
+        return cls(data.codes, data.embeddings, data.nbits, num_threads=num_threads)
+
+
+def load(path: PathLike, *, num_threads: int = 0):
+    """Load any index written by ``save``, returning the matching class."""
+    data = read_index(path)
+    cls = {KIND_FLAT: Index, KIND_MIH: MIHIndex, KIND_HIER: HierarchicalIndex}[data.kind]
+    return cls._from_file(data, num_threads)

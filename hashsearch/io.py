@@ -1,0 +1,109 @@
+"""Index files: a versioned little-endian header, the payload, a CRC32.
+
+Layout (format version 1)::
+
+    magic    8s   b"HASHSRCH"
+    version  u32  1
+    kind     u32  1 = Index, 2 = MIHIndex, 3 = HierarchicalIndex
+    nbits    u32
+    nwords   u32
+    n        u64  number of codes
+    m        u32  MIH substrings (0 otherwise)
+    dim      u32  embedding columns (0 otherwise)
+    nbytes   u64  payload length
+    crc32    u32  zlib.crc32 of the payload
+    payload       codes uint64 (n, nwords) then, for kind 3, embeddings float32 (n, dim)
+
+Files are written to a temporary file in the target directory, fsynced and
+renamed over the target, so a crash never leaves a half-written index.
+MIH tables are rebuilt on load (deterministically) rather than stored.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+MAGIC = b"HASHSRCH"
+FORMAT_VERSION = 1
+KIND_FLAT, KIND_MIH, KIND_HIER = 1, 2, 3
+KIND_NAMES = {KIND_FLAT: "Index", KIND_MIH: "MIHIndex", KIND_HIER: "HierarchicalIndex"}
+_HEADER = struct.Struct("<8sIIIIQIIQI")
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class IndexFile:
+    kind: int
+    nbits: int
+    codes: np.ndarray  # uint64 (n, nwords)
+    m: int = 0
+    embeddings: Optional[np.ndarray] = None  # float32 (n, dim)
+
+
+def write_index(path: PathLike, data: IndexFile) -> None:
+    """Atomically write ``data`` to ``path``."""
+    codes = np.ascontiguousarray(data.codes, dtype="<u8")
+    parts = [codes.tobytes()]
+    dim = 0
+    if data.embeddings is not None:
+        emb = np.ascontiguousarray(data.embeddings, dtype="<f4")
+        dim = emb.shape[1]
+        parts.append(emb.tobytes())
+    payload = b"".join(parts)
+    header = _HEADER.pack(
+        MAGIC, FORMAT_VERSION, data.kind, data.nbits, codes.shape[1], codes.shape[0],
+        data.m, dim, len(payload), zlib.crc32(payload),
+    )
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header)
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_index(path: PathLike) -> IndexFile:
+    """Read and verify an index file; ValueError if it is foreign, truncated or corrupt."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        raw = f.read(_HEADER.size)
+        if len(raw) < _HEADER.size or raw[:8] != MAGIC:
+            raise ValueError(f"{path} is not a hashsearch index file (bad magic or too short)")
+        _, version, kind, nbits, nwords, n, m, dim, nbytes, crc = _HEADER.unpack(raw)
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{path} has format version {version}; this hashsearch reads version {FORMAT_VERSION}"
+            )
+        if kind not in KIND_NAMES:
+            raise ValueError(f"{path} has unknown index kind {kind}")
+        expected = n * nwords * 8 + n * dim * 4
+        if nbytes != expected or nwords != (nbits + 63) // 64 or not 1 <= nbits <= 1024:
+            raise ValueError(f"{path} has an inconsistent header (corrupt file)")
+        payload = f.read(nbytes + 1)
+    if len(payload) != nbytes:
+        raise ValueError(f"{path} is truncated: expected {nbytes} payload bytes, found {len(payload)}")
+    if zlib.crc32(payload) != crc:
+        raise ValueError(f"{path} is corrupt: checksum mismatch")
+    codes = np.frombuffer(payload, dtype="<u8", count=n * nwords).reshape(n, nwords)
+    emb = None
+    if dim:
+        emb = np.frombuffer(payload, dtype="<f4", offset=n * nwords * 8).reshape(n, dim)
+    return IndexFile(kind=kind, nbits=nbits, codes=codes.astype(np.uint64), m=m,
+                     embeddings=None if emb is None else emb.astype(np.float32))
