@@ -1,0 +1,122 @@
+"""Run configuration (a dataclass; the command line fills it, nothing is parsed at import)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+METHODS = ("hashgnn", "lsh", "hashnet", "ste", "gumbel", "hashgnn_sp", "hashgnn_nr",
+           "graphsage", "lightgcn", "mf")
+HASH_METHODS = ("hashgnn", "hashnet", "ste", "gumbel", "hashgnn_sp", "hashgnn_nr")
+# Continuous methods get their codes by random hyperplanes (LSH) on their embeddings.
+CONTINUOUS_METHODS = ("lsh", "graphsage", "lightgcn", "mf")
+
+# method -> (default encoder, hash head kind or None)
+METHOD_TABLE = {
+    "hashgnn": ("sage", "guided"),
+    "hashgnn_nr": ("sage", "guided"),
+    "hashgnn_sp": ("sage", "guided"),
+    "ste": ("sage", "ste"),
+    "hashnet": ("sage", "hashnet"),
+    "gumbel": ("sage", "gumbel"),
+    "lsh": ("sage", None),
+    "graphsage": ("sage", None),
+    "lightgcn": ("lightgcn", None),
+    "mf": ("mf", None),
+}
+
+
+@dataclass
+class FitConfig:
+    """Everything a ``fit`` run depends on; stored in ``metrics.json`` and checkpoints."""
+
+    data: Optional[str] = None          # --data (None: the embedded synthetic default)
+    method: str = "hashgnn"
+    bits: int = 32
+    encoder: Optional[str] = None       # sage | lightgcn | mf (None: the method's default)
+    out: str = "runs/default"
+    seed: int = 0
+    split: str = "auto"                 # auto | given | paper
+    merge_valid: bool = False           # train on train+valid (no early stopping then)
+    # model
+    emb_dim: int = 64                   # ID-embedding size (= output size for lightgcn/mf)
+    sage_dims: List[int] = field(default_factory=lambda: [128, 68])
+    layers: int = 3                     # LightGCN propagation layers
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 4096
+    lr: float = 1e-3
+    reg: float = 1e-4                   # L2 on the ID embeddings of the batch (LightGCN-style)
+    loss: str = "auto"                  # auto | hashgnn | bpr
+    negatives: int = 5                  # sampled items per positive (triplets per pair)
+    lam: float = 0.5                    # ranking-loss weight λ
+    alpha: float = 0.2                  # ranking margin α
+    score_scale: Optional[float] = None  # s = scale·<x,y>; None: 1/sqrt(K) for codes, 1 otherwise
+    # binarisation
+    p_start: float = 1.0
+    p_decay: float = 0.95
+    p_every: int = 250                  # iterations; 0 = spread ~60 decays over the planned run
+    p_floor: float = 0.0
+    hashnet_gamma: float = 0.005        # β = (1 + γ t)^0.5
+    gumbel_tau: float = 1.0
+    sp_pretrain_frac: float = 0.5       # hashgnn_sp: share of epochs for the continuous stage
+    # evaluation and control
+    eval_every: int = 1
+    patience: int = 5                   # evaluations without improvement before stopping
+    val_metric: Optional[str] = None    # mode:metric, None: hies:recall@50 (hash) / continuous:recall@20
+    candidates: int = 500
+    paper_protocol: bool = False
+    eval_block: int = 2048
+    max_minutes: Optional[float] = None  # stop training after this wall time
+    threads: int = 0                    # torch threads (0: torch's default)
+    device: str = "auto"                # auto | cpu | cuda
+    resume: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise ValueError on inconsistent settings."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; one of {', '.join(METHODS)}")
+        if not 1 <= self.bits <= 1024:
+            raise ValueError(f"bits must be in 1..1024, got {self.bits}")
+        if self.encoder not in (None, "sage", "lightgcn", "mf"):
+            raise ValueError(f"unknown encoder {self.encoder!r}")
+        if self.loss not in ("auto", "hashgnn", "bpr"):
+            raise ValueError(f"unknown loss {self.loss!r}")
+        if self.split not in ("auto", "given", "paper"):
+            raise ValueError(f"unknown split {self.split!r}")
+        if self.epochs < 0 or self.batch_size < 1 or self.negatives < 1:
+            raise ValueError("epochs >= 0, batch_size >= 1 and negatives >= 1 required")
+
+    @property
+    def encoder_kind(self) -> str:
+        return self.encoder or METHOD_TABLE[self.method][0]
+
+    @property
+    def head_kind(self) -> Optional[str]:
+        return METHOD_TABLE[self.method][1]
+
+    @property
+    def loss_kind(self) -> str:
+        if self.loss != "auto":
+            return self.loss
+        # LightGCN and MF are trained with BPR in their papers; the HashGNN family and its
+        # GraphSAGE baselines with the HashGNN objective.
+        return "bpr" if self.method in ("lightgcn", "mf") else "hashgnn"
+
+    @property
+    def lam_eff(self) -> float:
+        return 0.0 if self.method == "hashgnn_nr" else self.lam
+
+    @property
+    def val_spec(self) -> tuple:
+        spec = self.val_metric or ("hies:recall@50" if self.head_kind else "continuous:recall@20")
+        mode, metric = spec.split(":", 1)
+        return mode, metric
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "FitConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)

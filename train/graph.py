@@ -1,0 +1,71 @@
+"""Sparse propagation matrices of the user-item bipartite graph (torch CSR, built from COO).
+
+Node ids: users are ``0..n_users-1``, items are ``n_users..n_users+n_items-1``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+def bipartite_coo(n_users: int, n_items: int, users: np.ndarray, items: np.ndarray) -> sp.coo_matrix:
+    """Symmetric binary adjacency (N, N), N = n_users + n_items, of the distinct training pairs."""
+    n = n_users + n_items
+    rows = np.concatenate([users, items + n_users])
+    cols = np.concatenate([items + n_users, users])
+    a = sp.coo_matrix((np.ones(rows.shape[0], np.float32), (rows, cols)), shape=(n, n)).tocsr()
+    a.sum_duplicates()
+    a.data[:] = 1.0  # repeated interactions count once
+    return a.tocoo()
+
+
+def _to_torch_csr(m: sp.spmatrix, device: torch.device) -> torch.Tensor:
+    m = m.tocsr()
+    m.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(m.indptr.astype(np.int64)),
+        torch.from_numpy(m.indices.astype(np.int64)),
+        torch.from_numpy(m.data.astype(np.float32)),
+        size=m.shape,
+    ).to(device)
+
+
+def sym_norm_adj(adj: sp.coo_matrix, device: torch.device) -> torch.Tensor:
+    """LightGCN propagation ``D^-1/2 A D^-1/2`` as a torch CSR (N, N) float32 tensor (isolated nodes: 0 rows)."""
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    inv = np.where(deg > 0, 1.0 / np.sqrt(np.maximum(deg, 1e-12)), 0.0).astype(np.float32)
+    data = inv[adj.row] * adj.data * inv[adj.col]
+    return _to_torch_csr(sp.coo_matrix((data, (adj.row, adj.col)), shape=adj.shape), device)
+
+
+def mean_adj(adj: sp.coo_matrix, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """GraphSAGE mean aggregation ``D^-1 A`` and its transpose, both torch CSR (N, N) float32."""
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    inv = np.where(deg > 0, 1.0 / np.maximum(deg, 1e-12), 0.0).astype(np.float32)
+    p = sp.coo_matrix((inv[adj.row] * adj.data, (adj.row, adj.col)), shape=adj.shape)
+    return _to_torch_csr(p, device), _to_torch_csr(p.T, device)
+
+
+class _SpMM(torch.autograd.Function):
+    """``A @ X`` with the backward ``A^T @ grad`` done by a second, precomputed CSR matrix.
+
+    torch's own backward for sparse @ dense transposes the sparse matrix on every
+    call (slow on CPU); here the transpose is built once (or is A itself when symmetric).
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.a_t = a_t
+        return torch.sparse.mm(a, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return None, None, torch.sparse.mm(ctx.a_t, grad)
+
+
+def spmm(a: torch.Tensor, x: torch.Tensor, a_t: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Sparse (N, N) CSR times dense (N, d) -> dense (N, d); ``a_t`` defaults to ``a`` (symmetric)."""
+    return _SpMM.apply(a, a if a_t is None else a_t, x)

@@ -1,0 +1,150 @@
+"""Encoders (GraphSAGE-mean, LightGCN, MF) and the hash head.
+
+An encoder maps the whole graph to node embeddings (N, d) float32, users first;
+the hash head maps embeddings to K relaxed bits.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .graph import spmm
+from .hashing import gumbel_bits, guided_ste, hard_sign, hashnet_tanh, sign_ste
+
+
+class Encoder(nn.Module):
+    """Base class: ``forward() -> (N, out_dim)``; ``base`` is the ID-embedding table (N, in_dim)."""
+
+    out_dim: int
+    base: nn.Embedding
+
+    def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class MFEncoder(Encoder):
+    """Matrix factorisation: the embedding table itself."""
+
+    def __init__(self, n_nodes: int, dim: int) -> None:
+        super().__init__()
+        self.base = nn.Embedding(n_nodes, dim)
+        nn.init.normal_(self.base.weight, std=0.1)
+        self.out_dim = dim
+
+    def forward(self) -> torch.Tensor:
+        return self.base.weight
+
+
+class LightGCNEncoder(Encoder):
+    """LightGCN: ``mean(E0, Â E0, …, Â^L E0)`` with Â the symmetric-normalised adjacency."""
+
+    def __init__(self, n_nodes: int, dim: int, adj: torch.Tensor, layers: int = 3) -> None:
+        super().__init__()
+        self.base = nn.Embedding(n_nodes, dim)
+        nn.init.normal_(self.base.weight, std=0.1)
+        self.adj = adj
+        self.layers = layers
+        self.out_dim = dim
+
+    def forward(self) -> torch.Tensor:
+        x = self.base.weight
+        acc = x
+        for _ in range(self.layers):
+            x = spmm(self.adj, x)
+            acc = acc + x
+        return acc / (self.layers + 1)
+
+
+class SAGEEncoder(Encoder):
+    """GraphSAGE with mean aggregation over the full graph:
+    ``h^k = act(W_k [h^{k-1} ‖ mean_{u∈N(v)} h_u^{k-1}])`` (ReLU between layers, none after the last).
+    """
+
+    def __init__(
+        self, n_nodes: int, in_dim: int, dims: Sequence[int], mean: torch.Tensor, mean_t: torch.Tensor
+    ) -> None:
+        super().__init__()
+        self.base = nn.Embedding(n_nodes, in_dim)
+        nn.init.normal_(self.base.weight, std=0.1)
+        self.mean, self.mean_t = mean, mean_t
+        sizes = [in_dim, *dims]
+        self.lins = nn.ModuleList(nn.Linear(2 * a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.out_dim = sizes[-1]
+
+    def forward(self) -> torch.Tensor:
+        h = self.base.weight
+        for k, lin in enumerate(self.lins):
+            agg = spmm(self.mean, h, self.mean_t)
+            h = lin(torch.cat([h, agg], dim=1))
+            if k < len(self.lins) - 1:
+                h = torch.relu(h)
+        return h
+
+
+class HashHead(nn.Module):
+    """``a = W e + b``, ``z = tanh(a)``, codes ``sign(z)``; ``relax`` gives the training-time code.
+
+    kind: ``guided`` (HashGNN), ``ste``, ``hashnet``, ``gumbel`` or ``tanh`` (no binarisation).
+    """
+
+    def __init__(self, in_dim: int, bits: int, kind: str) -> None:
+        super().__init__()
+        self.lin = nn.Linear(in_dim, bits)
+        self.kind = kind
+
+    def pre(self, e: torch.Tensor) -> torch.Tensor:
+        return self.lin(e)
+
+    def relax(self, e: torch.Tensor, *, p: float = 0.0, beta: float = 1.0, tau: float = 1.0,
+              generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Training-time code (n, K) of embeddings e (n, d)."""
+        a = self.pre(e)
+        if self.kind == "guided":
+            return guided_ste(torch.tanh(a), p, generator)
+        if self.kind == "ste":
+            return sign_ste(torch.tanh(a))
+        if self.kind == "hashnet":
+            return hashnet_tanh(a, beta)
+        if self.kind == "gumbel":
+            return gumbel_bits(a, tau, generator)
+        if self.kind == "tanh":
+            return torch.tanh(a)
+        raise ValueError(f"unknown hash head kind {self.kind!r}")
+
+    @torch.no_grad()
+    def continuous(self, e: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+        """The continuous code used for HieS re-ranking: tanh(β a) (β = 1 except HashNet)."""
+        return torch.tanh((beta if self.kind == "hashnet" else 1.0) * self.pre(e))
+
+    @torch.no_grad()
+    def codes(self, e: torch.Tensor) -> torch.Tensor:
+        """±1 float codes (n, K): sign(a), sign(0) = +1."""
+        return hard_sign(self.pre(e))
+
+
+class HashModel(nn.Module):
+    """An encoder plus an optional hash head (None for continuous methods)."""
+
+    def __init__(self, encoder: Encoder, head: Optional[HashHead], n_users: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.n_users = n_users
+
+    def split(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(N, d) node rows -> (users (n_users, d), items (n_items, d))."""
+        return x[: self.n_users], x[self.n_users :]
+
+
+def build_encoder(kind: str, n_nodes: int, emb_dim: int, *, sage_dims: List[int], layers: int,
+                  sym_adj=None, mean=None, mean_t=None) -> Encoder:
+    """Factory for ``--encoder`` (sage, lightgcn, mf)."""
+    if kind == "mf":
+        return MFEncoder(n_nodes, emb_dim)
+    if kind == "lightgcn":
+        return LightGCNEncoder(n_nodes, emb_dim, sym_adj, layers)
+    if kind == "sage":
+        return SAGEEncoder(n_nodes, emb_dim, sage_dims, mean, mean_t)
+    raise ValueError(f"unknown encoder {kind!r} (sage, lightgcn, mf)")

@@ -1,0 +1,336 @@
+"""The training loop: mini-batch Adam, guided STE schedule, early stopping, checkpoints, outputs."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .config import FitConfig
+from .data import Dataset, load_dataset
+from .evaluate import Embeddings, evaluate
+from .graph import bipartite_coo, mean_adj, sym_norm_adj
+from .hashing import ProbSchedule, hard_sign
+from .losses import bpr, hashgnn_loss
+from .models import HashHead, HashModel, build_encoder
+from .sampling import NegativeSampler
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+# ---------------------------------------------------------------- atomic file writes
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    _atomic_write_bytes(path, buf.getvalue())
+
+
+def save_codes(path: Path, emb: Embeddings) -> None:
+    """``codes.npz``: user_codes, item_codes (packed uint64), user_emb, item_emb (float32), nbits."""
+    buf = io.BytesIO()
+    np.savez(buf, user_codes=emb.user_codes, item_codes=emb.item_codes,
+             user_emb=emb.user_emb.astype(np.float32), item_emb=emb.item_emb.astype(np.float32),
+             nbits=np.int64(emb.nbits))
+    _atomic_write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------- set-up
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: FitConfig, ds: Dataset, device: torch.device) -> HashModel:
+    """Encoder over the training graph plus the method's hash head."""
+    adj = bipartite_coo(ds.n_users, ds.n_items, ds.train.users, ds.train.items)
+    kind = cfg.encoder_kind
+    sym = sym_norm_adj(adj, device) if kind == "lightgcn" else None
+    mean, mean_t = mean_adj(adj, device) if kind == "sage" else (None, None)
+    encoder = build_encoder(kind, ds.n_users + ds.n_items, cfg.emb_dim, sage_dims=list(cfg.sage_dims),
+                            layers=cfg.layers, sym_adj=sym, mean=mean, mean_t=mean_t)
+    head = HashHead(encoder.out_dim, cfg.bits, cfg.head_kind) if cfg.head_kind else None
+    return HashModel(encoder, head, ds.n_users).to(device)
+
+
+class Trainer:
+    """One run. ``run()`` trains (resuming if asked), evaluates on test and writes the outputs."""
+
+    def __init__(self, cfg: FitConfig, dataset: Optional[Dataset] = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.device = pick_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        ds = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed, split=cfg.split)
+        self.ds = ds.merge_valid() if cfg.merge_valid else ds
+        log.info("data %s: %s", self.ds.name, self.ds.stats())
+        self.model = build_model(cfg, self.ds, self.device)
+        self.sampler = NegativeSampler(self.ds.train.users, self.ds.train.items, self.ds.n_items)
+        self.train_u = torch.from_numpy(self.ds.train.users)
+        self.train_i = torch.from_numpy(self.ds.train.items)
+        n = len(self.ds.train)
+        self.batches_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+        every = cfg.p_every or max(1, (cfg.epochs * self.batches_per_epoch) // 60)
+        self.p_schedule = ProbSchedule(cfg.p_start, cfg.p_decay, every, cfg.p_floor)
+        # hashgnn_sp: a continuous stage on the encoder, then the hash head on frozen embeddings.
+        self.sp_split = 0
+        if cfg.method == "hashgnn_sp" and cfg.epochs >= 2:
+            self.sp_split = min(cfg.epochs - 1, max(1, round(cfg.epochs * cfg.sp_pretrain_frac)))
+        self.frozen: Optional[torch.Tensor] = None
+        # state (checkpointed)
+        self.epoch = 0
+        self.it = 0
+        self.best = -math.inf
+        self.best_epoch = -1
+        self.best_state: Optional[Dict[str, torch.Tensor]] = None
+        self.bad = 0
+        self.stopped = ""
+        self.history: List[Dict[str, Any]] = []
+        self.train_seconds = 0.0
+        self.optim = self._make_optim()
+
+    # ------------------------------------------------------------ pieces
+    def _stage(self) -> str:
+        return "pretrain" if self.epoch < self.sp_split else "main"
+
+    def _make_optim(self) -> torch.optim.Optimizer:
+        if self.cfg.method == "hashgnn_sp" and self._stage() == "main":
+            params = list(self.model.head.parameters())  # type: ignore[union-attr]
+        else:
+            params = list(self.model.parameters())
+        return torch.optim.Adam(params, lr=self.cfg.lr)
+
+    def p_now(self) -> float:
+        it = self.it - self.sp_split * self.batches_per_epoch
+        return self.p_schedule(max(0, it))
+
+    def beta_now(self) -> float:
+        return (1.0 + self.cfg.hashnet_gamma * self.it) ** 0.5
+
+    def _use_head(self) -> bool:
+        return self.model.head is not None and self._stage() == "main"
+
+    def _scale(self) -> float:
+        if self.cfg.score_scale is not None:
+            return self.cfg.score_scale
+        return 1.0 / math.sqrt(self.cfg.bits) if self._use_head() else 1.0
+
+    def _node_embeddings(self) -> torch.Tensor:
+        if self.cfg.method == "hashgnn_sp" and self._stage() == "main":
+            if self.frozen is None:
+                with torch.no_grad():
+                    self.frozen = self.model.encoder().detach()
+            return self.frozen
+        return self.model.encoder()
+
+    def step(self, users: np.ndarray, items: np.ndarray) -> float:
+        """One optimisation step on a batch of training pairs (int64 (B,) each); returns the loss."""
+        cfg, dev, nu = self.cfg, self.device, self.ds.n_users
+        negs = self.sampler.sample(users, cfg.negatives, self.rng)  # (B, T)
+        x = self._node_embeddings()
+        u_t = torch.from_numpy(users).to(dev)
+        i_t = torch.from_numpy(items).to(dev) + nu
+        m_t = torch.from_numpy(negs).to(dev) + nu
+        xu, xi, xm = x[u_t], x[i_t], x[m_t]
+        if self._use_head():
+            head = self.model.head
+            kw = dict(p=self.p_now(), beta=self.beta_now(), tau=cfg.gumbel_tau)
+            xu, xi = head.relax(xu, **kw), head.relax(xi, **kw)  # type: ignore[union-attr]
+            xm = head.relax(xm.reshape(-1, xm.shape[-1]), **kw).reshape(*negs.shape, -1)  # type: ignore[union-attr]
+        s = self._scale()
+        pos = s * (xu * xi).sum(-1)
+        neg = s * (xu[:, None, :] * xm).sum(-1)
+        if cfg.loss_kind == "bpr":
+            loss = bpr(pos, neg[:, :1]) if cfg.negatives == 1 else bpr(pos, neg)
+        else:
+            loss = hashgnn_loss(pos, neg, cfg.lam_eff, cfg.alpha)
+        if cfg.reg > 0 and not (cfg.method == "hashgnn_sp" and self._stage() == "main"):
+            base = self.model.encoder.base.weight
+            sq = base[u_t].pow(2).sum() + base[i_t].pow(2).sum() + base[m_t[:, 0]].pow(2).sum()
+            loss = loss + cfg.reg * sq / (2 * users.shape[0])
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optim.step()
+        self.it += 1
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def embeddings(self) -> Embeddings:
+        """Codes and continuous embeddings of all users and items from the current model."""
+        import hashsearch
+
+        self.model.eval()
+        x = self._node_embeddings() if self.cfg.method == "hashgnn_sp" else self.model.encoder()
+        if self.model.head is not None and self._use_head():
+            codes = self.model.head.codes(x)
+            cont = self.model.head.continuous(x, self.beta_now())
+        else:
+            # Random hyperplanes (LSH): a fixed Gaussian projection of the continuous embeddings.
+            g = np.random.default_rng(self.cfg.seed + 7919).standard_normal((x.shape[1], self.cfg.bits))
+            codes = hard_sign(x @ torch.from_numpy(g.astype(np.float32)).to(x.device))
+            cont = x
+        self.model.train()
+        codes_np = codes.cpu().numpy()
+        cont_np = cont.float().cpu().numpy()
+        nu = self.ds.n_users
+        return Embeddings(
+            user_codes=hashsearch.pack(codes_np[:nu]), item_codes=hashsearch.pack(codes_np[nu:]),
+            user_emb=np.ascontiguousarray(cont_np[:nu]), item_emb=np.ascontiguousarray(cont_np[nu:]),
+            nbits=self.cfg.bits,
+        )
+
+    def validate(self) -> Optional[float]:
+        """Validation metric (``cfg.val_spec``) of the current model, or None without a validation split."""
+        if len(self.ds.valid) == 0 or self._stage() != "main":
+            return None
+        mode, metric = self.cfg.val_spec
+        res = evaluate(self.embeddings(), self.ds.csr("valid"), self.ds.csr("train"), modes=(mode,),
+                       candidates=self.cfg.candidates, block=self.cfg.eval_block, device=self.device)
+        return res[mode][metric]
+
+    # ------------------------------------------------------------ checkpoints
+    def state(self) -> Dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(), "epoch": self.epoch, "it": self.it,
+            "model": self.model.state_dict(), "optim": self.optim.state_dict(),
+            "best": self.best, "best_epoch": self.best_epoch, "best_state": self.best_state,
+            "bad": self.bad, "stopped": self.stopped, "history": self.history,
+            "train_seconds": self.train_seconds, "np_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state(self, st: Dict[str, Any]) -> None:
+        self.epoch, self.it = st["epoch"], st["it"]
+        self.model.load_state_dict(st["model"])
+        self.optim = self._make_optim()
+        self.optim.load_state_dict(st["optim"])
+        self.best, self.best_epoch, self.best_state = st["best"], st["best_epoch"], st["best_state"]
+        self.bad, self.stopped, self.history = st["bad"], st["stopped"], st["history"]
+        self.train_seconds = st["train_seconds"]
+        self.rng.bit_generator.state = st["np_rng"]
+        torch.set_rng_state(st["torch_rng"])
+
+    # ------------------------------------------------------------ main loop
+    def train(self) -> None:
+        cfg = self.cfg
+        ckpt = self.out / CHECKPOINT
+        if cfg.resume and ckpt.exists():
+            self.load_state(torch.load(ckpt, map_location=self.device, weights_only=False))
+            log.info("resumed from %s at epoch %d (iteration %d)", ckpt, self.epoch, self.it)
+        from tqdm.auto import tqdm
+
+        t_start = time.perf_counter() - self.train_seconds
+        n = len(self.ds.train)
+        last_val: Optional[float] = None
+        while self.epoch < cfg.epochs and not self.stopped:
+            if self.cfg.method == "hashgnn_sp" and self.epoch == self.sp_split and self.sp_split > 0:
+                self.optim = self._make_optim()  # stage 2: only the hash head learns
+            perm = self.rng.permutation(n)
+            bar = tqdm(range(self.batches_per_epoch), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                       disable=not cfg.progress, leave=False, dynamic_ncols=True)
+            total = 0.0
+            for b in bar:
+                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                total += self.step(self.ds.train.users[idx], self.ds.train.items[idx])
+                if b % 10 == 0:
+                    bar.set_postfix(loss=f"{total / (b + 1):.4f}", val="-" if last_val is None else f"{last_val:.4f}")
+            bar.close()
+            self.epoch += 1
+            self.train_seconds = time.perf_counter() - t_start
+            rec: Dict[str, Any] = {"epoch": self.epoch, "loss": total / self.batches_per_epoch,
+                                   "seconds": self.train_seconds}
+            if self.model.head is not None and self.cfg.head_kind == "guided":
+                rec["p"] = self.p_now()
+            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+                val = self.validate()
+                if val is not None:
+                    last_val = val
+                    rec["val"] = val
+                    if val > self.best:
+                        self.best, self.best_epoch, self.bad = val, self.epoch, 0
+                        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    else:
+                        self.bad += 1
+                        if self.bad >= cfg.patience:
+                            self.stopped = f"early stop: no better {cfg.val_spec} in {cfg.patience} evaluations"
+            if cfg.max_minutes is not None and self.train_seconds > 60 * cfg.max_minutes:
+                self.stopped = f"time budget of {cfg.max_minutes} min reached"
+            self.history.append(rec)
+            log.info("epoch %d: %s", self.epoch, {k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()})
+            save_torch(ckpt, self.state())
+        if self.stopped:
+            log.info("%s", self.stopped)
+
+    def finish(self) -> Dict[str, Any]:
+        """Restore the best validated model, evaluate on test, write codes.npz and metrics.json."""
+        cfg = self.cfg
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            self.frozen = None
+        emb = self.embeddings()
+        t0 = time.perf_counter()
+        exclude = self.ds.csr("train", "valid")
+        res = evaluate(emb, self.ds.csr("test"), exclude, candidates=cfg.candidates, block=cfg.eval_block,
+                       paper_protocol=cfg.paper_protocol, device=self.device)
+        metrics: Dict[str, Any] = dict(res)
+        metrics.update({
+            "train_seconds": self.train_seconds,
+            "eval_seconds": time.perf_counter() - t0,
+            "epochs_run": self.epoch,
+            "best_epoch": self.best_epoch,
+            "stopped": self.stopped,
+            "dataset": {"name": self.ds.name, **self.ds.stats()},
+            "history": self.history,
+            "device": str(self.device),
+            "torch_threads": torch.get_num_threads(),
+            "config": cfg.to_dict(),
+        })
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_codes(self.out / "codes.npz", emb)
+        save_json(self.out / "metrics.json", metrics)
+        return metrics
+
+    def run(self) -> Dict[str, Any]:
+        self.train()
+        return self.finish()
+
+
+def fit(cfg: FitConfig, dataset: Optional[Dataset] = None) -> Dict[str, Any]:
+    """Train ``cfg.method`` and write ``cfg.out``/{codes.npz, metrics.json}; returns the metrics dict.
+
+    ``dataset`` skips loading ``cfg.data`` (handy when one process trains many methods).
+    """
+    return Trainer(cfg, dataset).run()
