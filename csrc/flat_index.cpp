@@ -20,6 +20,9 @@ Kernels active_kernels() {
 namespace {
 constexpr size_t kQueryBlock = 8;        // queries sharing one pass over a tile
 constexpr size_t kTileBytes = 16 << 10;  // a tile of codes stays in L1 across the block
+// Up to this many items (and code words) the two-pass select wins: its
+// distance buffer and the codes stay in L2, and it never re-offers items.
+constexpr size_t kTwoPassMaxItems = 1 << 16;
 
 size_t tile_items(size_t nwords) { return std::max<size_t>(64, kTileBytes / (8 * nwords)); }
 }  // namespace
@@ -39,6 +42,8 @@ void FlatIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeLis
     if (nq == 0) return;
     Kernels kern = active_kernels();
     int threads = resolve_threads(num_threads);
+    if (n_ <= kTwoPassMaxItems && n_ * nwords_ <= kTwoPassMaxItems && nq >= static_cast<size_t>(threads))
+        return topk_two_pass(kern, queries, nq, k, exclude, threads, D, I);
     // Few queries: split the items instead, so every core has work.
     if (nq < 2 * static_cast<size_t>(threads) && threads > 1 && n_ >= 4096)
         topk_by_item(kern, queries, nq, k, exclude, threads, D, I);
@@ -63,6 +68,34 @@ void FlatIndex::topk_by_query(const Kernels& kern, const uint64_t* queries, size
                           cursors[q - q0]);
         }
         for (size_t q = q0; q < q1; ++q) cols[q - q0].finish(D + q * k, I + q * k);
+    });
+}
+
+void FlatIndex::topk_two_pass(const Kernels& kern, const uint64_t* queries, size_t nq, int k,
+                              const ExcludeList& exclude, int threads, int32_t* D,
+                              int64_t* I) const {
+    const size_t nblocks = (nq + kQueryBlock - 1) / kQueryBlock;
+    const bool bytes = nbits_ < 255;
+    parallel_for(nblocks, threads, [&](size_t block, size_t) {
+        thread_local std::vector<uint16_t> dist16;
+        thread_local std::vector<uint8_t> dist8;
+        thread_local std::vector<uint32_t> hist;
+        hist.resize(4 * (static_cast<size_t>(nbits_) + 2) + static_cast<size_t>(k));
+        if (bytes)
+            dist8.resize(n_);
+        else
+            dist16.resize(n_);
+        size_t q0 = block * kQueryBlock, q1 = std::min(nq, q0 + kQueryBlock);
+        for (size_t q = q0; q < q1; ++q) {
+            if (bytes)
+                kern.two_pass_bytes(codes_.data(), nwords_, n_, nbits_, queries + q * nwords_, k,
+                                    exclude.begin(q), exclude.end(q), dist8.data(), hist.data(),
+                                    D + q * k, I + q * k);
+            else
+                kern.two_pass(codes_.data(), nwords_, n_, nbits_, queries + q * nwords_, k,
+                              exclude.begin(q), exclude.end(q), dist16.data(), hist.data(),
+                              D + q * k, I + q * k);
+        }
     });
 }
 

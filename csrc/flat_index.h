@@ -13,6 +13,8 @@ namespace hashsearch {
 struct ExcludeList {
     const int64_t* indptr = nullptr;
     const int64_t* indices = nullptr;
+    const int64_t* begin(size_t query) const { return indptr ? indices + indptr[query] : nullptr; }
+    const int64_t* end(size_t query) const { return indptr ? indices + indptr[query + 1] : nullptr; }
     ExcludeCursor cursor(size_t query) const {
         if (indptr == nullptr) return ExcludeCursor();
         return ExcludeCursor(indices + indptr[query], indices + indptr[query + 1]);
@@ -38,6 +40,8 @@ public:
 
 private:
     void topk_by_query(const Kernels& kern, const uint64_t* queries, size_t nq, int k,
+                       const ExcludeList& exclude, int threads, int32_t* D, int64_t* I) const;
+    void topk_two_pass(const Kernels& kern, const uint64_t* queries, size_t nq, int k,
                        const ExcludeList& exclude, int threads, int32_t* D, int64_t* I) const;
     void topk_by_item(const Kernels& kern, const uint64_t* queries, size_t nq, int k,
                       const ExcludeList& exclude, int threads, int32_t* D, int64_t* I) const;

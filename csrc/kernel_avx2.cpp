@@ -3,8 +3,10 @@
 // without a vector kernel use the hardware popcnt instruction word by word.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "topk.h"
 
@@ -146,7 +148,7 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
 
 }  // namespace
 
-Kernels avx2_kernels() { return Kernels{&scan, &gather_generic}; }
+Kernels avx2_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &topk_two_pass_bytes}; }
 
 }  // namespace hashsearch
 #pragma GCC pop_options

@@ -2,8 +2,10 @@
 // counts per instruction; compare masks select the rare survivors.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "topk.h"
 
@@ -92,7 +94,7 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
 
 }  // namespace
 
-Kernels avx512_kernels() { return Kernels{&scan, &gather_generic}; }
+Kernels avx512_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &topk_two_pass_bytes}; }
 
 }  // namespace hashsearch
 #pragma GCC pop_options

@@ -1,6 +1,8 @@
 // Scalar reference kernels: portable C++, no instruction-set assumptions.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "topk.h"
 
@@ -20,6 +22,6 @@ inline uint32_t popcount64(uint64_t x) {
 
 }  // namespace
 
-Kernels scalar_kernels() { return Kernels{&scan_generic, &gather_generic}; }
+Kernels scalar_kernels() { return Kernels{&scan_generic, &gather_generic, &topk_two_pass, &topk_two_pass_bytes}; }
 
 }  // namespace hashsearch

@@ -109,9 +109,25 @@ using ScanFn = void (*)(const uint64_t* codes, size_t nwords, size_t begin, size
 using GatherFn = void (*)(const uint64_t* codes, size_t nwords, const uint32_t* ids, size_t count,
                           const uint64_t* query, uint32_t* out);
 
+// Exact top-k of items [0, n) by computing every distance first (see
+// scan_generic.inc); for lists short enough that the buffer stays in cache.
+using TwoPassFn = void (*)(const uint64_t* codes, size_t nwords, size_t n, int nbits,
+                           const uint64_t* query, int k, const int64_t* ex_begin,
+                           const int64_t* ex_end, uint16_t* dist, uint32_t* hist, int32_t* D,
+                           int64_t* I);
+
+// The same for codes of fewer than 255 bits, distances held in bytes;
+// `hist` needs nbits + 2 + k entries.
+using TwoPassBytesFn = void (*)(const uint64_t* codes, size_t nwords, size_t n, int nbits,
+                                const uint64_t* query, int k, const int64_t* ex_begin,
+                                const int64_t* ex_end, uint8_t* dist, uint32_t* hist, int32_t* D,
+                                int64_t* I);
+
 struct Kernels {
     ScanFn scan;
     GatherFn gather;
+    TwoPassFn two_pass;
+    TwoPassBytesFn two_pass_bytes;
 };
 
 // One table per SIMD level; each lives in its own translation unit.
