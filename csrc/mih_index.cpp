@@ -72,6 +72,7 @@ private:
 // Random-access candidate checks cost about this many sequential scan steps;
 // beyond that much work a query is finished by the linear scan instead.
 constexpr double kProbeCostInScans = 20.0;
+constexpr int kMaxSubstringBits = 24;
 
 }  // namespace
 
@@ -80,21 +81,18 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
     if (m < 1 || m > nbits)
         throw std::invalid_argument("m must be in [1, nbits=" + std::to_string(nbits) + "], got " +
                                     std::to_string(m));
-    if ((nbits + m - 1) / m > 32)
+    // A substring of b bits needs a 2^b-bucket offset array.
+    if ((nbits + m - 1) / m > kMaxSubstringBits)
         throw std::invalid_argument("m=" + std::to_string(m) + " gives substrings of " +
-                                    std::to_string((nbits + m - 1) / m) +
-                                    " bits; at most 32 are supported, so use m >= " +
-                                    std::to_string((nbits + 31) / 32));
+                                    std::to_string((nbits + m - 1) / m) + " bits; at most " +
+                                    std::to_string(kMaxSubstringBits) + " are supported, so use m >= " +
+                                    std::to_string((nbits + kMaxSubstringBits - 1) / kMaxSubstringBits));
     if (n >= (uint64_t{1} << 32)) throw std::invalid_argument("MIH supports fewer than 2^32 items");
     const uint64_t* data = flat_.data();
     for (int j = 0; j < m; ++j) {
         Table t;
         t.start = static_cast<int>(static_cast<int64_t>(j) * nbits / m);
         t.bits = static_cast<int>(static_cast<int64_t>(j + 1) * nbits / m) - t.start;
-        if (t.bits > 28)
-            throw std::invalid_argument("substring of " + std::to_string(t.bits) +
-                                        " bits needs a 2^" + std::to_string(t.bits) +
-                                        "-bucket table; use a larger m");
         size_t nbuckets = size_t{1} << t.bits;
         t.offsets.assign(nbuckets + 1, 0);
         std::vector<uint32_t> keys(n);

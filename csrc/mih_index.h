@@ -12,7 +12,7 @@ namespace hashsearch {
 
 class MIHIndex {
 public:
-    // m substrings of nearly equal length; each must be at most 32 bits.
+    // m substrings of nearly equal length; each must be at most 24 bits.
     MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, int m);
 
     // Same output as FlatIndex::topk, bit for bit.

@@ -16,6 +16,9 @@ from .reference import hamming_distances
 
 __version__ = "0.1.0"
 
+# Surface a bad HASHSEARCH_SIMD at import rather than at the first search.
+_core.simd_level()
+
 _LEVELS = ("scalar", "avx2", "avx512")
 
 

@@ -124,8 +124,8 @@ class Index(_HammingBase):
 def default_mih_m(nbits: int, n: int) -> int:
     """Number of MIH substrings: about nbits / log2(n) (Norouzi et al.), with
     substrings of at most log2(n) bits so a table's bucket array is no larger
-    than its id array, and at most 28 bits."""
-    sub_bits = max(1, min(28, int(math.floor(math.log2(max(n, 2))))))
+    than its id array, and at most 24 bits."""
+    sub_bits = max(1, min(24, int(math.floor(math.log2(max(n, 2))))))
     return max(1, min(nbits, math.ceil(nbits / sub_bits)))
 
 

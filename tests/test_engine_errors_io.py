@@ -1,0 +1,184 @@
+"""Bad input raises clear exceptions; index files round-trip and reject damage."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import hashsearch
+
+
+@pytest.fixture
+def index(rng):
+    return hashsearch.Index(hashsearch.pack(rng.integers(0, 2, (100, 64))), 64)
+
+
+@pytest.mark.parametrize(
+    "k, exc, match",
+    [(0, ValueError, "k must be >= 1"), (-3, ValueError, "k must be >= 1"),
+     (101, ValueError, "exceeds the number of indexed codes n=100"),
+     (2.0, TypeError, "k must be an int"), (True, TypeError, "k must be an int")],
+)
+def test_bad_k(index, k, exc, match):
+    with pytest.raises(exc, match=match):
+        index.topk(index.codes()[:2], k)
+
+
+def test_query_width_mismatch(index):
+    with pytest.raises(ValueError, match="2 words.*needs 1|must have 1 uint64 words"):
+        index.topk(np.zeros((3, 2), dtype=np.uint64), 5)
+    with pytest.raises(ValueError, match="queries have 32 bits, the index has nbits=64"):
+        index.topk(np.zeros((3, 32), dtype=bool), 5)
+    with pytest.raises(ValueError, match="1-D.*or a batch"):
+        index.topk(np.zeros((2, 2, 1), dtype=np.uint64), 5)
+
+
+def test_bad_exclude(index):
+    q = index.codes()[:2]
+    with pytest.raises(ValueError, match="exclude id 100 is out of range"):
+        index.topk(q, 5, exclude=[[1], [100]])
+    with pytest.raises(ValueError, match="exclude id -1 is out of range"):
+        index.topk(q, 5, exclude=[[-1], []])
+    with pytest.raises(ValueError, match="exclude has 1 rows but there are 2 queries"):
+        index.topk(q, 5, exclude=[[1]])
+    with pytest.raises(ValueError, match="indptr must have nq\\+1=3 entries"):
+        index.topk(q, 5, exclude=(np.array([0, 1]), np.array([3])))
+    with pytest.raises(TypeError, match="exclude ids must be integers"):
+        index.topk(q, 5, exclude=[[1.5], []])
+    with pytest.raises(TypeError, match="exclude must be None"):
+        index.topk(q, 5, exclude=3)
+
+
+def test_bad_codes():
+    with pytest.raises(ValueError, match="empty"):
+        hashsearch.Index(np.zeros((0, 1), dtype=np.uint64)).topk(np.zeros(1, np.uint64), 1)
+    with pytest.raises(ValueError, match="bits set above nbits=10"):
+        hashsearch.Index(np.full((2, 1), 2**20, dtype=np.uint64), 10)
+    with pytest.raises(ValueError, match="NaN"):
+        hashsearch.Index(np.array([[0.5, np.nan]]))
+    with pytest.raises(TypeError, match="dtype"):
+        hashsearch.Index(np.array([["x"]]))
+    with pytest.raises(ValueError, match="nbits=128 needs 2"):
+        hashsearch.Index(np.zeros((2, 1), dtype=np.uint64), 128)
+    with pytest.raises(ValueError, match="num_threads must be >= 0"):
+        hashsearch.Index(np.zeros((2, 1), dtype=np.uint64), num_threads=-1)
+
+
+def test_bad_hierarchical_input(rng):
+    codes = hashsearch.pack(rng.integers(0, 2, (20, 32)))
+    emb = rng.standard_normal((20, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="embeddings have 19 rows but there are 20 codes"):
+        hashsearch.HierarchicalIndex(codes, emb[:19], 32)
+    bad = emb.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        hashsearch.HierarchicalIndex(codes, bad, 32)
+    index = hashsearch.HierarchicalIndex(codes, emb, 32)
+    with pytest.raises(ValueError, match="must have 4 columns, got 3"):
+        index.topk(codes[:2], emb[:2, :3], 5)
+    with pytest.raises(ValueError, match="must have 2 rows, got 3"):
+        index.topk(codes[:2], emb[:3], 5)
+    with pytest.raises(ValueError, match="candidates=3 must be >= k=5"):
+        index.topk(codes[:2], emb[:2], 5, candidates=3)
+    with pytest.raises(ValueError, match="NaN"):
+        index.topk(codes[:1], np.full((1, 4), np.nan), 5)
+
+
+def test_simd_level_controls():
+    levels = hashsearch.available_simd_levels()
+    assert levels[0] == "scalar" and hashsearch.simd_level() in levels
+    with pytest.raises(ValueError, match="level must be one of"):
+        hashsearch.set_simd_level("sse9")
+    if "avx512" not in levels:
+        with pytest.raises(ValueError, match="not supported by this CPU"):
+            hashsearch.set_simd_level("avx512")
+
+
+def _run(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)
+
+
+def test_env_var_forces_level_and_rejects_nonsense():
+    out = _run("import hashsearch; print(hashsearch.simd_level())", HASHSEARCH_SIMD="scalar")
+    assert out.returncode == 0 and out.stdout.strip() == "scalar", out.stderr
+    out = _run("import hashsearch", HASHSEARCH_SIMD="fastest")
+    assert out.returncode != 0 and "unknown SIMD level 'fastest'" in out.stderr
+
+
+def test_engine_never_imports_torch():
+    out = _run("import sys, hashsearch, hashsearch.reference, hashsearch.io; "
+               "print('torch' in sys.modules)")
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+# ---------------------------------------------------------------- files
+
+
+@pytest.mark.parametrize("kind", ["flat", "mih", "hier"])
+def test_save_load_round_trip(tmp_path, rng, kind):
+    codes = hashsearch.pack(rng.integers(0, 2, (500, 70)))
+    emb = rng.standard_normal((500, 6)).astype(np.float32)
+    q = codes[:9]
+    if kind == "flat":
+        index = hashsearch.Index(codes, 70)
+    elif kind == "mih":
+        index = hashsearch.MIHIndex(codes, 70, m=7)
+    else:
+        index = hashsearch.HierarchicalIndex(codes, emb, 70)
+    path = tmp_path / "x.hsi"
+    index.save(path)
+    loaded = hashsearch.load(path)
+    assert type(loaded) is type(index) and loaded.nbits == 70
+    np.testing.assert_array_equal(loaded.codes(), codes)
+    if kind == "hier":
+        np.testing.assert_array_equal(loaded.embeddings(), emb)
+        a, b = index.topk(q, emb[:9], 5), loaded.topk(q, emb[:9], 5)
+    else:
+        a, b = index.topk(q, 5), loaded.topk(q, 5)
+        if kind == "mih":
+            assert loaded.m == 7
+    np.testing.assert_array_equal(a[1], b[1])
+    assert [p.name for p in tmp_path.iterdir()] == ["x.hsi"]  # no temp file left
+
+
+def test_damaged_files_are_rejected(tmp_path, rng):
+    codes = hashsearch.pack(rng.integers(0, 2, (50, 64)))
+    path = tmp_path / "i.hsi"
+    hashsearch.Index(codes).save(path)
+    raw = path.read_bytes()
+    (tmp_path / "short").write_bytes(raw[:-5])
+    with pytest.raises(ValueError, match="truncated"):
+        hashsearch.load(tmp_path / "short")
+    flipped = bytearray(raw)
+    flipped[-1] ^= 0xFF
+    (tmp_path / "flip").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="checksum"):
+        hashsearch.load(tmp_path / "flip")
+    (tmp_path / "foreign").write_bytes(b"PK\x03\x04" + raw[4:])
+    with pytest.raises(ValueError, match="not a hashsearch index"):
+        hashsearch.load(tmp_path / "foreign")
+    newer = bytearray(raw)
+    newer[8] = 99
+    (tmp_path / "newer").write_bytes(bytes(newer))
+    with pytest.raises(ValueError, match="format version 99"):
+        hashsearch.load(tmp_path / "newer")
+    with pytest.raises(ValueError, match="holds a Index, not a MIHIndex"):
+        hashsearch.MIHIndex.load(path)
+
+
+def test_failed_save_keeps_old_file(tmp_path, rng, monkeypatch):
+    codes = hashsearch.pack(rng.integers(0, 2, (50, 64)))
+    path = tmp_path / "i.hsi"
+    hashsearch.Index(codes).save(path)
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError, match="disk full"):
+        hashsearch.Index(codes[:10]).save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["i.hsi"]

@@ -1,0 +1,198 @@
+"""Index / MIHIndex / HierarchicalIndex against the numpy brute-force twin,
+at every SIMD level and at 1 and 2 threads."""
+import numpy as np
+import pytest
+
+import hashsearch
+from hashsearch.reference import topk_hamming, topk_hierarchical
+
+
+def random_codes(rng, n, nbits):
+    return hashsearch.pack(rng.integers(0, 2, size=(n, nbits), dtype=np.uint8))
+
+
+def clustered_codes(rng, n, nbits, clusters=8, flip=0.05):
+    """Learned-like codes: noisy copies of a few centres, so many ties and small distances."""
+    centres = rng.integers(0, 2, size=(clusters, nbits), dtype=np.uint8)
+    bits = centres[rng.integers(0, clusters, n)]
+    bits ^= (rng.random((n, nbits)) < flip).astype(np.uint8)
+    return hashsearch.pack(bits)
+
+
+def random_exclude(rng, nq, n, max_len):
+    return [rng.choice(n, size=rng.integers(0, max_len + 1), replace=False) for _ in range(nq)]
+
+
+# n spans the two-pass path (n <= 65536) and the streaming path; nq spans
+# the query-parallel and item-parallel splits.
+@pytest.mark.parametrize("nbits", [13, 32, 64, 100, 128, 256, 300])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_index_matches_reference_small(simd, nbits, threads, rng):
+    codes = random_codes(rng, 2000, nbits)
+    queries = random_codes(rng, 23, nbits)
+    for k in (1, 10, 2000):
+        D, I = hashsearch.Index(codes, nbits, num_threads=threads).topk(queries, k)
+        Dr, Ir = topk_hamming(queries, codes, k)
+        assert D.dtype == np.int32 and I.dtype == np.int64 and D.shape == (23, k)
+        np.testing.assert_array_equal(D, Dr)
+        np.testing.assert_array_equal(I, Ir)
+
+
+@pytest.mark.parametrize("nbits", [64, 128, 256, 200])
+@pytest.mark.parametrize("nq", [1, 3, 40])
+def test_index_matches_reference_large(simd, nbits, nq, rng):
+    n = 70_001  # beyond the two-pass limit, and not a multiple of any unroll
+    codes = clustered_codes(rng, n, nbits)
+    queries = clustered_codes(rng, nq, nbits)
+    exclude = random_exclude(rng, nq, n, 500)
+    for threads in (1, 2):
+        for ex in (None, exclude):
+            D, I = hashsearch.Index(codes, nbits, num_threads=threads).topk(queries, 100, exclude=ex)
+            Dr, Ir = topk_hamming(queries, codes, 100, exclude=ex)
+            np.testing.assert_array_equal(D, Dr)
+            np.testing.assert_array_equal(I, Ir)
+
+
+def test_ties_go_to_smaller_id_and_threads_agree(simd):
+    codes = np.zeros((5000, 1), dtype=np.uint64)  # every item at distance 0
+    for threads in (1, 2):
+        D, I = hashsearch.Index(codes, 64, num_threads=threads).topk(codes[:3], 7)
+        assert (D == 0).all()
+        assert (I == np.arange(7)).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_exclude_forms_and_padding(simd, threads, rng):
+    n, nbits = 300, 64
+    codes = random_codes(rng, n, nbits)
+    queries = random_codes(rng, 4, nbits)
+    rows = [np.arange(0, n - 5), np.array([], dtype=np.int64), np.array([3, 3, 1]), np.arange(n)]
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+    csr = (indptr, np.concatenate(rows))
+    index = hashsearch.Index(codes, nbits, num_threads=threads)
+    D1, I1 = index.topk(queries, 10, exclude=rows)
+    D2, I2 = index.topk(queries, 10, exclude=csr)
+    Dr, Ir = topk_hamming(queries, codes, 10, exclude=rows)
+    for D, I in ((D1, I1), (D2, I2)):
+        np.testing.assert_array_equal(D, Dr)
+        np.testing.assert_array_equal(I, Ir)
+    assert (I1[0, 5:] == -1).all() and (D1[0, 5:] == -1).all()  # only 5 items left
+    assert (I1[3] == -1).all()  # everything excluded
+    assert not np.isin(I1[2], [1, 3]).any()
+
+
+def test_unpacked_queries_and_one_code(rng):
+    bits = rng.integers(0, 2, size=(50, 40), dtype=np.uint8)
+    index = hashsearch.Index(bits)
+    assert index.nbits == 40 and index.ntotal == 50 and len(index) == 50
+    D1, I1 = index.topk(bits[7], 3)
+    D2, I2 = index.topk(hashsearch.pack(bits[7]), 3)
+    assert D1.shape == (1, 3) and I1[0, 0] == 7 and D1[0, 0] == 0
+    np.testing.assert_array_equal(I1, I2)
+
+
+def test_non_contiguous_and_read_only_input(rng):
+    codes = random_codes(rng, 400, 128)
+    view = np.asfortranarray(codes)
+    view.setflags(write=False)
+    q = codes[::7]
+    q.setflags(write=False)
+    D, I = hashsearch.Index(view, 128).topk(q, 5)
+    Dr, Ir = topk_hamming(np.ascontiguousarray(q), codes, 5)
+    np.testing.assert_array_equal(I, Ir)
+
+
+def test_memory_is_exactly_packed_size(rng):
+    codes = random_codes(rng, 1234, 100)
+    assert hashsearch.Index(codes, 100).memory_bytes() == 1234 * 2 * 8
+
+
+# ---------------------------------------------------------------- MIH
+
+
+@pytest.mark.parametrize("nbits", [32, 64, 100, 128])
+@pytest.mark.parametrize("kind", ["random", "clustered"])
+def test_mih_equals_linear_scan(simd, nbits, kind, rng):
+    n = 20_000
+    make = random_codes if kind == "random" else clustered_codes
+    codes = make(rng, n, nbits)
+    queries = make(rng, 30, nbits)
+    exclude = random_exclude(rng, 30, n, 200)
+    flat = hashsearch.Index(codes, nbits)
+    for m in (None, -(-nbits // 24), -(-nbits // 8)):
+        mih = hashsearch.MIHIndex(codes, nbits, m=m)
+        for threads in (1, 2):
+            for k in (1, 100):
+                for ex in (None, exclude):
+                    D, I = mih.topk(queries, k, exclude=ex, num_threads=threads)
+                    Df, If = flat.topk(queries, k, exclude=ex)
+                    np.testing.assert_array_equal(D, Df)
+                    np.testing.assert_array_equal(I, If)
+
+
+def test_mih_exhausts_and_pads(rng):
+    codes = random_codes(rng, 50, 16)
+    mih = hashsearch.MIHIndex(codes, 16, m=2)
+    excl = [np.arange(45)]
+    D, I = mih.topk(codes[:1], 10, exclude=excl)
+    Df, If = hashsearch.Index(codes, 16).topk(codes[:1], 10, exclude=excl)
+    np.testing.assert_array_equal(I, If)
+    assert (I[0, 5:] == -1).all()
+
+
+def test_mih_default_m_and_memory(rng):
+    n = 1 << 14
+    codes = random_codes(rng, n, 64)
+    mih = hashsearch.MIHIndex(codes, 64)
+    assert mih.m == hashsearch.default_mih_m(64, n) == 5
+    assert sum(mih.substring_bits) == 64 and max(mih.substring_bits) <= 14
+    # per table: a uint32 id per item and 2^b + 1 uint32 bucket offsets
+    assert mih.table_bytes() == sum(4 * (n + 2**b + 1) for b in mih.substring_bits)
+
+
+def test_mih_rejects_bad_m(rng):
+    codes = random_codes(rng, 100, 64)
+    with pytest.raises(ValueError, match="at most 24 are supported, so use m >= 3"):
+        hashsearch.MIHIndex(codes, 64, m=1)
+    with pytest.raises(ValueError, match="m must be <= nbits"):
+        hashsearch.MIHIndex(codes, 64, m=65)
+    with pytest.raises(ValueError, match="m must be >= 1"):
+        hashsearch.MIHIndex(codes, 64, m=0)
+
+
+# ---------------------------------------------------------------- HieS
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_hierarchical_matches_reference(simd, threads, rng):
+    n, nbits, dim = 3000, 64, 16
+    codes = clustered_codes(rng, n, nbits)
+    emb = rng.standard_normal((n, dim)).astype(np.float32)
+    queries = clustered_codes(rng, 25, nbits)
+    q_emb = rng.standard_normal((25, dim)).astype(np.float32)
+    exclude = random_exclude(rng, 25, n, 100)
+    index = hashsearch.HierarchicalIndex(codes, emb, nbits, num_threads=threads)
+    for ex in (None, exclude):
+        S, I = index.topk(queries, q_emb, 20, candidates=200, exclude=ex)
+        Sr, Ir = topk_hierarchical(queries, q_emb, codes, emb, 20, 200, exclude=ex)
+        assert S.dtype == np.float32 and I.dtype == np.int64
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_allclose(S, Sr, rtol=1e-6)
+
+
+def test_hierarchical_pads_with_minus_inf(rng):
+    codes = random_codes(rng, 10, 32)
+    emb = rng.standard_normal((10, 4))
+    index = hashsearch.HierarchicalIndex(codes, emb, 32)
+    S, I = index.topk(codes[:1], emb[:1], 5, candidates=8, exclude=[np.arange(7)])
+    assert (I[0, 3:] == -1).all() and np.isneginf(S[0, 3:]).all()
+
+
+def test_hierarchical_all_candidates_equals_exact_inner_product(rng):
+    n, dim = 500, 8
+    codes = random_codes(rng, n, 32)
+    emb = rng.standard_normal((n, dim)).astype(np.float32)
+    q = rng.standard_normal((3, dim)).astype(np.float32)
+    S, I = hashsearch.HierarchicalIndex(codes, emb, 32).topk(codes[:3], q, 10, candidates=n)
+    exact = np.argsort(-(q.astype(np.float64) @ emb.T.astype(np.float64)), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(I, exact)
