@@ -50,6 +50,8 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     a("--paper-protocol", action="store_true", help="also report the official HashGNN code's protocol")
     a("--eval-block", type=int, default=d.eval_block)
     a("--max-minutes", type=float, default=None)
+    a("--monitor-test", action="store_true",
+      help="log test metrics at each evaluation (learning curves; not used for model selection)")
     a("--threads", type=int, default=d.threads)
     a("--device", default=d.device)
     a("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")

@@ -67,6 +67,7 @@ class FitConfig:
     paper_protocol: bool = False
     eval_block: int = 2048
     max_minutes: Optional[float] = None  # stop training after this wall time
+    monitor_test: bool = False          # log test metrics each evaluation (learning curves only; never used for selection)
     threads: int = 0                    # torch threads (0: torch's default)
     device: str = "auto"                # auto | cpu | cuda
     resume: bool = False

@@ -83,16 +83,19 @@ def continuous_topk(user_emb: np.ndarray, item_emb: np.ndarray, users: np.ndarra
 
 def _engine_topk(index, mode: str, emb: Embeddings, users: np.ndarray, k: int,
                  exclude: Optional[sp.csr_matrix], block: int, candidates: int) -> np.ndarray:
-    out = np.empty((users.shape[0], k), np.int64)
+    n_items = emb.item_codes.shape[0]
+    k_eff = min(k, n_items)  # the engine refuses k or candidates above n; pad instead
+    cand = min(max(candidates, k_eff), n_items)
+    out = np.full((users.shape[0], k), -1, np.int64)
     for s, e in _blocks(users.shape[0], block):
         ub = users[s:e]
         ex = _csr_rows(exclude, ub)
         if mode == "hamr":
-            _, ids = index.topk(emb.user_codes[ub], k, exclude=ex)
+            _, ids = index.topk(emb.user_codes[ub], k_eff, exclude=ex)
         else:
-            _, ids = index.topk(emb.user_codes[ub], np.ascontiguousarray(emb.user_emb[ub], np.float32), k,
-                                candidates=candidates, exclude=ex)
-        out[s:e] = ids
+            _, ids = index.topk(emb.user_codes[ub], np.ascontiguousarray(emb.user_emb[ub], np.float32), k_eff,
+                                candidates=cand, exclude=ex)
+        out[s:e, :k_eff] = ids
     return out
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -25,12 +27,14 @@ def bipartite_coo(n_users: int, n_items: int, users: np.ndarray, items: np.ndarr
 def _to_torch_csr(m: sp.spmatrix, device: torch.device) -> torch.Tensor:
     m = m.tocsr()
     m.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(m.indptr.astype(np.int64)),
-        torch.from_numpy(m.indices.astype(np.int64)),
-        torch.from_numpy(m.data.astype(np.float32)),
-        size=m.shape,
-    ).to(device)
+    with warnings.catch_warnings():  # "CSR support is in beta": it is what makes spmm fast on CPU
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(m.indptr.astype(np.int64)),
+            torch.from_numpy(m.indices.astype(np.int64)),
+            torch.from_numpy(m.data.astype(np.float32)),
+            size=m.shape,
+        ).to(device)
 
 
 def sym_norm_adj(adj: sp.coo_matrix, device: torch.device) -> torch.Tensor:

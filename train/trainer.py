@@ -221,6 +221,13 @@ class Trainer:
                        candidates=self.cfg.candidates, block=self.cfg.eval_block, device=self.device)
         return res[mode][metric]
 
+    def monitor(self) -> Dict[str, float]:
+        """Test Recall/NDCG@20 of the current model in its validation mode (for learning curves only)."""
+        mode, _ = self.cfg.val_spec
+        res = evaluate(self.embeddings(), self.ds.csr("test"), self.ds.csr("train", "valid"), modes=(mode,),
+                       ks=(20,), candidates=self.cfg.candidates, block=self.cfg.eval_block, device=self.device)
+        return {f"{mode}:{k}": v for k, v in res[mode].items() if k != "seconds"}
+
     # ------------------------------------------------------------ checkpoints
     def state(self) -> Dict[str, Any]:
         return {
@@ -286,6 +293,8 @@ class Trainer:
                         self.bad += 1
                         if self.bad >= cfg.patience:
                             self.stopped = f"early stop: no better {cfg.val_spec} in {cfg.patience} evaluations"
+            if cfg.monitor_test and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
+                rec["test_monitor"] = self.monitor()
             if cfg.max_minutes is not None and self.train_seconds > 60 * cfg.max_minutes:
                 self.stopped = f"time budget of {cfg.max_minutes} min reached"
             self.history.append(rec)
