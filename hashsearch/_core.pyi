@@ -1,0 +1,65 @@
+"""Type stubs for the compiled core (csrc/bindings.cpp)."""
+from typing import List, Optional, Tuple
+
+import numpy as np
+import numpy.typing as npt
+
+def simd_level() -> str: ...
+def detect_simd_level() -> str: ...
+def set_simd_level(level: str) -> None: ...
+
+class FlatIndex:
+    ntotal: int
+    nbits: int
+    nwords: int
+    def __init__(self, codes: npt.NDArray[np.uint64], nbits: int) -> None: ...
+    def topk(
+        self,
+        queries: npt.NDArray[np.uint64],
+        k: int,
+        indptr: Optional[npt.NDArray[np.int64]] = None,
+        indices: Optional[npt.NDArray[np.int64]] = None,
+        num_threads: int = 0,
+    ) -> Tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
+    def codes(self) -> npt.NDArray[np.uint64]: ...
+    def memory_bytes(self) -> int: ...
+
+class MIHIndex:
+    ntotal: int
+    nbits: int
+    m: int
+    substring_bits: List[int]
+    fallback_count: int
+    def __init__(self, codes: npt.NDArray[np.uint64], nbits: int, m: int) -> None: ...
+    def topk(
+        self,
+        queries: npt.NDArray[np.uint64],
+        k: int,
+        indptr: Optional[npt.NDArray[np.int64]] = None,
+        indices: Optional[npt.NDArray[np.int64]] = None,
+        num_threads: int = 0,
+    ) -> Tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
+    def codes(self) -> npt.NDArray[np.uint64]: ...
+    def table_bytes(self) -> int: ...
+    def memory_bytes(self) -> int: ...
+
+class HierarchicalIndex:
+    ntotal: int
+    nbits: int
+    dim: int
+    def __init__(
+        self, codes: npt.NDArray[np.uint64], nbits: int, embeddings: npt.NDArray[np.float32]
+    ) -> None: ...
+    def topk(
+        self,
+        queries: npt.NDArray[np.uint64],
+        query_embeddings: npt.NDArray[np.float32],
+        k: int,
+        candidates: int,
+        indptr: Optional[npt.NDArray[np.int64]] = None,
+        indices: Optional[npt.NDArray[np.int64]] = None,
+        num_threads: int = 0,
+    ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+    def codes(self) -> npt.NDArray[np.uint64]: ...
+    def embeddings(self) -> npt.NDArray[np.float32]: ...
+    def memory_bytes(self) -> int: ...
