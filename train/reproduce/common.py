@@ -1,0 +1,153 @@
+"""Shared plumbing of the reproduction commands: run metadata, atomic outputs,
+timing, and cached training runs."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def git_revision() -> str:
+    """Commit of the working tree, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info(threads: int) -> Dict[str, Any]:
+    """Machine, library versions and SIMD level, recorded with every result."""
+    import hashsearch
+
+    info: Dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads_used": threads,
+        "simd_level": hashsearch.simd_level(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "hashsearch": hashsearch.__version__,
+        "git_revision": git_revision(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    for name in ("torch", "faiss", "hnswlib"):
+        try:
+            mod = __import__(name)
+            info[name] = getattr(mod, "__version__", "installed")
+        except ImportError:
+            info[name] = None
+    return info
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(out: Path, name: str, markdown: str, payload: Dict[str, Any]) -> None:
+    """``out/<name>.md`` and ``out/<name>.json`` (numbers, machine, versions, seed, revision)."""
+    atomic_write_text(out / f"{name}.md", markdown)
+    atomic_write_text(out / f"{name}.json", json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    log.info("wrote %s/%s.{md,json}", out, name)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time of ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times: List[float] = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:,.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def data_label(spec: str) -> str:
+    """A directory-safe name for a --data value."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(spec).name or spec)
+
+
+def ensure_run(base_cfg, method: str, run_dir: Path, dataset=None, encoder: Optional[str] = None,
+               rerun: bool = False) -> Dict[str, Any]:
+    """Train ``method`` into ``run_dir`` unless a finished run (metrics.json) is there already.
+
+    Returns the run's metrics. Cached runs are reused only if their config matches.
+    """
+    from ..trainer import fit
+
+    cfg = replace(base_cfg, method=method, encoder=encoder, out=str(run_dir))
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists() and not rerun:
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("config") == cfg.to_dict():
+            log.info("reusing %s", run_dir)
+            return metrics
+        log.info("config changed; retraining %s", run_dir)
+    return fit(cfg, dataset)
+
+
+def load_codes(run_dir: Path):
+    """The Embeddings of a finished run (``codes.npz``)."""
+    from ..evaluate import Embeddings
+
+    with np.load(run_dir / "codes.npz") as z:
+        return Embeddings(z["user_codes"], z["item_codes"], z["user_emb"], z["item_emb"], int(z["nbits"]))

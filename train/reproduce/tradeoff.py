@@ -1,0 +1,136 @@
+"""Recall of the exact continuous top-k against queries per second (ann-benchmarks style)."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+
+from .common import machine_info, markdown_table, write_outputs
+
+log = logging.getLogger(__name__)
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over queries of |found_q ∩ truth_q| / k (ids < 0 never count)."""
+    k = truth.shape[1]
+    hits = [np.intersect1d(f[f >= 0], t).size for f, t in zip(found, truth)]
+    return float(np.mean(hits) / k)
+
+
+def _qps(fn, nq: int, repeats: int = 3):
+    result = fn()  # warm-up, and the result whose recall is reported
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return nq / best, result
+
+
+def tradeoff(data: Dict[str, np.ndarray], out: Path, *, label: str, nbits: int, k: int = 100,
+             threads: int = 2, ef_values: Sequence[int] = (100, 150, 200, 300, 500, 800),
+             candidate_values: Sequence[int] = (100, 200, 500, 1000, 2000, 5000),
+             target_factor: float = 10.0, seed: int = 0, name: str = "tradeoff") -> Dict[str, Any]:
+    """Writes ``tradeoff.{md,json,png}``.
+
+    Ground truth is the exact inner-product top-k (faiss IndexFlatIP, else numpy). Points:
+    HNSW on the continuous embeddings over its ``ef`` sweep (hnswlib), HieS over its candidate
+    sweep, HamR (linear scan) and MIH. The fixed-throughput column reports, per method, the best
+    recall among its points with at least ``target_factor`` × the exact search's queries/s.
+    """
+    import hashsearch
+
+    ue, ie = np.ascontiguousarray(data["user_emb"]), np.ascontiguousarray(data["item_emb"])
+    uc, ic = data["user_codes"], data["item_codes"]
+    nq, n = ue.shape[0], ie.shape[0]
+    k = min(k, n)
+    points: List[Dict[str, Any]] = []
+
+    def add(method: str, param: Any, qps: float, found: np.ndarray) -> None:
+        points.append({"method": method, "param": param, "qps": qps, "recall": recall_at_k(found, truth)})
+        log.info("tradeoff: %s %s: %.0f q/s, recall %.4f", method, param, qps, points[-1]["recall"])
+
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+        flat_ip = faiss.IndexFlatIP(ie.shape[1])
+        flat_ip.add(ie)
+        exact_qps, (_, truth) = _qps(lambda: flat_ip.search(ue, k), nq)
+        exact_name = "CeS (faiss IndexFlatIP)"
+    except ImportError:
+        exact_qps, truth = _qps(lambda: np.argsort(-(ue @ ie.T), axis=1, kind="stable")[:, :k], nq)
+        exact_name = "CeS (numpy)"
+    add(exact_name, "exact", exact_qps, truth)
+
+    try:
+        import hnswlib
+
+        hnsw = hnswlib.Index(space="ip", dim=ie.shape[1])
+        hnsw.init_index(max_elements=n, ef_construction=200, M=16, random_seed=seed)
+        hnsw.set_num_threads(threads)
+        hnsw.add_items(ie, np.arange(n))
+        for ef in ef_values:
+            hnsw.set_ef(max(ef, k))
+            qps, (ids, _) = _qps(lambda: hnsw.knn_query(ue, k=k), nq)
+            add("HNSW (hnswlib, M=16)", f"ef={max(ef, k)}", qps, ids.astype(np.int64))
+    except ImportError:
+        log.warning("hnswlib not installed: no HNSW points")
+
+    hies = hashsearch.HierarchicalIndex(ic, ie, nbits, num_threads=threads)
+    for c in sorted({min(max(c, k), n) for c in candidate_values}):
+        qps, (_, ids) = _qps(lambda: hies.topk(uc, ue, k, candidates=c), nq)
+        add("HieS (ours)", f"candidates={c}", qps, ids)
+    flat = hashsearch.Index(ic, nbits, num_threads=threads)
+    qps, (_, ids) = _qps(lambda: flat.topk(uc, k), nq)
+    add("HamR (ours, linear scan)", "-", qps, ids)
+    mih = hashsearch.MIHIndex(ic, nbits, num_threads=threads)
+    qps, (_, ids) = _qps(lambda: mih.topk(uc, k), nq)
+    add("HamR (ours, MIH)", f"m={mih.m}", qps, ids)
+
+    target = target_factor * exact_qps
+    fixed = {}
+    for method in dict.fromkeys(p["method"] for p in points):
+        ok = [p for p in points if p["method"] == method and p["qps"] >= target]
+        fixed[method] = max((p["recall"] for p in ok), default=None)
+    md = (f"# Recall@{k} of the exact continuous top-{k} vs queries/s: {label}, {nbits}-bit codes, "
+          f"{threads} threads\n\n"
+          + markdown_table(["method", "setting", "queries/s", f"recall@{k}"],
+                           [[p["method"], p["param"], f"{p['qps']:,.0f}", p["recall"]] for p in points])
+          + f"\n## Recall at a fixed throughput of {target_factor:g}× exact search ({target:,.0f} queries/s)\n\n"
+          + markdown_table(["method", f"best recall@{k} at >= {target:,.0f} q/s"],
+                           [[m, "not reached" if r is None else r] for m, r in fixed.items()])
+          + "\nRecall is measured against exact inner-product search over the same continuous "
+            "embeddings, so HamR/MIH points show what the binary codes alone keep of it.\n")
+    _plot(out / f"{name}.png", points, f"{label}: recall@{k} vs queries/s")
+    payload = {"label": label, "nbits": nbits, "k": k, "threads": threads, "n_items": n, "n_queries": nq,
+               "points": points, "target_qps": target, "recall_at_target": fixed, "seed": seed,
+               "machine": machine_info(threads)}
+    payload["markdown"] = md
+    write_outputs(out, name, md, payload)
+    return payload
+
+
+def _plot(path: Path, points: List[Dict[str, Any]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    for method in dict.fromkeys(p["method"] for p in points):
+        pts = sorted((p for p in points if p["method"] == method), key=lambda p: p["recall"])
+        ax.plot([p["recall"] for p in pts], [p["qps"] for p in pts], marker="o", ms=4, label=method)
+    ax.set_yscale("log")
+    ax.set_xlabel("recall@k of exact continuous search")
+    ax.set_ylabel("queries / s (log)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
