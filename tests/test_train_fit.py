@@ -69,8 +69,8 @@ def test_lightgcn_encoder_with_hash_head_and_odd_bits(tmp_path: Path, tiny) -> N
 def test_resume_continues_exactly(tmp_path: Path, tiny) -> None:
     straight = _cfg(tmp_path, "hashgnn", epochs=2, out=str(tmp_path / "a"), p_every=3)
     fit(straight, dataset=tiny)
-    half = _cfg(tmp_path, "hashgnn", epochs=1, out=str(tmp_path / "b"), p_every=3)
-    fit(half, dataset=tiny)
+    half = _cfg(tmp_path, "hashgnn", epochs=2, out=str(tmp_path / "b"), p_every=3)
+    Trainer(half, dataset=tiny).train(stop_after=1)  # an interrupted run
     resumed = _cfg(tmp_path, "hashgnn", epochs=2, out=str(tmp_path / "b"), p_every=3, resume=True)
     tr = Trainer(resumed, dataset=tiny)
     tr.train()
@@ -118,3 +118,17 @@ def test_config_rejects_bad_values() -> None:
         FitConfig(method="nope").validate()
     with pytest.raises(ValueError, match="bits"):
         FitConfig(bits=0).validate()
+
+
+def test_resume_across_the_two_stage_switch(tmp_path: Path, tiny) -> None:
+    """hashgnn_sp switches optimiser between stages; a checkpoint at the switch must resume."""
+    a = _cfg(tmp_path, "hashgnn_sp", epochs=4, out=str(tmp_path / "a"))
+    fit(a, dataset=tiny)
+    b1 = _cfg(tmp_path, "hashgnn_sp", epochs=4, out=str(tmp_path / "b"))
+    tr = Trainer(b1, dataset=tiny)
+    assert tr.sp_split == 2
+    tr.train(stop_after=2)  # interrupted exactly at the stage switch
+    b2 = _cfg(tmp_path, "hashgnn_sp", epochs=4, out=str(tmp_path / "b"), resume=True)
+    fit(b2, dataset=tiny)
+    with np.load(tmp_path / "a" / "codes.npz") as za, np.load(tmp_path / "b" / "codes.npz") as zb:
+        assert np.array_equal(za["item_codes"], zb["item_codes"])

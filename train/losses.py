@@ -30,3 +30,10 @@ def hashgnn_loss(pos: torch.Tensor, neg: torch.Tensor, lam: float, alpha: float)
 def bpr(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """Bayesian personalised ranking ``-log σ(s_ui - s_uj)`` over all B·T pairs."""
     return F.softplus(neg - pos[:, None]).mean()
+
+
+def sampled_softmax(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Sampled softmax cross-entropy ``-s_ui + log(exp(s_ui) + Σ_m exp(s_um))``; ``neg`` (B, S)
+    may hold negatives shared by the whole batch. Scores are usually cosines over a temperature."""
+    logits = torch.cat([pos[:, None], neg], dim=1)
+    return (torch.logsumexp(logits, dim=1) - pos).mean()

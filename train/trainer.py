@@ -19,7 +19,7 @@ from .data import Dataset, load_dataset
 from .evaluate import Embeddings, evaluate
 from .graph import bipartite_coo, mean_adj, sym_norm_adj
 from .hashing import ProbSchedule, hard_sign
-from .losses import bpr, hashgnn_loss
+from .losses import bpr, hashgnn_loss, sampled_softmax
 from .models import HashHead, HashModel, build_encoder
 from .sampling import NegativeSampler
 
@@ -144,9 +144,7 @@ class Trainer:
         return self.model.head is not None and self._stage() == "main"
 
     def _scale(self) -> float:
-        if self.cfg.score_scale is not None:
-            return self.cfg.score_scale
-        return 1.0 / math.sqrt(self.cfg.bits) if self._use_head() else 1.0
+        return self.cfg.score_scale
 
     def _node_embeddings(self) -> torch.Tensor:
         if self.cfg.method == "hashgnn_sp" and self._stage() == "main":
@@ -159,6 +157,8 @@ class Trainer:
     def step(self, users: np.ndarray, items: np.ndarray) -> float:
         """One optimisation step on a batch of training pairs (int64 (B,) each); returns the loss."""
         cfg, dev, nu = self.cfg, self.device, self.ds.n_users
+        if cfg.loss_kind == "softmax":
+            return self._softmax_step(users, items)
         negs = self.sampler.sample(users, cfg.negatives, self.rng)  # (B, T)
         x = self._node_embeddings()
         u_t = torch.from_numpy(users).to(dev)
@@ -187,6 +187,27 @@ class Trainer:
         self.it += 1
         return float(loss.detach())
 
+    def _softmax_step(self, users: np.ndarray, items: np.ndarray) -> float:
+        """Sampled softmax over cosines (continuous encoders): S uniform items shared by the batch."""
+        cfg, dev, nu = self.cfg, self.device, self.ds.n_users
+        shared = self.rng.integers(0, self.ds.n_items, cfg.shared_negatives)
+        x = self._node_embeddings()
+        u_t = torch.from_numpy(users).to(dev)
+        i_t = torch.from_numpy(items).to(dev) + nu
+        s_t = torch.from_numpy(shared).to(dev) + nu
+        xu, xi, xs = (torch.nn.functional.normalize(v, dim=-1) for v in (x[u_t], x[i_t], x[s_t]))
+        pos = (xu * xi).sum(-1) / cfg.temperature
+        neg = xu @ xs.T / cfg.temperature
+        loss = sampled_softmax(pos, neg)
+        if cfg.reg > 0:
+            base = self.model.encoder.base.weight
+            loss = loss + cfg.reg * (base[u_t].pow(2).sum() + base[i_t].pow(2).sum()) / (2 * users.shape[0])
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optim.step()
+        self.it += 1
+        return float(loss.detach())
+
     @torch.no_grad()
     def embeddings(self) -> Embeddings:
         """Codes and continuous embeddings of all users and items from the current model."""
@@ -202,6 +223,8 @@ class Trainer:
             g = np.random.default_rng(self.cfg.seed + 7919).standard_normal((x.shape[1], self.cfg.bits))
             codes = hard_sign(x @ torch.from_numpy(g.astype(np.float32)).to(x.device))
             cont = x
+            if self.cfg.loss_kind == "softmax":  # trained on cosines: rank by cosine
+                cont = torch.nn.functional.normalize(x, dim=-1)
         self.model.train()
         codes_np = codes.cpu().numpy()
         cont_np = cont.float().cpu().numpy()
@@ -251,7 +274,13 @@ class Trainer:
         torch.set_rng_state(st["torch_rng"])
 
     # ------------------------------------------------------------ main loop
-    def train(self) -> None:
+    def train(self, stop_after: Optional[int] = None) -> None:
+        """Train until ``cfg.epochs`` (or early stop / time budget). ``stop_after`` ends this call
+        after that many epochs, as an interruption would (tests use it to check resume).
+
+        Resume with the same configuration: the guided-STE and two-stage schedules depend on
+        ``epochs``.
+        """
         cfg = self.cfg
         ckpt = self.out / CHECKPOINT
         if cfg.resume and ckpt.exists():
@@ -262,9 +291,10 @@ class Trainer:
         t_start = time.perf_counter() - self.train_seconds
         n = len(self.ds.train)
         last_val: Optional[float] = None
+        first = self.epoch
         while self.epoch < cfg.epochs and not self.stopped:
-            if self.cfg.method == "hashgnn_sp" and self.epoch == self.sp_split and self.sp_split > 0:
-                self.optim = self._make_optim()  # stage 2: only the hash head learns
+            if stop_after is not None and self.epoch - first >= stop_after:
+                break
             perm = self.rng.permutation(n)
             bar = tqdm(range(self.batches_per_epoch), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                        disable=not cfg.progress, leave=False, dynamic_ncols=True)
@@ -276,6 +306,11 @@ class Trainer:
                     bar.set_postfix(loss=f"{total / (b + 1):.4f}", val="-" if last_val is None else f"{last_val:.4f}")
             bar.close()
             self.epoch += 1
+            if self.sp_split and self.epoch == self.sp_split:
+                # hashgnn_sp stage 2: only the hash head learns, on frozen encoder outputs.
+                # Switched before the checkpoint so a resumed run rebuilds the same optimiser.
+                self.optim = self._make_optim()
+                self.frozen = None
             self.train_seconds = time.perf_counter() - t_start
             rec: Dict[str, Any] = {"epoch": self.epoch, "loss": total / self.batches_per_epoch,
                                    "seconds": self.train_seconds}
