@@ -84,7 +84,7 @@ py::tuple hamming_topk(const Index& index, const FlatIndex& flat, const CodesArr
 
 CodesArray export_codes(const FlatIndex& flat) {
     CodesArray out({flat.size(), flat.nwords()});
-    std::copy(flat.data(), flat.data() + flat.size() * flat.nwords(), out.mutable_data());
+    flat.copy_codes(out.mutable_data());
     return out;
 }
 

@@ -28,11 +28,53 @@ size_t tile_items(size_t nwords) { return std::max<size_t>(64, kTileBytes / (8 *
 }  // namespace
 
 FlatIndex::FlatIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits)
-    : codes_(codes, codes + n * nwords), n_(n), nwords_(nwords), nbits_(nbits) {
+    : n_(n), nwords_(nwords), nbits_(nbits) {
     if (nwords == 0 || nbits <= 0 || static_cast<size_t>(nbits) > 64 * nwords ||
         static_cast<size_t>(nbits) <= 64 * (nwords - 1))
         throw std::invalid_argument("nbits=" + std::to_string(nbits) + " does not match " +
                                     std::to_string(nwords) + " words per code");
+    if (nbits <= 32) {
+        half_.resize(n);
+        for (size_t i = 0; i < n; ++i) {
+            if (codes[i] >> 32)
+                throw std::invalid_argument("code " + std::to_string(i) + " has bits set above nbits=" +
+                                            std::to_string(nbits));
+            half_[i] = static_cast<uint32_t>(codes[i]);
+        }
+    } else {
+        codes_.assign(codes, codes + n * nwords);
+    }
+}
+
+void FlatIndex::load_code(size_t id, uint64_t* out) const {
+    if (compact()) {
+        out[0] = half_[id];
+    } else {
+        std::copy(codes_.data() + id * nwords_, codes_.data() + (id + 1) * nwords_, out);
+    }
+}
+
+void FlatIndex::scan_all(const Kernels& kern, const uint64_t* query, TopKCollector& col,
+                         ExcludeCursor& ex) const {
+    if (compact())
+        kern.scan32(half_.data(), 0, n_, static_cast<uint32_t>(query[0]), col, ex);
+    else
+        kern.scan(codes_.data(), nwords_, 0, n_, query, col, ex);
+}
+
+void FlatIndex::copy_codes(uint64_t* out) const {
+    if (compact())
+        std::copy(half_.begin(), half_.end(), out);  // widens each code to one uint64 word
+    else
+        std::copy(codes_.begin(), codes_.end(), out);
+}
+
+void FlatIndex::gather(const Kernels& kern, const uint32_t* ids, size_t count, const uint64_t* query,
+                       uint32_t* out) const {
+    if (compact())
+        kern.gather32(half_.data(), ids, count, static_cast<uint32_t>(query[0]), out);
+    else
+        kern.gather(codes_.data(), nwords_, ids, count, query, out);
 }
 
 void FlatIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude,
@@ -63,9 +105,14 @@ void FlatIndex::topk_by_query(const Kernels& kern, const uint64_t* queries, size
         for (size_t q = q0; q < q1; ++q) cursors.push_back(exclude.cursor(q));
         for (size_t start = 0; start < n_; start += tile) {
             size_t stop = std::min(n_, start + tile);
-            for (size_t q = q0; q < q1; ++q)
-                kern.scan(codes_.data(), nwords_, start, stop, queries + q * nwords_, cols[q - q0],
-                          cursors[q - q0]);
+            for (size_t q = q0; q < q1; ++q) {
+                if (compact())
+                    kern.scan32(half_.data(), start, stop, static_cast<uint32_t>(queries[q]),
+                                cols[q - q0], cursors[q - q0]);
+                else
+                    kern.scan(codes_.data(), nwords_, start, stop, queries + q * nwords_,
+                              cols[q - q0], cursors[q - q0]);
+            }
         }
         for (size_t q = q0; q < q1; ++q) cols[q - q0].finish(D + q * k, I + q * k);
     });
@@ -87,7 +134,11 @@ void FlatIndex::topk_two_pass(const Kernels& kern, const uint64_t* queries, size
             dist16.resize(n_);
         size_t q0 = block * kQueryBlock, q1 = std::min(nq, q0 + kQueryBlock);
         for (size_t q = q0; q < q1; ++q) {
-            if (bytes)
+            if (compact()) {
+                kern.fill32(half_.data(), 0, n_, static_cast<uint32_t>(queries[q]), dist8.data());
+                kern.select_bytes(dist8.data(), n_, nbits_, k, exclude.begin(q), exclude.end(q),
+                                  hist.data(), D + q * k, I + q * k);
+            } else if (bytes)
                 kern.two_pass_bytes(codes_.data(), nwords_, n_, nbits_, queries + q * nwords_, k,
                                     exclude.begin(q), exclude.end(q), dist8.data(), hist.data(),
                                     D + q * k, I + q * k);
@@ -112,8 +163,12 @@ void FlatIndex::topk_by_item(const Kernels& kern, const uint64_t* queries, size_
         for (size_t q = 0; q < nq; ++q) {
             col.reset();
             ExcludeCursor cursor = exclude.cursor(q);
-            if (begin < end)
-                kern.scan(codes_.data(), nwords_, begin, end, queries + q * nwords_, col, cursor);
+            if (begin < end) {
+                if (compact())
+                    kern.scan32(half_.data(), begin, end, static_cast<uint32_t>(queries[q]), col, cursor);
+                else
+                    kern.scan(codes_.data(), nwords_, begin, end, queries + q * nwords_, col, cursor);
+            }
             size_t off = (c * nq + q) * k;
             col.finish(part_d.data() + off, part_i.data() + off);
         }

@@ -138,6 +138,65 @@ void scan_w4x(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
     scan_dynamic(codes, nwords, i, end, query, col, ex);
 }
 
+// Eight 32-bit distances: byte counts summed pairwise (maddubs) then into dwords (madd).
+inline __m256i popcount_u32x8(__m256i v) {
+    __m256i bytes = popcount_bytes(v);
+    __m256i words = _mm256_maddubs_epi16(bytes, _mm256_set1_epi8(1));
+    return _mm256_madd_epi16(words, _mm256_set1_epi16(1));
+}
+
+inline __m256i load32(const uint32_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// Compact 32-bit codes: 32 items per iteration, 8 per vector.
+void scan32(const uint32_t* codes, size_t begin, size_t end, uint32_t query, TopKCollector& col,
+            ExcludeCursor& ex) {
+    const __m256i q = _mm256_set1_epi32(static_cast<int>(query));
+    uint32_t bound = col.bound();
+    __m256i vb = _mm256_set1_epi32(static_cast<int>(bound));
+    size_t i = begin;
+    for (; i + 32 <= end; i += 32) {
+        __m256i d[4];
+        for (int g = 0; g < 4; ++g) d[g] = popcount_u32x8(_mm256_xor_si256(load32(codes + i + 8 * g), q));
+        __m256i any = _mm256_or_si256(
+            _mm256_or_si256(_mm256_cmpgt_epi32(vb, d[0]), _mm256_cmpgt_epi32(vb, d[1])),
+            _mm256_or_si256(_mm256_cmpgt_epi32(vb, d[2]), _mm256_cmpgt_epi32(vb, d[3])));
+        if (_mm256_testz_si256(any, any)) continue;
+        alignas(32) uint32_t dist[32];
+        for (int g = 0; g < 4; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(dist + 8 * g), d[g]);
+        for (int j = 0; j < 32; ++j) {
+            int64_t id = static_cast<int64_t>(i + j);
+            if (dist[j] < bound && !ex.excluded(id)) {
+                col.push(dist[j], id);
+                bound = col.bound();
+            }
+        }
+        vb = _mm256_set1_epi32(static_cast<int>(bound));
+    }
+    scan32_generic(codes, i, end, query, col, ex);
+}
+
+// Compact 32-bit codes to byte distances, 32 per iteration: four vectors of
+// eight dwords are packed to bytes; the packs interleave 128-bit lanes, which
+// one dword permutation undoes.
+void fill32(const uint32_t* codes, size_t begin, size_t end, uint32_t query, uint8_t* dist) {
+    const __m256i q = _mm256_set1_epi32(static_cast<int>(query));
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    size_t i = begin;
+    for (; i + 32 <= end; i += 32) {
+        __m256i d0 = popcount_u32x8(_mm256_xor_si256(load32(codes + i), q));
+        __m256i d1 = popcount_u32x8(_mm256_xor_si256(load32(codes + i + 8), q));
+        __m256i d2 = popcount_u32x8(_mm256_xor_si256(load32(codes + i + 16), q));
+        __m256i d3 = popcount_u32x8(_mm256_xor_si256(load32(codes + i + 24), q));
+        __m256i w01 = _mm256_packus_epi32(d0, d1);
+        __m256i w23 = _mm256_packus_epi32(d2, d3);
+        __m256i b = _mm256_packus_epi16(w01, w23);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dist + i), _mm256_permutevar8x32_epi32(b, order));
+    }
+    fill32_generic(codes, i, end, query, dist);
+}
+
 void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const uint64_t* query,
           TopKCollector& col, ExcludeCursor& ex) {
     if (nwords == 1) return scan_w1(codes, nwords, begin, end, query, col, ex);
@@ -148,7 +207,8 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
 
 }  // namespace
 
-Kernels avx2_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &topk_two_pass_bytes}; }
+Kernels avx2_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &topk_two_pass_bytes,
+                   &scan32, &fill32, &gather32_generic, &select_bytes}; }
 
 }  // namespace hashsearch
 #pragma GCC pop_options

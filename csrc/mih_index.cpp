@@ -88,7 +88,7 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
                                     std::to_string(kMaxSubstringBits) + " are supported, so use m >= " +
                                     std::to_string((nbits + kMaxSubstringBits - 1) / kMaxSubstringBits));
     if (n >= (uint64_t{1} << 32)) throw std::invalid_argument("MIH supports fewer than 2^32 items");
-    const uint64_t* data = flat_.data();
+    std::vector<uint64_t> code(nwords);
     for (int j = 0; j < m; ++j) {
         Table t;
         t.start = static_cast<int>(static_cast<int64_t>(j) * nbits / m);
@@ -97,7 +97,8 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
         t.offsets.assign(nbuckets + 1, 0);
         std::vector<uint32_t> keys(n);
         for (size_t i = 0; i < n; ++i) {
-            keys[i] = substring(data + i * nwords, t.start, t.bits);
+            flat_.load_code(i, code.data());
+            keys[i] = substring(code.data(), t.start, t.bits);
             ++t.offsets[keys[i] + 1];
         }
         for (size_t b = 0; b < nbuckets; ++b) t.offsets[b + 1] += t.offsets[b];
@@ -143,7 +144,6 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
                           std::vector<uint32_t>& scratch, bool& fell_back) const {
     const size_t n = flat_.size(), nw = flat_.nwords();
     const int m = static_cast<int>(tables_.size());
-    const uint64_t* data = flat_.data();
     std::vector<uint32_t> qkeys(m);
     int max_bits = 0;
     for (int j = 0; j < m; ++j) {
@@ -170,7 +170,7 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
             fell_back = true;
             TopKCollector col(k, flat_.nbits());
             ExcludeCursor cursor(ex_begin, ex_end);
-            kern.scan(data, nw, 0, n, query, col, cursor);
+            flat_.scan_all(kern, query, col, cursor);
             col.finish(D, I);
             return;
         }
@@ -186,15 +186,15 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
                 if (b1 > b0) {
                     size_t cnt = b1 - b0;
                     if (scratch.size() < cnt) scratch.resize(cnt);
-                    kern.gather(data, nw, t.ids.data() + b0, cnt, query, scratch.data());
+                    flat_.gather(kern, t.ids.data() + b0, cnt, query, scratch.data());
                     for (size_t c = 0; c < cnt; ++c) {
                         uint32_t d = scratch[c];
                         int64_t id = t.ids[b0 + c];
                         if (!top.admits(d, id)) continue;
                         // Seen before iff an earlier table matched within s, or a
                         // later one within s-1 (the order tables are probed in).
-                        const uint64_t* code = data + static_cast<size_t>(id) * nw;
-                        for (size_t w = 0; w < nw; ++w) diff[w] = code[w] ^ query[w];
+                        flat_.load_code(static_cast<size_t>(id), diff);
+                        for (size_t w = 0; w < nw; ++w) diff[w] ^= query[w];
                         bool seen = false;
                         for (int jj = 0; jj < m && !seen; ++jj) {
                             if (jj == j) continue;

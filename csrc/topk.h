@@ -123,11 +123,26 @@ using TwoPassBytesFn = void (*)(const uint64_t* codes, size_t nwords, size_t n, 
                                 const int64_t* ex_end, uint8_t* dist, uint32_t* hist, int32_t* D,
                                 int64_t* I);
 
+// Codes of at most 32 bits are stored as uint32, one per item, halving memory
+// traffic; these mirror the functions above for that layout.
+using Scan32Fn = void (*)(const uint32_t* codes, size_t begin, size_t end, uint32_t query,
+                          TopKCollector& col, ExcludeCursor& ex);
+using Fill32Fn = void (*)(const uint32_t* codes, size_t begin, size_t end, uint32_t query,
+                          uint8_t* dist);
+using Gather32Fn = void (*)(const uint32_t* codes, const uint32_t* ids, size_t count,
+                            uint32_t query, uint32_t* out);
+using SelectBytesFn = void (*)(uint8_t* dist, size_t n, int nbits, int k, const int64_t* ex_begin,
+                               const int64_t* ex_end, uint32_t* hist, int32_t* D, int64_t* I);
+
 struct Kernels {
     ScanFn scan;
     GatherFn gather;
     TwoPassFn two_pass;
     TwoPassBytesFn two_pass_bytes;
+    Scan32Fn scan32;
+    Fill32Fn fill32;
+    Gather32Fn gather32;
+    SelectBytesFn select_bytes;
 };
 
 // One table per SIMD level; each lives in its own translation unit.

@@ -38,7 +38,7 @@ def test_index_matches_reference_small(simd, nbits, threads, rng):
         np.testing.assert_array_equal(I, Ir)
 
 
-@pytest.mark.parametrize("nbits", [64, 128, 256, 200])
+@pytest.mark.parametrize("nbits", [20, 32, 64, 128, 256, 200])
 @pytest.mark.parametrize("nq", [1, 3, 40])
 def test_index_matches_reference_large(simd, nbits, nq, rng):
     n = 70_001  # beyond the two-pass limit, and not a multiple of any unroll
@@ -105,6 +105,11 @@ def test_non_contiguous_and_read_only_input(rng):
 def test_memory_is_exactly_packed_size(rng):
     codes = random_codes(rng, 1234, 100)
     assert hashsearch.Index(codes, 100).memory_bytes() == 1234 * 2 * 8
+    # codes of at most 32 bits are held as uint32, and handed back as uint64 words
+    short = random_codes(rng, 1234, 32)
+    index = hashsearch.Index(short, 32)
+    assert index.memory_bytes() == 1234 * 4
+    np.testing.assert_array_equal(index.codes(), short)
 
 
 # ---------------------------------------------------------------- MIH
