@@ -147,6 +147,8 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("ntotal", [](const MIHIndex& s) { return s.flat().size(); })
         .def_property_readonly("nbits", [](const MIHIndex& s) { return s.flat().nbits(); })
         .def_property_readonly("fallback_count", &MIHIndex::fallback_count)
+        .def_property_readonly("probe_count", &MIHIndex::probe_count)
+        .def_property_readonly("candidate_count", &MIHIndex::candidate_count)
         .def("table_bytes", &MIHIndex::table_bytes)
         .def("memory_bytes", [](const MIHIndex& s) { return s.flat().memory_bytes() + s.table_bytes(); });
 

@@ -105,6 +105,10 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
         t.ids.resize(n);
         std::vector<uint32_t> fill(t.offsets.begin(), t.offsets.end() - 1);
         for (size_t i = 0; i < n; ++i) t.ids[fill[keys[i]]++] = static_cast<uint32_t>(i);
+        if (flat_.compact()) {
+            t.codes32.resize(n);
+            for (size_t pos = 0; pos < n; ++pos) t.codes32[pos] = flat_.data32()[t.ids[pos]];
+        }
         tables_.push_back(std::move(t));
     }
 }
@@ -117,7 +121,8 @@ std::vector<int> MIHIndex::substring_bits() const {
 
 size_t MIHIndex::table_bytes() const {
     size_t bytes = 0;
-    for (const auto& t : tables_) bytes += (t.offsets.size() + t.ids.size()) * sizeof(uint32_t);
+    for (const auto& t : tables_)
+        bytes += (t.offsets.size() + t.ids.size() + t.codes32.size()) * sizeof(uint32_t);
     return bytes;
 }
 
@@ -127,21 +132,30 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     if (flat_.size() == 0) throw std::invalid_argument("the index is empty");
     Kernels kern = active_kernels();
     size_t nw = flat_.nwords();
-    std::vector<size_t> fell(static_cast<size_t>(resolve_threads(num_threads)), 0);
+    const size_t nworkers = static_cast<size_t>(resolve_threads(num_threads));
+    std::vector<size_t> fell(nworkers, 0), probes(nworkers, 0), cands(nworkers, 0);
     parallel_for(nq, num_threads, [&](size_t q, size_t worker) {
         thread_local std::vector<uint32_t> scratch;
+        thread_local std::vector<uint8_t> scratch8;
         const int64_t* eb = exclude.indptr ? exclude.indices + exclude.indptr[q] : nullptr;
         const int64_t* ee = exclude.indptr ? exclude.indices + exclude.indptr[q + 1] : nullptr;
         bool fell_back = false;
-        search_one(kern, queries + q * nw, k, eb, ee, D + q * k, I + q * k, scratch, fell_back);
+        search_one(kern, queries + q * nw, k, eb, ee, D + q * k, I + q * k, scratch, scratch8, fell_back,
+                   probes[worker], cands[worker]);
         fell[worker] += fell_back;
     });
-    for (size_t f : fell) fallbacks_ += f;
+    for (size_t w = 0; w < nworkers; ++w) {
+        fallbacks_ += fell[w];
+        probes_ += probes[w];
+        candidates_ += cands[w];
+    }
 }
 
 void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
                           const int64_t* ex_end, int32_t* D, int64_t* I,
-                          std::vector<uint32_t>& scratch, bool& fell_back) const {
+                          std::vector<uint32_t>& scratch, std::vector<uint8_t>& scratch8,
+                          bool& fell_back, size_t& probes,
+                          size_t& candidates) const {
     const size_t n = flat_.size(), nw = flat_.nwords();
     const int m = static_cast<int>(tables_.size());
     std::vector<uint32_t> qkeys(m);
@@ -183,17 +197,29 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
             while (mask < limit) {
                 uint32_t bucket = qkeys[j] ^ static_cast<uint32_t>(mask);
                 uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
+                ++probes;
+                candidates += b1 - b0;
                 if (b1 > b0) {
                     size_t cnt = b1 - b0;
-                    if (scratch.size() < cnt) scratch.resize(cnt);
-                    flat_.gather(kern, t.ids.data() + b0, cnt, query, scratch.data());
+                    const bool seq = !t.codes32.empty();
+                    if (seq) {
+                        if (scratch8.size() < cnt) scratch8.resize(cnt);
+                        kern.fill32(t.codes32.data() + b0, 0, cnt, static_cast<uint32_t>(query[0]),
+                                    scratch8.data());
+                    } else {
+                        if (scratch.size() < cnt) scratch.resize(cnt);
+                        flat_.gather(kern, t.ids.data() + b0, cnt, query, scratch.data());
+                    }
                     for (size_t c = 0; c < cnt; ++c) {
-                        uint32_t d = scratch[c];
+                        uint32_t d = seq ? scratch8[c] : scratch[c];
                         int64_t id = t.ids[b0 + c];
                         if (!top.admits(d, id)) continue;
                         // Seen before iff an earlier table matched within s, or a
                         // later one within s-1 (the order tables are probed in).
-                        flat_.load_code(static_cast<size_t>(id), diff);
+                        if (seq)
+                            diff[0] = t.codes32[b0 + c];
+                        else
+                            flat_.load_code(static_cast<size_t>(id), diff);
                         for (size_t w = 0; w < nw; ++w) diff[w] ^= query[w];
                         bool seen = false;
                         for (int jj = 0; jj < m && !seen; ++jj) {

@@ -30,6 +30,8 @@ class MIHIndex:
     m: int
     substring_bits: List[int]
     fallback_count: int
+    probe_count: int
+    candidate_count: int
     def __init__(self, codes: npt.NDArray[np.uint64], nbits: int, m: int) -> None: ...
     def topk(
         self,

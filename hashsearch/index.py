@@ -174,6 +174,12 @@ class MIHIndex(_HammingBase):
         """Queries answered by the linear-scan fallback so far."""
         return int(self._native.fallback_count)
 
+    def stats(self) -> dict:
+        """Counters since construction: queries that fell back to the scan, buckets probed,
+        candidates checked (a guide for choosing ``m``)."""
+        return {"fallbacks": int(self._native.fallback_count), "probes": int(self._native.probe_count),
+                "candidates": int(self._native.candidate_count)}
+
     def table_bytes(self) -> int:
         """Bytes held by the hash tables alone."""
         return int(self._native.table_bytes())

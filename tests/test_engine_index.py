@@ -155,6 +155,16 @@ def test_mih_default_m_and_memory(rng):
     assert mih.table_bytes() == sum(4 * (n + 2**b + 1) for b in mih.substring_bits)
 
 
+def test_mih_stats_count_work(rng):
+    codes = clustered_codes(rng, 5000, 32)
+    mih = hashsearch.MIHIndex(codes, 32, m=2)
+    mih.topk(codes[:10], 5)
+    st = mih.stats()
+    assert st["probes"] >= 10 * 2 and st["candidates"] >= 10 * 5 and st["fallbacks"] == 0
+    # <= 32-bit tables keep a bucket-ordered copy of the codes: ids, codes and offsets
+    assert mih.table_bytes() == sum(4 * (2 * 5000 + 2**b + 1) for b in mih.substring_bits)
+
+
 def test_mih_rejects_bad_m(rng):
     codes = random_codes(rng, 100, 64)
     with pytest.raises(ValueError, match="at most 24 are supported, so use m >= 3"):
