@@ -34,20 +34,21 @@ void HierarchicalIndex::topk(const uint64_t* queries, const float* query_emb, si
         ExcludeList ex = exclude;
         if (ex.indptr) ex.indptr += q0;
         flat_.topk(queries + q0 * nw, nb, candidates, ex, num_threads, cd.data(), ci.data());
+        Kernels kern = active_kernels();
         parallel_for(nb, num_threads, [&](size_t b, size_t) {
             const float* qe = query_emb + (q0 + b) * dim_;
-            std::vector<std::pair<double, int64_t>> scored;
-            scored.reserve(candidates);
-            for (int c = 0; c < candidates; ++c) {
-                int64_t id = ci[b * candidates + c];
-                if (id < 0) break;
-                const float* e = emb_.data() + static_cast<size_t>(id) * dim_;
-                double dot = 0;
-                for (size_t t = 0; t < dim_; ++t) dot += static_cast<double>(qe[t]) * e[t];
-                scored.emplace_back(-dot, id);
-            }
+            const int64_t* ids = ci.data() + b * candidates;
+            size_t valid = 0;
+            while (valid < static_cast<size_t>(candidates) && ids[valid] >= 0) ++valid;
+            thread_local std::vector<double> dots;
+            dots.resize(valid);
+            kern.inner_products(emb_.data(), dim_, ids, valid, qe, dots.data());
+            std::vector<std::pair<double, int64_t>> scored(valid);
+            for (size_t c = 0; c < valid; ++c) scored[c] = {-dots[c], ids[c]};
             size_t keep = std::min<size_t>(k, scored.size());
-            std::partial_sort(scored.begin(), scored.begin() + keep, scored.end());
+            // Selection then a sort of the k kept: cheaper than a heap-based partial sort.
+            if (keep < scored.size()) std::nth_element(scored.begin(), scored.begin() + keep, scored.end());
+            std::sort(scored.begin(), scored.begin() + keep);
             float* srow = S + (q0 + b) * k;
             int64_t* irow = I + (q0 + b) * k;
             for (size_t r = 0; r < static_cast<size_t>(k); ++r) {

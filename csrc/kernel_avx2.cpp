@@ -208,7 +208,8 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
 }  // namespace
 
 Kernels avx2_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &topk_two_pass_bytes,
-                   &scan32, &fill32, &gather32_generic, &select_bytes}; }
+                   &scan32, &fill32, &gather32_generic, &select_bytes,
+                   &inner_products}; }
 
 }  // namespace hashsearch
 #pragma GCC pop_options

@@ -134,6 +134,9 @@ using Gather32Fn = void (*)(const uint32_t* codes, const uint32_t* ids, size_t c
 using SelectBytesFn = void (*)(uint8_t* dist, size_t n, int nbits, int k, const int64_t* ex_begin,
                                const int64_t* ex_end, uint32_t* hist, int32_t* D, int64_t* I);
 
+using InnerProductsFn = void (*)(const float* emb, size_t dim, const int64_t* ids, size_t count,
+                                 const float* query, double* out);
+
 struct Kernels {
     ScanFn scan;
     GatherFn gather;
@@ -143,6 +146,7 @@ struct Kernels {
     Fill32Fn fill32;
     Gather32Fn gather32;
     SelectBytesFn select_bytes;
+    InnerProductsFn inner_products;
 };
 
 // One table per SIMD level; each lives in its own translation unit.
