@@ -84,13 +84,14 @@ def test_resume_continues_exactly(tmp_path: Path, tiny) -> None:
     assert ma["hies"]["recall@50"] == pytest.approx(mb["hies"]["recall@50"], abs=1e-6)
 
 
-def test_training_learns(tmp_path: Path, tiny) -> None:
+def test_training_learns(tmp_path: Path) -> None:
     """A few epochs of HashGNN must beat random ranking clearly (recall@50 of random ≈ 50/n_items)."""
-    cfg = _cfg(tmp_path, "hashgnn", epochs=6, p_every=0, lr=5e-3)
-    m = fit(cfg, dataset=tiny)
-    chance = 50 / tiny.n_items
-    assert m["hies"]["recall@50"] > 1.5 * chance
-    assert m["hamr"]["recall@50"] > 1.2 * chance
+    data = load_dataset("synthetic:users=400,items=1000,edges=12000", seed=0)
+    cfg = _cfg(tmp_path, "hashgnn", epochs=8, p_every=0, lr=5e-3, batch_size=1024)
+    m = fit(cfg, dataset=data)
+    chance = 50 / data.n_items
+    assert m["hies"]["recall@50"] > 1.4 * chance  # untrained: ~0.8x chance
+    assert m["hamr"]["recall@50"] > 1.4 * chance
     assert m["history"][-1]["p"] < 1.0  # the guided schedule moved toward plain STE
 
 
