@@ -75,7 +75,11 @@ def tradeoff(data: Dict[str, np.ndarray], out: Path, *, label: str, nbits: int, 
         hnsw.add_items(ie, np.arange(n))
         for ef in ef_values:
             hnsw.set_ef(max(ef, k))
-            qps, (ids, _) = _qps(lambda: hnsw.knn_query(ue, k=k), nq)
+            try:
+                qps, (ids, _) = _qps(lambda: hnsw.knn_query(ue, k=k), nq)
+            except RuntimeError as err:  # hnswlib cannot always return k results on tiny graphs
+                log.warning("HNSW ef=%d skipped: %s", ef, err)
+                continue
             add("HNSW (hnswlib, M=16)", f"ef={max(ef, k)}", qps, ids.astype(np.int64))
     except ImportError:
         log.warning("hnswlib not installed: no HNSW points")
