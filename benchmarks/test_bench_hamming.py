@@ -1,0 +1,234 @@
+"""Exact Hamming top-k: hashsearch vs faiss vs numpy, and MIH vs linear scan vs faiss multi-hash.
+
+Every test benchmarks one engine on one workload (items x queries, bits, code
+distribution) with k=100 and 2 threads, times the peer inside the same test,
+and stores the ratio in ``extra_info`` (``ratio`` = peer time / our time, so
+> 1 means hashsearch is faster). Results are checked against the peer.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytest_benchmark")
+faiss = pytest.importorskip("faiss")
+
+import hashsearch  # noqa: E402
+
+import data  # noqa: E402
+from bench_common import (  # noqa: E402
+    FULL,
+    K,
+    THREADS,
+    base_info,
+    dist_recall,
+    est_scan_s,
+    faiss_codes,
+    full_only,
+    numpy_topk,
+    peer_time,
+    ratio,
+    run_bench,
+)
+from data import ALIBABA, GOWALLA, M1, ML1M, Workload  # noqa: E402
+
+NBITS = (32, 64, 128, 256)
+# A 500-query slice of the 1M workload for the default run (the 2,000-query one is full-only).
+M1_QUICK = Workload("1m_q500", M1.n, 500)
+
+# Linear scan cases in the default (quick) run; everything else needs HASHSEARCH_BENCH_FULL=1.
+_QUICK_LINEAR = {
+    ("ml1m", 64, "uniform"), ("ml1m", 64, "learned"), ("ml1m", 32, "learned"),
+    ("ml1m", 128, "learned"), ("ml1m", 256, "learned"),
+    ("gowalla", 64, "uniform"), ("gowalla", 64, "learned"), ("gowalla", 256, "learned"),
+    ("1m_q500", 64, "learned"),
+}
+
+
+def _linear_cases():
+    cases = []
+    for w in (ML1M, GOWALLA, M1_QUICK, M1, ALIBABA):
+        for nbits in NBITS:
+            for dist in data.DISTRIBUTIONS:
+                if w is M1_QUICK and (nbits, dist) != (64, "learned"):
+                    continue
+                if w is ALIBABA and nbits != 64:
+                    continue  # faiss needs ~20 s a pass here; 64 bits is the issue's case
+                marks = []
+                if (w.name, nbits, dist) not in _QUICK_LINEAR:
+                    marks.append(full_only())
+                if w is M1_QUICK and FULL:
+                    marks.append(pytest.mark.skip(reason="covered by the 2,000-query 1m workload in the full run"))
+                cases.append(pytest.param(w, nbits, dist, marks=marks, id=f"{w.name}-{nbits}b-{dist}"))
+    return cases
+
+
+LINEAR = _linear_cases()
+
+
+def _arrays(w: Workload, nbits: int, dist: str):
+    items, queries = data.workload_arrays(w, nbits, dist)
+    return items, queries
+
+
+def _faiss_flat(items: np.ndarray, nbits: int, use_heap=None):
+    index = faiss.IndexBinaryFlat(nbits)
+    index.add(faiss_codes(items, nbits))
+    if use_heap is not None:
+        index.use_heap = use_heap
+    return index
+
+
+def _info(w: Workload, nbits: int, dist: str, **kw):
+    return base_info(workload=w.name, n=w.n, nq=w.nq, nbits=nbits, dist=dist, **kw)
+
+
+@pytest.mark.parametrize("w,nbits,dist", LINEAR)
+def test_linear_hashsearch(benchmark, w, nbits, dist):
+    """hashsearch.Index.topk; peer: faiss IndexBinaryFlat (default settings), same run."""
+    items, queries = _arrays(w, nbits, dist)
+    index = hashsearch.Index(items, nbits, num_threads=THREADS)
+    benchmark.group = f"linear {w.name} {nbits}b {dist}"
+    (D, I), ours_s = run_bench(benchmark, lambda: index.topk(queries, K), est_s=0.5)
+
+    fidx = _faiss_flat(items, nbits)
+    qf = faiss_codes(queries, nbits)
+    peer_s, runs, (Df, If) = peer_time(lambda: fidx.search(qf, K), budget_s=20.0)
+    np.testing.assert_array_equal(D, Df)  # ids may differ on ties: faiss has no tie rule
+
+    benchmark.extra_info.update(_info(
+        w, nbits, dist, engine="hashsearch.Index", peer="faiss.IndexBinaryFlat",
+        ours_ms=round(ours_s * 1e3, 3), peer_ms=round(peer_s * 1e3, 3), peer_runs=runs,
+        ratio=ratio(peer_s, ours_s), ours_qps=round(w.nq / ours_s, 1),
+        distances_equal_faiss=True, code_bytes=int(items.nbytes),
+    ))
+
+
+@pytest.mark.parametrize("use_heap", [None, False], ids=["default", "noheap"])
+@pytest.mark.parametrize("w,nbits,dist", LINEAR)
+def test_linear_faiss(benchmark, w, nbits, dist, use_heap):
+    """faiss IndexBinaryFlat (default, and use_heap=False); peer: hashsearch.Index, same run."""
+    items, queries = _arrays(w, nbits, dist)
+    fidx = _faiss_flat(items, nbits)
+    if use_heap is not None:
+        if not hasattr(fidx, "use_heap"):
+            pytest.skip("this faiss has no IndexBinaryFlat.use_heap")
+        fidx.use_heap = use_heap
+    qf = faiss_codes(queries, nbits)
+    benchmark.group = f"linear {w.name} {nbits}b {dist}"
+    (Df, _), faiss_s = run_bench(benchmark, lambda: fidx.search(qf, K), est_s=est_scan_s(w.n, w.nq, nbits))
+
+    index = hashsearch.Index(items, nbits, num_threads=THREADS)
+    ours_s, runs, (D, _) = peer_time(lambda: index.topk(queries, K))
+    np.testing.assert_array_equal(D, Df)
+
+    name = "faiss.IndexBinaryFlat" + ("" if use_heap is None else "(use_heap=False)")
+    benchmark.extra_info.update(_info(
+        w, nbits, dist, engine=name, peer="hashsearch.Index",
+        ours_ms=round(ours_s * 1e3, 3), peer_ms=round(faiss_s * 1e3, 3), peer_runs=runs,
+        ratio=ratio(faiss_s, ours_s), faiss_qps=round(w.nq / faiss_s, 1),
+    ))
+
+
+@pytest.mark.parametrize(
+    "w,nbits,dist",
+    [pytest.param(ML1M, nb, dist, id=f"ml1m-{nb}b-{dist}") for nb in (64, 256) for dist in data.DISTRIBUTIONS]
+    + [pytest.param(GOWALLA, 64, "learned", marks=full_only(), id="gowalla-64b-learned")],
+)
+def test_linear_numpy(benchmark, w, nbits, dist):
+    """numpy XOR/popcount + argpartition baseline (small sizes only); peer: hashsearch.Index."""
+    items, queries = _arrays(w, nbits, dist)
+    benchmark.group = f"linear {w.name} {nbits}b {dist}"
+    (Dn, _), np_s = run_bench(benchmark, lambda: numpy_topk(queries, items, K), est_s=3.0)
+    index = hashsearch.Index(items, nbits, num_threads=THREADS)
+    ours_s, runs, (D, _) = peer_time(lambda: index.topk(queries, K))
+    np.testing.assert_array_equal(D, Dn)
+    benchmark.extra_info.update(_info(
+        w, nbits, dist, engine="numpy", peer="hashsearch.Index",
+        ours_ms=round(ours_s * 1e3, 3), peer_ms=round(np_s * 1e3, 3), peer_runs=runs,
+        ratio=ratio(np_s, ours_s),
+    ))
+
+
+# ---------------------------------------------------------------- multi-index hashing
+
+def _mih_cases():
+    quick = {("gowalla", 64, "learned"), ("1m_q500", 32, "learned"), ("1m_q500", 64, "learned")}
+    cases = []
+    for w, nbits, dist in [
+        (GOWALLA, 64, "learned"),
+        (M1_QUICK, 32, "learned"), (M1_QUICK, 64, "learned"),
+        (M1, 32, "learned"), (M1, 64, "learned"), (M1, 128, "learned"), (M1, 256, "learned"),
+        (M1, 64, "uniform"),
+        (ALIBABA, 32, "learned"), (ALIBABA, 64, "learned"), (ALIBABA, 128, "learned"),
+    ]:
+        marks = [] if (w.name, nbits, dist) in quick else [full_only()]
+        if w is M1_QUICK and FULL:
+            marks.append(pytest.mark.skip(reason="covered by the 2,000-query 1m workload in the full run"))
+        cases.append(pytest.param(w, nbits, dist, marks=marks, id=f"{w.name}-{nbits}b-{dist}"))
+    return cases
+
+
+MIH = _mih_cases()
+
+
+@pytest.mark.parametrize("w,nbits,dist", MIH)
+def test_mih_hashsearch(benchmark, w, nbits, dist):
+    """hashsearch.MIHIndex; peer: our own linear scan (Index), same run; results must be identical."""
+    items, queries = _arrays(w, nbits, dist)
+    t0 = time.perf_counter()
+    mih = hashsearch.MIHIndex(items, nbits, num_threads=THREADS)
+    build_s = time.perf_counter() - t0
+    benchmark.group = f"mih {w.name} {nbits}b {dist}"
+    (Dm, Im), mih_s = run_bench(benchmark, lambda: mih.topk(queries, K), est_s=1.0)
+
+    index = hashsearch.Index(items, nbits, num_threads=THREADS)
+    scan_s, runs, (D, I) = peer_time(lambda: index.topk(queries, K))
+    np.testing.assert_array_equal(Dm, D)
+    np.testing.assert_array_equal(Im, I)
+
+    # per-query counters (cumulative in the index) from one extra call
+    s0 = mih.stats()
+    mih.topk(queries, K)
+    s1 = mih.stats()
+    codes_bytes = int(w.n * ((nbits + 63) // 64) * 8)
+    benchmark.extra_info.update(_info(
+        w, nbits, dist, engine="hashsearch.MIHIndex", peer="hashsearch.Index (linear scan)",
+        ours_ms=round(mih_s * 1e3, 3), peer_ms=round(scan_s * 1e3, 3), peer_runs=runs,
+        ratio=ratio(scan_s, mih_s), identical_to_scan=True,
+        m=mih.m, substring_bits=mih.substring_bits, build_s=round(build_s, 3),
+        table_bytes=mih.table_bytes(), code_bytes=codes_bytes,
+        table_over_codes=round(mih.table_bytes() / codes_bytes, 3),
+        fallbacks_per_call=s1["fallbacks"] - s0["fallbacks"],
+        candidates_per_query=round((s1["candidates"] - s0["candidates"]) / w.nq, 1),
+        probes_per_query=round((s1["probes"] - s0["probes"]) / w.nq, 1),
+        kth_distance_mean=round(float(D[:, -1].mean()), 2),
+    ))
+
+
+@pytest.mark.parametrize("w,nbits,dist", MIH)
+def test_mih_faiss_multihash(benchmark, w, nbits, dist):
+    """faiss IndexBinaryMultiHash with our MIH's m tables (nflip=1: it is approximate);
+    peer: hashsearch.MIHIndex, same run. Records how far from exact faiss is."""
+    items, queries = _arrays(w, nbits, dist)
+    mih = hashsearch.MIHIndex(items, nbits, num_threads=THREADS)
+    m = mih.m
+    b = nbits // m
+    fidx = faiss.IndexBinaryMultiHash(nbits, m, b)
+    fidx.nflip = 1
+    fidx.add(faiss_codes(items, nbits))
+    qf = faiss_codes(queries, nbits)
+    benchmark.group = f"mih {w.name} {nbits}b {dist}"
+    (Df, _), faiss_s = run_bench(benchmark, lambda: fidx.search(qf, K), est_s=3.0)
+
+    ours_s, runs, (D, _) = peer_time(lambda: mih.topk(queries, K))
+    benchmark.extra_info.update(_info(
+        w, nbits, dist, engine=f"faiss.IndexBinaryMultiHash(nhash={m}, b={b}, nflip=1)",
+        peer="hashsearch.MIHIndex",
+        ours_ms=round(ours_s * 1e3, 3), peer_ms=round(faiss_s * 1e3, 3), peer_runs=runs,
+        ratio=ratio(faiss_s, ours_s),
+        faiss_exact_rows=round(float((Df == D).all(axis=1).mean()), 4),
+        faiss_dist_recall=round(dist_recall(Df, D), 4),
+    ))
