@@ -69,9 +69,15 @@ private:
     bool full_ = false;
 };
 
-// Random-access candidate checks cost about this many sequential scan steps;
-// beyond that much work a query is finished by the linear scan instead.
-constexpr double kProbeCostInScans = 20.0;
+// Rough costs (ns, measured on an AVX2 core) that decide when a query is
+// better finished by the linear scan: MIH pays per bucket probed and per
+// candidate checked (a random read unless the table keeps codes in bucket
+// order), the scan per item.
+constexpr double kProbeNs = 10.0;
+constexpr double kRandomCandidateNs = 20.0;
+constexpr double kSequentialCandidateNs = 9.0;
+constexpr double kScanNsPerWord = 0.3;
+constexpr double kCompactScanNs = 0.2;
 constexpr int kMaxSubstringBits = 24;
 
 }  // namespace
@@ -169,26 +175,31 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
     };
     UnorderedTopK top(static_cast<size_t>(k));
     uint64_t diff[16];  // codes are at most 1024 bits
-    double work = 0;
-    const double budget = static_cast<double>(n) / kProbeCostInScans;
+    const bool compact = flat_.compact();
+    const double cand_ns = compact ? kSequentialCandidateNs : kRandomCandidateNs;
+    const double budget_ns = static_cast<double>(n) *
+                             (compact ? kCompactScanNs : kScanNsPerWord * static_cast<double>(nw));
+    size_t my_probes = 0, my_cands = 0;
+    auto spent_ns = [&] { return my_probes * kProbeNs + my_cands * cand_ns; };
+    auto finish_by_scan = [&] {
+        fell_back = true;
+        TopKCollector col(k, flat_.nbits());
+        ExcludeCursor cursor(ex_begin, ex_end);
+        flat_.scan_all(kern, query, col, cursor);
+        col.finish(D, I);
+        probes += my_probes;
+        candidates += my_cands;
+    };
 
     for (int s = 0; s <= max_bits; ++s) {
-        // Estimated probes plus candidates at this radius; past the budget the
-        // linear scan is cheaper and just as exact.
-        double next = 0;
+        // Expected cost of this radius at the average bucket size (buckets near a
+        // clustered query are fuller, which the check on work spent below catches).
+        double next_ns = 0;
         for (const auto& t : tables_) {
-            double probes = static_cast<double>(binomial(t.bits, s));
-            next += probes * (1.0 + static_cast<double>(n) / static_cast<double>(size_t{1} << t.bits));
+            double avg = static_cast<double>(n) / static_cast<double>(size_t{1} << t.bits);
+            next_ns += static_cast<double>(binomial(t.bits, s)) * (kProbeNs + avg * cand_ns);
         }
-        if (work + next > budget && s > 0) {
-            fell_back = true;
-            TopKCollector col(k, flat_.nbits());
-            ExcludeCursor cursor(ex_begin, ex_end);
-            flat_.scan_all(kern, query, col, cursor);
-            col.finish(D, I);
-            return;
-        }
-        work += next;
+        if (s > 0 && spent_ns() + next_ns > budget_ns) return finish_by_scan();
         for (int j = 0; j < m; ++j) {
             const Table& t = tables_[j];
             if (s > t.bits) continue;
@@ -197,8 +208,8 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
             while (mask < limit) {
                 uint32_t bucket = qkeys[j] ^ static_cast<uint32_t>(mask);
                 uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
-                ++probes;
-                candidates += b1 - b0;
+                ++my_probes;
+                my_cands += b1 - b0;
                 if (b1 > b0) {
                     size_t cnt = b1 - b0;
                     const bool seq = !t.codes32.empty();
@@ -240,11 +251,16 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
             int64_t kth = top.kth_distance();
             if (kth >= 0 && kth <= static_cast<int64_t>(m) * s + j) {
                 top.finish(D, I);
+                probes += my_probes;
+                candidates += my_cands;
                 return;
             }
+            if (spent_ns() > budget_ns) return finish_by_scan();
         }
     }
     top.finish(D, I);  // radius exhausted: every item was seen
+    probes += my_probes;
+    candidates += my_cands;
 }
 
 }  // namespace hashsearch
