@@ -1,5 +1,4 @@
 """CI-sized runs of every reproduction command on a tiny synthetic graph, so none rots."""
-import argparse
 import json
 
 import numpy as np
@@ -7,7 +6,6 @@ import pytest
 
 pytest.importorskip("torch")
 
-from train.reproduce import add_parser, run  # noqa: E402
 from train.reproduce.efficiency import learned_like, table4_rows  # noqa: E402
 from train.reproduce.tradeoff import recall_at_k  # noqa: E402
 
@@ -15,12 +13,11 @@ TINY = "synthetic:users=200,items=300,edges=4000"
 
 
 def _reproduce(tmp_path, *args):
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="cmd"))
-    ns = parser.parse_args(["reproduce", *args, "--data", TINY, "--out", str(tmp_path), "--epochs", "1",
-                            "--repeats", "1", "--no-progress", "--alibaba-users", "20",
-                            "--alibaba-items", "5000"])
-    assert run(ns) == 0
+    from train.cli import main
+
+    assert main(["reproduce", *args, "--data", TINY, "--out", str(tmp_path), "--epochs", "1",
+                 "--repeats", "1", "--no-progress", "--alibaba-users", "20",
+                 "--alibaba-items", "5000"]) == 0
 
 
 def test_all_commands_write_their_outputs(tmp_path):

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     fit_p = sub.add_parser("fit", help="train one method; writes OUT/codes.npz and OUT/metrics.json")
     _add_fit_args(fit_p)
+    from .reproduce import add_parser as add_reproduce_parser
+
+    add_reproduce_parser(sub)
     return parser
 
 
@@ -95,6 +98,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    for m in ("hamr", "hies", "continuous")}
         print(json.dumps({"out": cfg.out, "train_seconds": round(metrics["train_seconds"], 1), **summary}, indent=1))
         return 0
+    if ns.command == "reproduce":
+        from .reproduce import run as run_reproduce
+
+        return run_reproduce(ns)
     parser.error(f"unknown command {ns.command}")
     return 2
 
