@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List
@@ -47,6 +48,10 @@ def _base_config(ns: argparse.Namespace, spec: str):
 
 
 def run(ns: argparse.Namespace) -> int:
+    # OpenMP's default busy-waiting makes faiss' timings swing 10x or more on a
+    # shared machine; passive waiting keeps the comparison fair (set before any
+    # OpenMP runtime starts; an explicit setting wins).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..data import load_dataset
     from . import accuracy, efficiency, tradeoff
 
