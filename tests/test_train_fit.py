@@ -133,3 +133,15 @@ def test_resume_across_the_two_stage_switch(tmp_path: Path, tiny) -> None:
     fit(b2, dataset=tiny)
     with np.load(tmp_path / "a" / "codes.npz") as za, np.load(tmp_path / "b" / "codes.npz") as zb:
         assert np.array_equal(za["item_codes"], zb["item_codes"])
+
+
+def test_p_lr_min_ties_lr_to_p(tmp_path: Path, tiny) -> None:
+    """--p-lr-min m: the guided head's lr follows lr·(m + (1-m)·p); the default 1 keeps it constant."""
+    cfg = _cfg(tmp_path, "hashgnn", epochs=1, p_every=1, p_lr_min=0.1, lr=1e-2)
+    tr = Trainer(cfg, tiny)
+    tr.train()
+    p_used = tr.p_schedule(tr.it - 1)
+    assert tr.optim.param_groups[0]["lr"] == pytest.approx(1e-2 * (0.1 + 0.9 * p_used))
+    off = Trainer(_cfg(tmp_path, "hashgnn", epochs=1, p_every=1, lr=1e-2, out=str(tmp_path / "off")), tiny)
+    off.train()
+    assert off.optim.param_groups[0]["lr"] == pytest.approx(1e-2)

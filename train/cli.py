@@ -43,6 +43,7 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     a("--p-decay", type=float, default=d.p_decay)
     a("--p-every", type=int, default=d.p_every, help="0: ~60 decays over the planned run")
     a("--p-floor", type=float, default=d.p_floor)
+    a("--p-lr-min", type=float, default=d.p_lr_min, help="guided STE: lr x (m + (1-m) p); 1: constant lr")
     a("--hashnet-gamma", type=float, default=d.hashnet_gamma)
     a("--gumbel-tau", type=float, default=d.gumbel_tau)
     a("--sp-pretrain-frac", type=float, default=d.sp_pretrain_frac)

@@ -183,6 +183,10 @@ class Trainer:
             loss = loss + cfg.reg * sq / (2 * users.shape[0])
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.p_lr_min < 1.0 and self._use_head() and cfg.head_kind == "guided":
+            m = cfg.p_lr_min
+            for g in self.optim.param_groups:
+                g["lr"] = cfg.lr * (m + (1.0 - m) * kw["p"])
         self.optim.step()
         self.it += 1
         return float(loss.detach())
