@@ -37,7 +37,6 @@ public:
     int nbits() const { return nbits_; }
     // Codes of at most 32 bits are held as uint32 (half the memory and traffic).
     bool compact() const { return !half_.empty() || (n_ == 0 && nbits_ <= 32); }
-    const uint64_t* data() const { return codes_.data(); }   // when !compact()
     const uint32_t* data32() const { return half_.data(); }  // when compact()
     // Copies code `id` into `out` (nwords uint64 words).
     void load_code(size_t id, uint64_t* out) const;
