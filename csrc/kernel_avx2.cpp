@@ -197,6 +197,37 @@ void fill32(const uint32_t* codes, size_t begin, size_t end, uint32_t query, uin
     fill32_generic(codes, i, end, query, dist);
 }
 
+// 64-bit codes to byte distances, 16 per iteration. The packs leave items
+// {0,1,4,5,8,9,12,13} in the low lane and the rest in the high lane (at even
+// bytes); a byte shuffle, a qword permutation and a final shuffle restore id order.
+void fill64(const uint64_t* codes, size_t n, uint64_t query, uint8_t* dist) {
+    const __m256i q = _mm256_set1_epi64x(static_cast<long long>(query));
+    const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m128i order = _mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i d0 = popcount_lanes(_mm256_xor_si256(load(codes + i), q));
+        __m256i d1 = popcount_lanes(_mm256_xor_si256(load(codes + i + 4), q));
+        __m256i d2 = popcount_lanes(_mm256_xor_si256(load(codes + i + 8), q));
+        __m256i d3 = popcount_lanes(_mm256_xor_si256(load(codes + i + 12), q));
+        __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(d0, d1), _mm256_packus_epi32(d2, d3));
+        b = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(b, even), 0x08);  // qwords 0 and 2
+        __m128i out = _mm_shuffle_epi8(_mm256_castsi256_si128(b), order);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dist + i), out);
+    }
+    for (; i < n; ++i) dist[i] = static_cast<uint8_t>(popcount64(codes[i] ^ query));
+}
+
+void two_pass_bytes(const uint64_t* codes, size_t nwords, size_t n, int nbits, const uint64_t* query,
+                    int k, const int64_t* ex_begin, const int64_t* ex_end, uint8_t* dist,
+                    uint32_t* hist, int32_t* D, int64_t* I) {
+    if (nwords != 1)
+        return topk_two_pass_bytes(codes, nwords, n, nbits, query, k, ex_begin, ex_end, dist, hist, D, I);
+    fill64(codes, n, query[0], dist);
+    select_bytes(dist, n, nbits, k, ex_begin, ex_end, hist, D, I);
+}
+
 void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const uint64_t* query,
           TopKCollector& col, ExcludeCursor& ex) {
     if (nwords == 1) return scan_w1(codes, nwords, begin, end, query, col, ex);
@@ -207,7 +238,7 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
 
 }  // namespace
 
-Kernels avx2_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &topk_two_pass_bytes,
+Kernels avx2_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &two_pass_bytes,
                    &scan32, &fill32, &gather32_generic, &select_bytes,
                    &inner_products}; }
 
