@@ -74,7 +74,7 @@ private:
 // candidate checked (a random read unless the table keeps codes in bucket
 // order), the scan per item.
 constexpr double kProbeNs = 10.0;
-constexpr double kRandomCandidateNs = 20.0;
+constexpr double kRandomCandidateNs = 12.0;
 constexpr double kSequentialCandidateNs = 9.0;
 constexpr double kScanNsPerWord = 0.3;
 constexpr double kCompactScanNs = 0.2;
