@@ -5,8 +5,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -17,6 +15,7 @@ import torch
 from .config import FitConfig
 from .data import Dataset, load_dataset
 from .evaluate import Embeddings, evaluate
+from .fileio import atomic_write_bytes
 from .graph import bipartite_coo, mean_adj, sym_norm_adj
 from .hashing import ProbSchedule, hard_sign
 from .losses import bpr, hashgnn_loss, sampled_softmax
@@ -28,30 +27,14 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 
 
-# ---------------------------------------------------------------- atomic file writes
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def save_torch(path: Path, obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def save_codes(path: Path, emb: Embeddings) -> None:
@@ -60,7 +43,7 @@ def save_codes(path: Path, emb: Embeddings) -> None:
     np.savez(buf, user_codes=emb.user_codes, item_codes=emb.item_codes,
              user_emb=emb.user_emb.astype(np.float32), item_emb=emb.item_emb.astype(np.float32),
              nbits=np.int64(emb.nbits))
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------- set-up

@@ -8,13 +8,14 @@ import os
 import platform
 import statistics
 import subprocess
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from ..fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +65,7 @@ def machine_info(threads: int) -> Dict[str, Any]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, text.encode())
 
 
 def write_outputs(out: Path, name: str, markdown: str, payload: Dict[str, Any]) -> None:
