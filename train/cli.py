@@ -34,7 +34,12 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     a("--loss", default=d.loss, choices=["auto", "hashgnn", "bpr", "softmax"],
       help="auto: bpr for lightgcn/mf, the HashGNN loss otherwise; softmax: sampled softmax on cosines")
     a("--temperature", type=float, default=d.temperature)
-    a("--shared-negatives", type=int, default=d.shared_negatives)
+    a("--shared-negatives", type=int, default=d.shared_negatives,
+      help="softmax loss: uniform negatives shared by a batch; 0: all items (full softmax)")
+    a("--group-users", action=argparse.BooleanOptionalAction, default=None,
+      help="batches of whole users, so the softmax scores each user once (default: on for the softmax loss)")
+    a("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
+      help="cosine: lr decays to 0 over the planned `--epochs` (a time budget may stop it earlier)")
     a("--negatives", type=int, default=d.negatives)
     a("--lam", type=float, default=d.lam)
     a("--alpha", type=float, default=d.alpha)

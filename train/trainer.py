@@ -116,6 +116,28 @@ class Trainer:
             params = list(self.model.parameters())
         return torch.optim.Adam(params, lr=self.cfg.lr)
 
+    def _epoch_order(self) -> np.ndarray:
+        """Order of the training pairs in this epoch: a permutation, or with ``group_users`` the
+        pairs of each user together, users in random order (batches then hold few distinct users)."""
+        n = len(self.ds.train)
+        if not self.cfg.group_users_eff:
+            return self.rng.permutation(n)
+        users = self.ds.train.users
+        by_user = np.argsort(users, kind="stable")
+        counts = np.bincount(users, minlength=self.ds.n_users)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        up = self.rng.permutation(self.ds.n_users)
+        lens = counts[up]
+        offs = np.repeat(starts[up] - (np.cumsum(lens) - lens), lens)
+        return by_user[np.arange(n) + offs]
+
+    def lr_now(self) -> float:
+        """Learning rate of the next step under ``cfg.lr_schedule`` (a function of the step count only)."""
+        if self.cfg.lr_schedule == "cosine":
+            total = max(1, self.cfg.epochs * self.batches_per_epoch)
+            return self.cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, self.it / total)))
+        return self.cfg.lr
+
     def p_now(self) -> float:
         it = self.it - self.sp_split * self.batches_per_epoch
         return self.p_schedule(max(0, it))
@@ -175,17 +197,24 @@ class Trainer:
         return float(loss.detach())
 
     def _softmax_step(self, users: np.ndarray, items: np.ndarray) -> float:
-        """Sampled softmax over cosines (continuous encoders): S uniform items shared by the batch."""
+        """Sampled softmax over cosines (continuous encoders): S uniform items shared by the batch
+        (``shared_negatives`` 0: all items, the full softmax). Negative scores are computed once
+        per distinct user of the batch."""
         cfg, dev, nu = self.cfg, self.device, self.ds.n_users
-        shared = self.rng.integers(0, self.ds.n_items, cfg.shared_negatives)
         x = self._node_embeddings()
         u_t = torch.from_numpy(users).to(dev)
         i_t = torch.from_numpy(items).to(dev) + nu
-        s_t = torch.from_numpy(shared).to(dev) + nu
-        xu, xi, xs = (torch.nn.functional.normalize(v, dim=-1) for v in (x[u_t], x[i_t], x[s_t]))
-        pos = (xu * xi).sum(-1) / cfg.temperature
-        neg = xu @ xs.T / cfg.temperature
-        loss = sampled_softmax(pos, neg)
+        if cfg.shared_negatives > 0:
+            shared = self.rng.integers(0, self.ds.n_items, cfg.shared_negatives)
+            xs = x[torch.from_numpy(shared).to(dev) + nu]
+        else:
+            xs = x[nu:]
+        uniq, inv = torch.unique(u_t, return_inverse=True)
+        norm = torch.nn.functional.normalize
+        xq = norm(x[uniq], dim=-1) / cfg.temperature  # scale the (U, d) side, not the (U, S) scores
+        pos = (xq[inv] * norm(x[i_t], dim=-1)).sum(-1)
+        neg = xq @ norm(xs, dim=-1).T
+        loss = sampled_softmax(pos, neg, inv)
         if cfg.reg > 0:
             base = self.model.encoder.base.weight
             loss = loss + cfg.reg * (base[u_t].pow(2).sum() + base[i_t].pow(2).sum()) / (2 * users.shape[0])
@@ -282,12 +311,15 @@ class Trainer:
         while self.epoch < cfg.epochs and not self.stopped:
             if stop_after is not None and self.epoch - first >= stop_after:
                 break
-            perm = self.rng.permutation(n)
+            perm = self._epoch_order()
             bar = tqdm(range(self.batches_per_epoch), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                        disable=not cfg.progress, leave=False, dynamic_ncols=True)
             total = 0.0
             for b in bar:
                 idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                if cfg.lr_schedule != "constant":
+                    for g in self.optim.param_groups:
+                        g["lr"] = self.lr_now()
                 total += self.step(self.ds.train.users[idx], self.ds.train.items[idx])
                 if b % 10 == 0:
                     bar.set_postfix(loss=f"{total / (b + 1):.4f}", val="-" if last_val is None else f"{last_val:.4f}")
