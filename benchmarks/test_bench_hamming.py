@@ -198,7 +198,7 @@ def test_mih_hashsearch(benchmark, w, nbits, dist):
         w, nbits, dist, engine="hashsearch.MIHIndex", peer="hashsearch.Index (linear scan)",
         ours_ms=round(mih_s * 1e3, 3), peer_ms=round(scan_s * 1e3, 3), peer_runs=runs,
         ratio=ratio(scan_s, mih_s), identical_to_scan=True,
-        m=mih.m, substring_bits=mih.substring_bits, build_s=round(build_s, 3),
+        m=mih.m, substring_bits=mih.substring_bits, key_bits=mih.key_bits, build_s=round(build_s, 3),
         table_bytes=mih.table_bytes(), code_bytes=codes_bytes,
         table_over_codes=round(mih.table_bytes() / codes_bytes, 3),
         fallbacks_per_call=s1["fallbacks"] - s0["fallbacks"],

@@ -63,8 +63,8 @@ ExcludeList make_exclude(const py::object& indptr, const py::object& indices, si
     return ex;
 }
 
-template <class Index>
-py::tuple hamming_topk(const Index& index, const FlatIndex& flat, const CodesArray& q, int k,
+template <class Index, class Shape>
+py::tuple hamming_topk(const Index& index, const Shape& flat, const CodesArray& q, int k,
                        const py::object& indptr, const py::object& indices, int num_threads) {
     check_queries(q, flat.nwords());
     size_t nq = static_cast<size_t>(q.shape(0));
@@ -127,6 +127,9 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("nwords", &FlatIndex::nwords)
         .def("memory_bytes", &FlatIndex::memory_bytes);
 
+    m.def("mih_key_bits", &MIHIndex::key_bits_for, py::arg("sub_bits"), py::arg("n"), py::arg("nbits"),
+          "Directory bits MIHIndex uses for a substring of sub_bits bits (n items, nbits-bit codes).");
+
     py::class_<MIHIndex>(m, "MIHIndex")
         .def(py::init([](const CodesArray& codes, int nbits, int m) {
                  check_codes(codes, "codes");
@@ -137,20 +140,27 @@ PYBIND11_MODULE(_core, m) {
         .def("topk",
              [](const MIHIndex& self, const CodesArray& q, int k, const py::object& indptr,
                 const py::object& indices, int num_threads) {
-                 return hamming_topk(self, self.flat(), q, k, indptr, indices, num_threads);
+                 return hamming_topk(self, self, q, k, indptr, indices, num_threads);
              },
              py::arg("queries"), py::arg("k"), py::arg("indptr") = py::none(),
              py::arg("indices") = py::none(), py::arg("num_threads") = 0)
-        .def("codes", [](const MIHIndex& self) { return export_codes(self.flat()); })
+        .def("codes",
+             [](const MIHIndex& self) {
+                 CodesArray out({self.size(), self.nwords()});
+                 self.copy_codes(out.mutable_data());
+                 return out;
+             })
         .def_property_readonly("m", &MIHIndex::m)
         .def_property_readonly("substring_bits", &MIHIndex::substring_bits)
-        .def_property_readonly("ntotal", [](const MIHIndex& s) { return s.flat().size(); })
-        .def_property_readonly("nbits", [](const MIHIndex& s) { return s.flat().nbits(); })
+        .def_property_readonly("key_bits", &MIHIndex::key_bits)
+        .def("_set_scan_fallback", &MIHIndex::set_scan_fallback, py::arg("enabled"))
+        .def_property_readonly("ntotal", &MIHIndex::size)
+        .def_property_readonly("nbits", &MIHIndex::nbits)
         .def_property_readonly("fallback_count", &MIHIndex::fallback_count)
         .def_property_readonly("probe_count", &MIHIndex::probe_count)
         .def_property_readonly("candidate_count", &MIHIndex::candidate_count)
         .def("table_bytes", &MIHIndex::table_bytes)
-        .def("memory_bytes", [](const MIHIndex& s) { return s.flat().memory_bytes() + s.table_bytes(); });
+        .def("memory_bytes", [](const MIHIndex& s) { return s.code_bytes() + s.table_bytes(); });
 
     py::class_<HierarchicalIndex>(m, "HierarchicalIndex")
         .def(py::init([](const CodesArray& codes, int nbits, const FloatArray& emb) {

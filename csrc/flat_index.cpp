@@ -69,6 +69,20 @@ void FlatIndex::copy_codes(uint64_t* out) const {
         std::copy(codes_.begin(), codes_.end(), out);
 }
 
+void FlatIndex::permute(const std::vector<uint32_t>& order) {
+    if (compact()) {
+        HugeVector<uint32_t> out(n_);
+        for (size_t i = 0; i < n_; ++i) out[i] = half_[order[i]];
+        half_.swap(out);
+    } else {
+        HugeVector<uint64_t> out(n_ * nwords_);
+        for (size_t i = 0; i < n_; ++i)
+            std::copy_n(codes_.data() + static_cast<size_t>(order[i]) * nwords_, nwords_,
+                        out.data() + i * nwords_);
+        codes_.swap(out);
+    }
+}
+
 void FlatIndex::gather(const Kernels& kern, const uint32_t* ids, size_t count, const uint64_t* query,
                        uint32_t* out) const {
     if (compact())

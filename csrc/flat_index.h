@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "huge_alloc.h"
 #include "topk.h"
 
 namespace hashsearch {
@@ -38,12 +39,15 @@ public:
     // Codes of at most 32 bits are held as uint32 (half the memory and traffic).
     bool compact() const { return !half_.empty() || (n_ == 0 && nbits_ <= 32); }
     const uint32_t* data32() const { return half_.data(); }  // when compact()
+    const uint64_t* data64() const { return codes_.data(); }  // when !compact()
     // Copies code `id` into `out` (nwords uint64 words).
     void load_code(size_t id, uint64_t* out) const;
     // Offers every item to `col` (one query, all ids in order).
     void scan_all(const Kernels& kern, const uint64_t* query, TopKCollector& col,
                   ExcludeCursor& ex) const;
     void copy_codes(uint64_t* out) const;
+    // Reorders the items: new item i is old item order[i] (a permutation of [0, n)).
+    void permute(const std::vector<uint32_t>& order);
     // Hamming distances from `query` to the items `ids`.
     void gather(const Kernels& kern, const uint32_t* ids, size_t count, const uint64_t* query,
                 uint32_t* out) const;
@@ -57,8 +61,8 @@ private:
     void topk_by_item(const Kernels& kern, const uint64_t* queries, size_t nq, int k,
                       const ExcludeList& exclude, int threads, int32_t* D, int64_t* I) const;
 
-    std::vector<uint64_t> codes_;  // nbits > 32
-    std::vector<uint32_t> half_;   // nbits <= 32
+    HugeVector<uint64_t> codes_;  // nbits > 32
+    HugeVector<uint32_t> half_;   // nbits <= 32
     size_t n_;
     size_t nwords_;
     int nbits_;

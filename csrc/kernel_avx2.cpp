@@ -240,7 +240,7 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
 
 Kernels avx2_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &two_pass_bytes,
                    &scan32, &fill32, &gather32_generic, &select_bytes,
-                   &inner_products}; }
+                   &inner_products, &select_within, &select_within32, &select_within_packed}; }
 
 }  // namespace hashsearch
 #pragma GCC pop_options

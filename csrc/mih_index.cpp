@@ -1,8 +1,10 @@
 #include "mih_index.h"
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "parallel.h"
 
@@ -19,11 +21,13 @@ inline uint32_t substring(const uint64_t* code, int start, int bits) {
     return static_cast<uint32_t>(v & ((uint64_t{1} << bits) - 1));
 }
 
-uint64_t binomial(int n, int r) {
-    if (r < 0 || r > n) return 0;
-    uint64_t c = 1;
-    for (int i = 1; i <= r; ++i) c = c * static_cast<uint64_t>(n - r + i) / static_cast<uint64_t>(i);
-    return c;
+// Portable popcount of a substring (this file is built without -mpopcnt, where
+// __builtin_popcount would be a library call); only admitted candidates use it.
+inline int popcount32(uint32_t x) {
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = (x + (x >> 4)) & 0x0F0F0F0Fu;
+    return static_cast<int>((x * 0x01010101u) >> 24);
 }
 
 struct Candidate {
@@ -35,7 +39,15 @@ struct Candidate {
 // Top-k over candidates arriving in any order, ordered by (distance, id).
 class UnorderedTopK {
 public:
-    explicit UnorderedTopK(size_t k) : k_(k) { buf_.reserve(2 * k + 1); }
+    void reset(size_t k) {
+        k_ = k;
+        buf_.clear();
+        buf_.reserve(2 * k + 1);
+        full_ = false;
+    }
+    // Largest distance that can still enter (equal distances then go by id).
+    uint32_t threshold() const { return full_ ? worst_.d : std::numeric_limits<uint32_t>::max(); }
+    bool full() const { return full_; }
     bool admits(uint32_t d, int64_t id) const { return !full_ || Candidate{d, id} < worst_; }
     void push(uint32_t d, int64_t id) {
         buf_.push_back({d, id});
@@ -63,59 +75,146 @@ private:
         worst_ = *std::max_element(buf_.begin(), buf_.end());
         full_ = true;
     }
-    size_t k_;
+    size_t k_ = 0;
     std::vector<Candidate> buf_;
     Candidate worst_{0, 0};
     bool full_ = false;
 };
 
-// Rough costs (ns, measured on an AVX2 core) that decide when a query is
-// better finished by the linear scan: MIH pays per bucket probed and per
-// candidate checked (a random read unless the table keeps codes in bucket
-// order), the scan per item.
-constexpr double kProbeNs = 10.0;
-constexpr double kRandomCandidateNs = 12.0;
-constexpr double kSequentialCandidateNs = 9.0;
-constexpr double kScanNsPerWord = 0.3;
-constexpr double kCompactScanNs = 0.2;
-constexpr int kMaxSubstringBits = 24;
+// Costs (ns) for choosing the next ring and for deciding when a query is
+// better finished by the linear scan, fitted to timings of 1M and 4.2M-item
+// learned 32/64-bit indexes on an AVX2 core (a candidate's cost includes the
+// share of them that must be offered to the top-k and have their ids looked up).
+constexpr double kProbeNs = 5.0;         // one bucket: its offsets read
+constexpr double kRunNs = 40.0;          // a non-empty bucket: the miss that starts its run
+constexpr double kSequentialNs = 5.0;    // a candidate
+constexpr double kScanNsPerWord = 0.35;  // the linear scan, per item and code word
+constexpr double kCompactScanNs = 0.2;   // ... for codes of <= 32 bits
+constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
+constexpr uint32_t kSliceItems = 256;    // items read per threshold update
+constexpr size_t kPrefetchRuns = 16;     // runs fetched ahead of the one being read
+constexpr size_t kPrefetchBytes = 128;   // ... up to this much of each (the rest streams)
+
+inline uint64_t low_mask(int bits) { return bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1; }
+
+// A one-word code with bits [s, s + kb) cut out (the higher bits move down).
+inline uint64_t cut_key(uint64_t x, int s, int kb) {
+    uint64_t high = s + kb >= 64 ? 0 : (x >> (s + kb)) << s;
+    return (x & low_mask(s)) | high;
+}
+
+// Inverse of cut_key: puts `key` back at bits [s, s + kb).
+inline uint64_t paste_key(uint64_t rest, uint64_t key, int s, int kb) {
+    uint64_t high = s + kb >= 64 ? 0 : (rest >> s) << (s + kb);
+    return (rest & low_mask(s)) | high | (key << s);
+}
+
+inline bool code_less(const uint64_t* a, const uint64_t* b, size_t nw) {
+    for (size_t w = 0; w < nw; ++w)
+        if (a[w] != b[w]) return a[w] < b[w];
+    return false;
+}
 
 }  // namespace
 
+// Per-thread buffers, reused across queries.
+struct MIHIndex::Scratch {
+    struct Run {
+        uint32_t b0, b1, key;
+    };
+    struct Ring {
+        int radius = -1;  // key radius of the ring held below (-1: none)
+        std::vector<Run> runs;  // non-empty buckets
+        size_t items = 0;
+    };
+    std::vector<Ring> rings;
+    std::vector<int> done;  // per table: key radius searched completely (-1: none)
+    std::vector<uint32_t> qkeys, idx, dist;
+    std::vector<uint64_t> qrest;  // per table: the query with that table's key cut out
+    UnorderedTopK top;
+    // Candidates of tables j >= 1 that tied with the k-th distance when found:
+    // their ids (a binary search each) are only looked up if the tie survives.
+    struct Deferred {
+        uint32_t d, rank;
+    };
+    std::vector<Deferred> deferred;
+    std::vector<uint64_t> deferred_codes;
+    size_t probes = 0, candidates = 0;
+};
+
+int MIHIndex::key_bits_for(int sub_bits, size_t n, int nbits) {
+    int lg = 0;  // floor(log2 n)
+    while (lg < 62 && (uint64_t{2} << lg) <= n) ++lg;
+    // About 16+ items per bucket on average keeps the directory small beside the codes.
+    int kb = std::max(1, std::min({sub_bits, kMaxKeyBits, lg - 4}));
+    // One-word codes are stored without their key bits, in whole bytes: when
+    // one or two more key bits save a byte per item and table, take them.
+    int spill = (nbits - kb) % 8;
+    if (nbits <= 64 && (spill == 1 || spill == 2) && kb + spill <= std::min({sub_bits, kMaxKeyBits, lg - 2}))
+        kb += spill;
+    return kb;
+}
+
 MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, int m)
-    : flat_(codes, n, nwords, nbits) {
+    : sorted_(codes, n, nwords, nbits) {
     if (m < 1 || m > nbits)
         throw std::invalid_argument("m must be in [1, nbits=" + std::to_string(nbits) + "], got " +
                                     std::to_string(m));
-    // A substring of b bits needs a 2^b-bucket offset array.
-    if ((nbits + m - 1) / m > kMaxSubstringBits)
-        throw std::invalid_argument("m=" + std::to_string(m) + " gives substrings of " +
-                                    std::to_string((nbits + m - 1) / m) + " bits; at most " +
-                                    std::to_string(kMaxSubstringBits) + " are supported, so use m >= " +
-                                    std::to_string((nbits + kMaxSubstringBits - 1) / kMaxSubstringBits));
     if (n >= (uint64_t{1} << 32)) throw std::invalid_argument("MIH supports fewer than 2^32 items");
-    std::vector<uint64_t> code(nwords);
+    const size_t nw = nwords;
     for (int j = 0; j < m; ++j) {
         Table t;
         t.start = static_cast<int>(static_cast<int64_t>(j) * nbits / m);
         t.bits = static_cast<int>(static_cast<int64_t>(j + 1) * nbits / m) - t.start;
-        size_t nbuckets = size_t{1} << t.bits;
+        t.key_bits = key_bits_for(t.bits, n, nbits);
+        tables_.push_back(std::move(t));
+    }
+    std::vector<uint64_t> all(n * nw);  // codes in id order, for the sorts below
+    sorted_.copy_codes(all.data());
+    std::vector<uint32_t> keys(n), order(n);
+    // Stable counting sort of items [0, n) (codes at `src`) by table j's key.
+    auto bucket_sort = [&](Table& t, const uint64_t* src) {
+        size_t nbuckets = size_t{1} << t.key_bits;
         t.offsets.assign(nbuckets + 1, 0);
-        std::vector<uint32_t> keys(n);
         for (size_t i = 0; i < n; ++i) {
-            flat_.load_code(i, code.data());
-            keys[i] = substring(code.data(), t.start, t.bits);
+            keys[i] = substring(src + i * nw, t.start, t.key_bits);
             ++t.offsets[keys[i] + 1];
         }
-        for (size_t b = 0; b < nbuckets; ++b) t.offsets[b + 1] += t.offsets[b];
-        t.ids.resize(n);
-        std::vector<uint32_t> fill(t.offsets.begin(), t.offsets.end() - 1);
-        for (size_t i = 0; i < n; ++i) t.ids[fill[keys[i]]++] = static_cast<uint32_t>(i);
-        if (flat_.compact()) {
-            t.codes32.resize(n);
-            for (size_t pos = 0; pos < n; ++pos) t.codes32[pos] = flat_.data32()[t.ids[pos]];
+        for (size_t b = 0; b < nbuckets; ++b) {
+            max_bucket_ = std::max<size_t>(max_bucket_, t.offsets[b + 1]);
+            t.offsets[b + 1] += t.offsets[b];
         }
-        tables_.push_back(std::move(t));
+        std::vector<uint32_t> fill(t.offsets.begin(), t.offsets.end() - 1);
+        for (size_t i = 0; i < n; ++i) order[fill[keys[i]]++] = static_cast<uint32_t>(i);
+    };
+    // Table 0: by key, then by code (what locate() searches), then by id.
+    bucket_sort(tables_[0], all.data());
+    const uint64_t* base = all.data();
+    for (size_t b = 0; b + 1 < tables_[0].offsets.size(); ++b) {
+        auto first = order.begin() + tables_[0].offsets[b], last = order.begin() + tables_[0].offsets[b + 1];
+        if (last - first > 1)
+            std::sort(first, last, [&](uint32_t a, uint32_t c) {
+                if (code_less(base + size_t{a} * nw, base + size_t{c} * nw, nw)) return true;
+                if (code_less(base + size_t{c} * nw, base + size_t{a} * nw, nw)) return false;
+                return a < c;
+            });
+    }
+    sorted_.permute(order);
+    id_of_ = PackedWords(n, PackedWords::width_for(n - 1));
+    for (size_t p = 0; p < n; ++p) id_of_.set(p, order[p]);
+    // Codes in table-0 order; the other tables sort positions of these.
+    for (size_t p = 0; p < n; ++p) std::copy_n(codes + size_t{order[p]} * nw, nw, all.data() + p * nw);
+    for (int j = 1; j < m; ++j) {
+        Table& t = tables_[j];
+        bucket_sort(t, all.data());
+        if (nw == 1) {
+            t.rest = PackedWords(n, PackedWords::width_for(low_mask(nbits - t.key_bits)));
+            for (size_t e = 0; e < n; ++e) t.rest.set(e, cut_key(all[order[e]], t.start, t.key_bits));
+        } else {
+            t.full.resize(n * nw);
+            for (size_t e = 0; e < n; ++e)
+                std::copy_n(all.data() + size_t{order[e]} * nw, nw, t.full.data() + e * nw);
+        }
     }
 }
 
@@ -125,30 +224,62 @@ std::vector<int> MIHIndex::substring_bits() const {
     return bits;
 }
 
+std::vector<int> MIHIndex::key_bits() const {
+    std::vector<int> bits;
+    for (const auto& t : tables_) bits.push_back(t.key_bits);
+    return bits;
+}
+
 size_t MIHIndex::table_bytes() const {
-    size_t bytes = 0;
+    size_t bytes = id_of_.bytes();
     for (const auto& t : tables_)
-        bytes += (t.offsets.size() + t.ids.size() + t.codes32.size()) * sizeof(uint32_t);
+        bytes += t.offsets.size() * sizeof(uint32_t) + t.rest.bytes() + t.full.size() * sizeof(uint64_t);
     return bytes;
+}
+
+void MIHIndex::copy_codes(uint64_t* out) const {
+    const size_t nw = sorted_.nwords();
+    for (size_t p = 0; p < sorted_.size(); ++p)
+        sorted_.load_code(p, out + static_cast<size_t>(id_of_.get(p)) * nw);
+}
+
+uint32_t MIHIndex::locate(const uint64_t* code, uint32_t rank) const {
+    const Table& t0 = tables_[0];
+    const size_t nw = sorted_.nwords();
+    uint32_t key = substring(code, t0.start, t0.key_bits);
+    uint32_t lo = t0.offsets[key], hi = t0.offsets[key + 1];
+    // First position whose code is not less than `code`.
+    if (sorted_.compact()) {
+        const uint32_t* c = sorted_.data32();
+        return static_cast<uint32_t>(std::lower_bound(c + lo, c + hi, static_cast<uint32_t>(code[0])) - c) + rank;
+    }
+    const uint64_t* c = sorted_.data64();
+    if (nw == 1) return static_cast<uint32_t>(std::lower_bound(c + lo, c + hi, code[0]) - c) + rank;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (code_less(c + size_t{mid} * nw, code, nw)) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo + rank;
 }
 
 void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude,
                     int num_threads, int32_t* D, int64_t* I) const {
     if (k <= 0) throw std::invalid_argument("k must be positive, got " + std::to_string(k));
-    if (flat_.size() == 0) throw std::invalid_argument("the index is empty");
+    if (sorted_.size() == 0) throw std::invalid_argument("the index is empty");
     Kernels kern = active_kernels();
-    size_t nw = flat_.nwords();
+    const size_t nw = sorted_.nwords();
     const size_t nworkers = static_cast<size_t>(resolve_threads(num_threads));
     std::vector<size_t> fell(nworkers, 0), probes(nworkers, 0), cands(nworkers, 0);
     parallel_for(nq, num_threads, [&](size_t q, size_t worker) {
-        thread_local std::vector<uint32_t> scratch;
-        thread_local std::vector<uint8_t> scratch8;
-        const int64_t* eb = exclude.indptr ? exclude.indices + exclude.indptr[q] : nullptr;
-        const int64_t* ee = exclude.indptr ? exclude.indices + exclude.indptr[q + 1] : nullptr;
+        thread_local Scratch scratch;
+        scratch.probes = scratch.candidates = 0;
         bool fell_back = false;
-        search_one(kern, queries + q * nw, k, eb, ee, D + q * k, I + q * k, scratch, scratch8, fell_back,
-                   probes[worker], cands[worker]);
+        search_one(kern, queries + q * nw, k, exclude.begin(q), exclude.end(q), D + q * k, I + q * k,
+                   scratch, fell_back);
         fell[worker] += fell_back;
+        probes[worker] += scratch.probes;
+        cands[worker] += scratch.candidates;
     });
     for (size_t w = 0; w < nworkers; ++w) {
         fallbacks_ += fell[w];
@@ -157,110 +288,227 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     }
 }
 
-void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
-                          const int64_t* ex_end, int32_t* D, int64_t* I,
-                          std::vector<uint32_t>& scratch, std::vector<uint8_t>& scratch8,
-                          bool& fell_back, size_t& probes,
-                          size_t& candidates) const {
-    const size_t n = flat_.size(), nw = flat_.nwords();
-    const int m = static_cast<int>(tables_.size());
-    std::vector<uint32_t> qkeys(m);
-    int max_bits = 0;
-    for (int j = 0; j < m; ++j) {
-        qkeys[j] = substring(query, tables_[j].start, tables_[j].bits);
-        max_bits = std::max(max_bits, tables_[j].bits);
+void MIHIndex::scan_all(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                        const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s) const {
+    // The SIMD scan over table 0 offers items in position order, not id order,
+    // so it keeps every tie with the k-th distance; excluded ids can take at
+    // most |exclude| of its places. Ids are then looked up and ties broken.
+    const int nex = static_cast<int>(ex_end - ex_begin);
+    TopKCollector col(k + nex, sorted_.nbits(), /*keep_ties=*/true);
+    ExcludeCursor none;
+    sorted_.scan_all(kern, query, col, none);
+    UnorderedTopK& top = s.top;
+    top.reset(static_cast<size_t>(k));
+    for (size_t i = 0; i < col.size(); ++i) {
+        int64_t id = static_cast<int64_t>(id_of_.get(static_cast<size_t>(col.id_at(i))));
+        if (!top.admits(col.dist_at(i), id)) continue;
+        if (ex_begin != ex_end && std::binary_search(ex_begin, ex_end, id)) continue;
+        top.push(col.dist_at(i), id);
     }
-    auto is_excluded = [&](int64_t id) {
-        return ex_begin != ex_end && std::binary_search(ex_begin, ex_end, id);
+    top.finish(D, I);
+}
+
+void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                          const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s,
+                          bool& fell_back) const {
+    const size_t n = sorted_.size(), nw = sorted_.nwords();
+    const int m = static_cast<int>(tables_.size());
+    const bool compact = sorted_.compact();
+    const size_t buf = std::max<size_t>(max_bucket_, 1);
+    if (s.idx.size() < buf) {
+        s.idx.resize(buf);
+        s.dist.resize(buf);
+    }
+    s.rings.resize(static_cast<size_t>(m));
+    s.done.assign(static_cast<size_t>(m), -1);
+    s.qkeys.resize(static_cast<size_t>(m));
+    s.qrest.resize(static_cast<size_t>(m));
+    for (int j = 0; j < m; ++j) {
+        const Table& t = tables_[j];
+        s.qkeys[j] = substring(query, t.start, t.key_bits);
+        s.qrest[j] = nw == 1 ? cut_key(query[0], t.start, t.key_bits) : 0;
+        s.rings[j].radius = -1;
+    }
+    UnorderedTopK& top = s.top;
+    top.reset(static_cast<size_t>(k));
+    s.deferred.clear();
+    s.deferred_codes.clear();
+    const uint32_t q32 = static_cast<uint32_t>(query[0]);
+    const double budget_ns =
+        static_cast<double>(n) * (compact ? kCompactScanNs : kScanNsPerWord * static_cast<double>(nw));
+    double spent_ns = 0;
+
+    // The buckets of table j at key distance exactly r from the query.
+    auto load_ring = [&](int j, int r) {
+        const Table& t = tables_[j];
+        Scratch::Ring& ring = s.rings[j];
+        ring.radius = r;
+        ring.runs.clear();
+        ring.items = 0;
+        size_t buckets = 0;
+        const uint64_t limit = uint64_t{1} << t.key_bits;
+        uint64_t mask = (r == 0) ? 0 : (uint64_t{1} << r) - 1;
+        while (mask < limit) {
+            uint32_t bucket = s.qkeys[j] ^ static_cast<uint32_t>(mask);
+            uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
+            ++buckets;
+            if (b1 > b0) {
+                ring.runs.push_back({b0, b1, bucket});
+                ring.items += b1 - b0;
+            }
+            if (r == 0) break;
+            uint64_t c = mask & (~mask + 1);  // Gosper's hack: next mask with r bits
+            uint64_t nx = mask + c;
+            mask = (((nx ^ mask) >> 2) >> __builtin_ctzll(c)) | nx;  // c is a power of two: no divide
+        }
+        s.probes += buckets;
+        spent_ns += static_cast<double>(buckets) * kProbeNs;
     };
-    UnorderedTopK top(static_cast<size_t>(k));
+    auto ring_cost = [&](int j) {
+        return static_cast<double>(s.rings[j].items) * kSequentialNs +
+               static_cast<double>(s.rings[j].runs.size()) * kRunNs;
+    };
+    // Seen before iff another table has already searched the key radius holding it.
     uint64_t diff[16];  // codes are at most 1024 bits
-    const bool compact = flat_.compact();
-    const double cand_ns = compact ? kSequentialCandidateNs : kRandomCandidateNs;
-    const double budget_ns = static_cast<double>(n) *
-                             (compact ? kCompactScanNs : kScanNsPerWord * static_cast<double>(nw));
-    size_t my_probes = 0, my_cands = 0;
-    auto spent_ns = [&] { return my_probes * kProbeNs + my_cands * cand_ns; };
-    auto finish_by_scan = [&] {
-        fell_back = true;
-        TopKCollector col(k, flat_.nbits());
-        ExcludeCursor cursor(ex_begin, ex_end);
-        flat_.scan_all(kern, query, col, cursor);
-        col.finish(D, I);
-        probes += my_probes;
-        candidates += my_cands;
+    auto seen_elsewhere = [&](int j, const uint64_t* code) {
+        for (size_t w = 0; w < nw; ++w) diff[w] = code[w] ^ query[w];
+        for (int jj = 0; jj < m; ++jj) {
+            if (jj == j || s.done[jj] < 0) continue;
+            if (popcount32(substring(diff, tables_[jj].start, tables_[jj].key_bits)) <= s.done[jj]) return true;
+        }
+        return false;
+    };
+    auto offer = [&](uint32_t pos, uint32_t d) {
+        int64_t id = static_cast<int64_t>(id_of_.get(pos));
+        if (!top.admits(d, id)) return;
+        if (ex_begin != ex_end && std::binary_search(ex_begin, ex_end, id)) return;
+        top.push(d, id);
+    };
+    auto thr_now_full = [&](uint32_t d) { return top.full() ? top.threshold() : d + 1; };
+    // Looks up the deferred ties that still tie with the final k-th distance.
+    auto finish = [&] {
+        int64_t kth = top.kth_distance();
+        for (size_t i = 0; i < s.deferred.size(); ++i)
+            if (static_cast<int64_t>(s.deferred[i].d) == kth)
+                offer(locate(s.deferred_codes.data() + i * nw, s.deferred[i].rank), s.deferred[i].d);
+        top.finish(D, I);
+    };
+    auto prefetch_lines = [](const void* p, size_t bytes) {
+        const char* c = static_cast<const char*>(p);
+        for (size_t off = 0; off < std::min(bytes, kPrefetchBytes); off += 64) __builtin_prefetch(c + off);
+    };
+    auto search_ring = [&](int j) {
+        const Table& t = tables_[j];
+        const Scratch::Ring& ring = s.rings[j];
+        s.candidates += ring.items;
+        const size_t nruns = ring.runs.size();
+        // Each run starts with a cache miss; fetching a few runs ahead overlaps them.
+        auto prefetch_run = [&](size_t r) {
+            const uint32_t b = ring.runs[r].b0, len = ring.runs[r].b1 - b;
+            if (j == 0) {
+                if (compact) prefetch_lines(sorted_.data32() + b, 4 * size_t{len});
+                else prefetch_lines(sorted_.data64() + size_t{b} * nw, 8 * nw * len);
+            } else if (nw == 1) {
+                t.rest.prefetch(b, len);
+            } else {
+                prefetch_lines(t.full.data() + size_t{b} * nw, 8 * nw * len);
+            }
+        };
+        for (size_t r = 0; r < std::min(nruns, kPrefetchRuns); ++r) prefetch_run(r);
+        uint64_t code[16];
+        for (size_t r = 0; r < nruns; ++r) {
+            if (r + kPrefetchRuns < nruns) prefetch_run(r + kPrefetchRuns);
+            for (uint32_t c0 = ring.runs[r].b0; c0 < ring.runs[r].b1; c0 += kSliceItems) {
+            // Long runs go in slices so that the threshold tightens as the top-k fills.
+            const Scratch::Run run{c0, std::min<uint32_t>(ring.runs[r].b1, c0 + kSliceItems), ring.runs[r].key};
+            const uint32_t thr = top.threshold();
+            if (j == 0) {  // runs of the sorted codes themselves
+                size_t cnt = compact ? kern.select_within32(sorted_.data32(), run.b0, run.b1, q32, thr,
+                                                            s.idx.data(), s.dist.data())
+                                     : kern.select_within(sorted_.data64(), nw, run.b0, run.b1, query, thr,
+                                                          s.idx.data(), s.dist.data());
+                for (size_t c = 0; c < cnt; ++c) {
+                    uint32_t p = s.idx[c];
+                    if (s.dist[c] > top.threshold()) continue;
+                    if (m > 1) {
+                        load_sorted(p, code);
+                        if (seen_elsewhere(j, code)) continue;
+                    }
+                    offer(p, s.dist[c]);
+                }
+                continue;
+            }
+            // Other tables: codes in bucket order; an item's position in
+            // table 0 is looked up only once it would enter the top-k.
+            size_t cnt = nw == 1 ? kern.select_within_packed(t.rest.data(), t.rest.width(), run.b0, run.b1,
+                                                             s.qrest[j], static_cast<uint32_t>(ring.radius),
+                                                             thr, s.idx.data(), s.dist.data())
+                                 : kern.select_within(t.full.data(), nw, run.b0, run.b1, query, thr,
+                                                      s.idx.data(), s.dist.data());
+            for (size_t c = 0; c < cnt; ++c) {
+                const uint32_t e = s.idx[c], d = s.dist[c];
+                if (d > top.threshold()) continue;
+                uint32_t rank = 0;  // equal codes are adjacent, in table-0 order
+                if (nw == 1) {
+                    const uint64_t rest = t.rest.get(e);
+                    code[0] = paste_key(rest, run.key, t.start, t.key_bits);
+                    if (seen_elsewhere(j, code)) continue;
+                    while (e - rank > ring.runs[r].b0 && t.rest.get(e - rank - 1) == rest) ++rank;
+                } else {
+                    const uint64_t* x = t.full.data() + size_t{e} * nw;
+                    std::copy_n(x, nw, code);
+                    if (seen_elsewhere(j, code)) continue;
+                    while (e - rank > ring.runs[r].b0 && std::equal(x - (rank + 1) * nw, x - rank * nw, x)) ++rank;
+                }
+                if (d == thr_now_full(d)) {  // a tie with the k-th: its id may not be needed
+                    s.deferred.push_back({d, rank});
+                    s.deferred_codes.insert(s.deferred_codes.end(), code, code + nw);
+                    continue;
+                }
+                offer(locate(code, rank), d);
+            }
+            }
+        }
+        s.done[j] = ring.radius;
     };
 
-    for (int s = 0; s <= max_bits; ++s) {
-        // Expected cost of this radius at the average bucket size (buckets near a
-        // clustered query are fuller, which the check on work spent below catches).
-        double next_ns = 0;
-        for (const auto& t : tables_) {
-            double avg = static_cast<double>(n) / static_cast<double>(size_t{1} << t.bits);
-            next_ns += static_cast<double>(binomial(t.bits, s)) * (kProbeNs + avg * cand_ns);
-        }
-        if (s > 0 && spent_ns() + next_ns > budget_ns) return finish_by_scan();
+    for (;;) {
+        // Every item within sum_j (done_j + 1) - 1 of the query has been seen.
+        int proven = -1;
+        bool all_seen = false;  // a table searched to its full key width holds every item
         for (int j = 0; j < m; ++j) {
-            const Table& t = tables_[j];
-            if (s > t.bits) continue;
-            const uint64_t limit = uint64_t{1} << t.bits;
-            uint64_t mask = (s == 0) ? 0 : (uint64_t{1} << s) - 1;
-            while (mask < limit) {
-                uint32_t bucket = qkeys[j] ^ static_cast<uint32_t>(mask);
-                uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
-                ++my_probes;
-                my_cands += b1 - b0;
-                if (b1 > b0) {
-                    size_t cnt = b1 - b0;
-                    const bool seq = !t.codes32.empty();
-                    if (seq) {
-                        if (scratch8.size() < cnt) scratch8.resize(cnt);
-                        kern.fill32(t.codes32.data() + b0, 0, cnt, static_cast<uint32_t>(query[0]),
-                                    scratch8.data());
-                    } else {
-                        if (scratch.size() < cnt) scratch.resize(cnt);
-                        flat_.gather(kern, t.ids.data() + b0, cnt, query, scratch.data());
-                    }
-                    for (size_t c = 0; c < cnt; ++c) {
-                        uint32_t d = seq ? scratch8[c] : scratch[c];
-                        int64_t id = t.ids[b0 + c];
-                        if (!top.admits(d, id)) continue;
-                        // Seen before iff an earlier table matched within s, or a
-                        // later one within s-1 (the order tables are probed in).
-                        if (seq)
-                            diff[0] = t.codes32[b0 + c];
-                        else
-                            flat_.load_code(static_cast<size_t>(id), diff);
-                        for (size_t w = 0; w < nw; ++w) diff[w] ^= query[w];
-                        bool seen = false;
-                        for (int jj = 0; jj < m && !seen; ++jj) {
-                            if (jj == j) continue;
-                            int sd = __builtin_popcount(substring(diff, tables_[jj].start, tables_[jj].bits));
-                            seen = jj < j ? sd <= s : sd <= s - 1;
-                        }
-                        if (seen || is_excluded(id)) continue;
-                        top.push(d, id);
-                    }
-                }
-                if (s == 0) break;
-                uint64_t c = mask & (~mask + 1);  // Gosper's hack: next mask with s bits
-                uint64_t r = mask + c;
-                mask = (((r ^ mask) >> 2) / c) | r;
-            }
-            // Every item within m*s + j of the query has now been seen.
-            int64_t kth = top.kth_distance();
-            if (kth >= 0 && kth <= static_cast<int64_t>(m) * s + j) {
-                top.finish(D, I);
-                probes += my_probes;
-                candidates += my_cands;
-                return;
-            }
-            if (spent_ns() > budget_ns) return finish_by_scan();
+            proven += s.done[j] + 1;
+            all_seen = all_seen || s.done[j] == tables_[j].key_bits;
         }
+        int64_t kth = top.kth_distance();
+        if (all_seen || (kth >= 0 && kth <= proven)) {
+            finish();
+            return;
+        }
+        // Widen the table whose next ring is cheapest.
+        int best = -1;
+        double best_cost = 0;
+        for (int j = 0; j < m; ++j) {
+            int r = s.done[j] + 1;
+            if (r > tables_[j].key_bits) continue;
+            if (s.rings[j].radius != r) load_ring(j, r);
+            double c = ring_cost(j);
+            if (best < 0 || c < best_cost) {
+                best = j;
+                best_cost = c;
+            }
+        }
+        // Proving the current k-th distance takes at least (kth - proven) more
+        // rings, none cheaper than this one: give up on hopeless queries early.
+        const double rings_left = kth >= 0 ? static_cast<double>(kth - proven) : 1.0;
+        if (scan_fallback_ && spent_ns + rings_left * best_cost > budget_ns) {
+            fell_back = true;
+            scan_all(kern, query, k, ex_begin, ex_end, D, I, s);
+            return;
+        }
+        search_ring(best);
+        spent_ns += best_cost;
     }
-    top.finish(D, I);  // radius exhausted: every item was seen
-    probes += my_probes;
-    candidates += my_cands;
 }
 
 }  // namespace hashsearch

@@ -1,18 +1,64 @@
 // Multi-index hashing (Norouzi, Punjani & Fleet, "Fast Exact Search in Hamming
 // Space with Multi-Index Hashing", TPAMI 2014): exact k-NN in Hamming space.
+//
+// Laid out for clustered (learned) codes, where the buckets near a query are
+// crowded and reading candidates, not probing buckets, is the cost:
+//  * Every table keeps its codes in bucket order, so a bucket is one run of
+//    codes read sequentially (a random read per candidate costs ~30x more).
+//    Table 0 is the index's only full copy of the codes, sorted by bucket and
+//    then by code; the other tables keep the codes without their own bucket
+//    key bits (48 of 64 bits) and find an item's id, when it is good enough
+//    to enter the top-k, by binary search in table 0.
+//  * Substring j is indexed by a directory on its first key_bits bits (a
+//    bucket holds every item whose key is at distance r); by pigeonhole, once
+//    table j has been searched to key radius r_j, every item within
+//    sum_j (r_j + 1) - 1 of the query has been seen. Each step widens the
+//    table whose next ring is cheapest, counted exactly from the offsets.
 #pragma once
-#include <cstddef>
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "flat_index.h"
+#include "huge_alloc.h"
 
 namespace hashsearch {
 
+// n unsigned values of `width` bytes each (1..8), read with one 8-byte load.
+class PackedWords {
+public:
+    PackedWords() = default;
+    PackedWords(size_t n, size_t width) : width_(width), bytes_(n * width + 8, 0) {}
+    static size_t width_for(uint64_t max_value) {
+        size_t w = 1;
+        while (w < 8 && (max_value >> (8 * w)) != 0) ++w;
+        return w;
+    }
+    uint64_t get(size_t i) const {
+        uint64_t v;
+        std::memcpy(&v, bytes_.data() + i * width_, 8);  // the pad keeps this in bounds
+        return width_ == 8 ? v : (v & ((uint64_t{1} << (8 * width_)) - 1));
+    }
+    void set(size_t i, uint64_t v) { std::memcpy(bytes_.data() + i * width_, &v, width_); }
+    void prefetch(size_t i, size_t count) const {
+        for (size_t off = 0; off < std::min<size_t>(count * width_, 128); off += 64)
+            __builtin_prefetch(bytes_.data() + i * width_ + off);
+    }
+    const uint8_t* data() const { return bytes_.data(); }
+    size_t width() const { return width_; }
+    size_t bytes() const { return bytes_.size(); }
+
+private:
+    size_t width_ = 8;
+    HugeVector<uint8_t> bytes_;
+};
+
 class MIHIndex {
 public:
-    // m substrings of nearly equal length; each must be at most 24 bits.
+    // m substrings of nearly equal length (1 <= m <= nbits).
     MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, int m);
 
     // Same output as FlatIndex::topk, bit for bit.
@@ -21,32 +67,66 @@ public:
 
     int m() const { return static_cast<int>(tables_.size()); }
     std::vector<int> substring_bits() const;
-    const FlatIndex& flat() const { return flat_; }
+    std::vector<int> key_bits() const;
+    // Directory bits for a substring of `sub_bits` bits of an nbits code in an
+    // index of n items.
+    static int key_bits_for(int sub_bits, size_t n, int nbits);
+    size_t size() const { return sorted_.size(); }
+    size_t nwords() const { return sorted_.nwords(); }
+    int nbits() const { return sorted_.nbits(); }
+    // Codes in id order, (n, nwords) uint64 into `out`.
+    void copy_codes(uint64_t* out) const;
+    // Bytes of everything but table 0's codes: the id permutation, bucket
+    // offsets and the other tables' code copies.
     size_t table_bytes() const;
+    size_t code_bytes() const { return sorted_.memory_bytes(); }
     // Queries answered by the linear-scan fallback since construction (a
     // hint for choosing m; not synchronised across concurrent calls).
     size_t fallback_count() const { return fallbacks_.load(); }
     // Buckets probed and candidates checked since construction.
     size_t probe_count() const { return probes_.load(); }
     size_t candidate_count() const { return candidates_.load(); }
+    // Tests turn the scan fallback off to exercise the table search on inputs
+    // too small for it to pay.
+    void set_scan_fallback(bool enabled) { scan_fallback_ = enabled; }
 
 private:
     struct Table {
-        int start;
-        int bits;
-        std::vector<uint32_t> offsets;  // 2^bits + 1 bucket starts into ids
-        std::vector<uint32_t> ids;      // item ids, ascending within a bucket
-        // For codes of <= 32 bits, the codes themselves in bucket order: candidates
-        // are then checked by a sequential scan instead of random reads.
-        std::vector<uint32_t> codes32;
+        int start;      // first bit of the substring
+        int bits;       // substring length
+        int key_bits;   // directory on bits [start, start + key_bits)
+        HugeVector<uint32_t> offsets;  // 2^key_bits + 1 bucket starts
+        // Tables j >= 1, codes of one word: each code with its key bits cut
+        // out, in bucket order (ties in table-0 order).
+        PackedWords rest;
+        // Tables j >= 1, codes of several words: the full codes in bucket order.
+        HugeVector<uint64_t> full;
     };
+    struct Scratch;
     void search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
-                    const int64_t* ex_end, int32_t* D, int64_t* I, std::vector<uint32_t>& scratch,
-                    std::vector<uint8_t>& scratch8,
-                    bool& fell_back, size_t& probes, size_t& candidates) const;
+                    const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s, bool& fell_back) const;
+    // The linear-scan fallback, over the sorted codes, ties still by id.
+    void scan_all(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                  const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s) const;
+    // Position in table 0 of the `rank`-th item (0-based, in table-0 order)
+    // whose code is `code`.
+    uint32_t locate(const uint64_t* code, uint32_t rank) const;
+    // Code at position `pos` of table 0 (inline: this runs per candidate).
+    void load_sorted(size_t pos, uint64_t* out) const {
+        if (sorted_.compact()) {
+            out[0] = sorted_.data32()[pos];
+        } else {
+            const size_t nw = sorted_.nwords();
+            const uint64_t* p = sorted_.data64() + pos * nw;
+            for (size_t w = 0; w < nw; ++w) out[w] = p[w];
+        }
+    }
 
-    FlatIndex flat_;
+    FlatIndex sorted_;   // codes ordered by table 0's key, then by code, then by id
+    PackedWords id_of_;  // position in sorted_ -> item id
     std::vector<Table> tables_;
+    size_t max_bucket_ = 0;
+    bool scan_fallback_ = true;
     mutable std::atomic<size_t> fallbacks_{0};
     mutable std::atomic<size_t> probes_{0};
     mutable std::atomic<size_t> candidates_{0};

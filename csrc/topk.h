@@ -14,11 +14,19 @@ namespace hashsearch {
 
 class TopKCollector {
 public:
-    TopKCollector(int k, int nbits)
+    // keep_ties: keep every item tied with the k-th distance too (the buffer
+    // grows as needed), for callers whose ids do not arrive in increasing order.
+    TopKCollector(int k, int nbits, bool keep_ties = false)
         : k_(k), nbits_(nbits), cap_(std::max<size_t>(2 * static_cast<size_t>(k), 64)),
-          dist_(cap_), ids_(cap_), hist_(nbits + 2) {
+          dist_(cap_), ids_(cap_), hist_(nbits + 2), keep_ties_(keep_ties) {
         reset();
     }
+
+    // The items held (unordered): all with distance < bound() that were offered
+    // once keep_ties is set.
+    size_t size() const { return size_; }
+    uint32_t dist_at(size_t i) const { return dist_[i]; }
+    int64_t id_at(size_t i) const { return ids_[i]; }
 
     void reset() {
         size_ = 0;
@@ -61,6 +69,24 @@ private:
         size_t below = 0;
         uint32_t t = 0;
         while (below + hist_[t] < static_cast<size_t>(k_)) below += hist_[t++];
+        if (keep_ties_) {
+            size_t out = 0;
+            for (size_t i = 0; i < size_; ++i) {
+                if (dist_[i] <= t) {
+                    dist_[out] = dist_[i];
+                    ids_[out] = ids_[i];
+                    ++out;
+                }
+            }
+            size_ = out;
+            bound_ = t + 1;
+            if (size_ * 2 >= cap_) {  // mostly ties: make room
+                cap_ *= 2;
+                dist_.resize(cap_);
+                ids_.resize(cap_);
+            }
+            return;
+        }
         size_t ties_left = static_cast<size_t>(k_) - below;
         size_t out = 0;
         for (size_t i = 0; i < size_; ++i) {
@@ -84,6 +110,7 @@ private:
     std::vector<uint32_t> dist_;
     std::vector<int64_t> ids_;
     std::vector<size_t> hist_;
+    bool keep_ties_ = false;
 };
 
 // Sorted ids one query must not return; queried with non-decreasing ids.
@@ -134,6 +161,15 @@ using Gather32Fn = void (*)(const uint32_t* codes, const uint32_t* ids, size_t c
 using SelectBytesFn = void (*)(uint8_t* dist, size_t n, int nbits, int k, const int64_t* ex_begin,
                                const int64_t* ex_end, uint32_t* hist, int32_t* D, int64_t* I);
 
+// Items of [begin, end) within distance thr: indices and distances, returns the count.
+using SelectWithinFn = size_t (*)(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
+                                  const uint64_t* query, uint32_t thr, uint32_t* idx, uint32_t* dist);
+using SelectWithin32Fn = size_t (*)(const uint32_t* codes, size_t begin, size_t end, uint32_t query,
+                                    uint32_t thr, uint32_t* idx, uint32_t* dist);
+using SelectWithinPackedFn = size_t (*)(const uint8_t* bytes, size_t width, size_t begin, size_t end,
+                                        uint64_t query, uint32_t base, uint32_t thr, uint32_t* idx,
+                                        uint32_t* dist);
+
 using InnerProductsFn = void (*)(const float* emb, size_t dim, const int64_t* ids, size_t count,
                                  const float* query, double* out);
 
@@ -147,6 +183,9 @@ struct Kernels {
     Gather32Fn gather32;
     SelectBytesFn select_bytes;
     InnerProductsFn inner_products;
+    SelectWithinFn select_within;
+    SelectWithin32Fn select_within32;
+    SelectWithinPackedFn select_within_packed;
 };
 
 // One table per SIMD level; each lives in its own translation unit.

@@ -29,6 +29,7 @@ class MIHIndex:
     nbits: int
     m: int
     substring_bits: List[int]
+    key_bits: List[int]
     fallback_count: int
     probe_count: int
     candidate_count: int
@@ -44,6 +45,9 @@ class MIHIndex:
     def codes(self) -> npt.NDArray[np.uint64]: ...
     def table_bytes(self) -> int: ...
     def memory_bytes(self) -> int: ...
+    def _set_scan_fallback(self, enabled: bool) -> None: ...
+
+def mih_key_bits(sub_bits: int, n: int, nbits: int) -> int: ...
 
 class HierarchicalIndex:
     ntotal: int

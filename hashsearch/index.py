@@ -121,22 +121,53 @@ class Index(_HammingBase):
         return cls(data.codes, data.nbits, num_threads=num_threads)
 
 
+def mih_table_bytes(nbits: int, n: int, m: int) -> int:
+    """Bytes :class:`MIHIndex` holds beside its one copy of the codes, for ``n``
+    codes of ``nbits`` bits split into ``m`` substrings: an id per item (3 bytes
+    below 2^24 items), a uint32 bucket offset per directory entry of each table,
+    and in every table after the first a copy of the codes (codes of <= 64 bits
+    without that table's key bits, in whole bytes)."""
+    words = (nbits + 63) // 64
+    id_bytes = max(1, ((max(n - 1, 1)).bit_length() + 7) // 8)
+    total = n * id_bytes + 8  # + the load padding
+    for j in range(m):
+        sub_bits = (j + 1) * nbits // m - j * nbits // m
+        key_bits = _core.mih_key_bits(sub_bits, n, nbits)
+        total += 4 * ((1 << key_bits) + 1)
+        if j > 0:
+            total += n * ((nbits - key_bits + 7) // 8) + 8 if words == 1 else n * 8 * words
+    return total
+
+
 def default_mih_m(nbits: int, n: int) -> int:
-    """Number of MIH substrings: about nbits / log2(n) (Norouzi et al.), with
-    substrings of at most log2(n) bits so a table's bucket array is no larger
-    than its id array, and at most 24 bits."""
+    """Number of MIH substrings: about nbits / log2(n) (Norouzi et al.), but no
+    more than keep :func:`mih_table_bytes` within twice the packed codes."""
     sub_bits = max(1, min(24, int(math.floor(math.log2(max(n, 2))))))
-    return max(1, min(nbits, math.ceil(nbits / sub_bits)))
+    m = max(1, min(nbits, math.ceil(nbits / sub_bits)))
+    code_bytes = n * 8 * ((nbits + 63) // 64)
+    while m > 1 and mih_table_bytes(nbits, n, m) > 2 * code_bytes:
+        m -= 1
+    return m
 
 
 class MIHIndex(_HammingBase):
     """Exact Hamming search by multi-index hashing (Norouzi, Punjani & Fleet).
 
-    The code is split into ``m`` substrings with one hash table each; a query
-    probes buckets at growing substring radius until the k-th distance is
-    proven, so results equal :class:`Index` exactly (ties, padding and
-    ``exclude`` included). Queries whose search would cost more than a
-    linear scan fall back to the scan, which is also exact.
+    The code is split into ``m`` substrings with one table each, keyed on a
+    substring's first :attr:`key_bits` bits. A query reads rings of buckets at
+    growing key radius, always widening the table whose next ring is cheapest,
+    until the k-th distance is proven (by pigeonhole, once table j has been read
+    to radius r_j, every item within sum_j (r_j + 1) - 1 has been seen), so
+    results equal :class:`Index` exactly (ties, padding and ``exclude``
+    included). Queries whose search would cost more than a linear scan fall
+    back to the scan, which is also exact.
+
+    Every table keeps its codes in bucket order, so a bucket is read
+    sequentially: the codes are held once, sorted for table 0, and each other
+    table holds a copy without its key bits (48 bytes of 64 for 64-bit codes);
+    see :func:`mih_table_bytes`. The default ``m`` keeps that within twice
+    the codes; a larger ``m`` is faster on clustered codes and costs a copy
+    per table.
 
     Args:
         codes, nbits, num_threads: as for :class:`Index`.
@@ -168,6 +199,11 @@ class MIHIndex(_HammingBase):
     def substring_bits(self) -> list:
         """Length in bits of each substring."""
         return list(self._native.substring_bits)
+
+    @property
+    def key_bits(self) -> list:
+        """Bits of each substring that key its table's buckets."""
+        return list(self._native.key_bits)
 
     @property
     def fallback_count(self) -> int:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import hashsearch
+from hashsearch.index import mih_table_bytes
 from hashsearch.reference import topk_hamming, topk_hierarchical
 
 
@@ -124,8 +125,9 @@ def test_mih_equals_linear_scan(simd, nbits, kind, rng):
     queries = make(rng, 30, nbits)
     exclude = random_exclude(rng, 30, n, 200)
     flat = hashsearch.Index(codes, nbits)
-    for m in (None, -(-nbits // 24), -(-nbits // 8)):
+    for m, fallback in ((None, True), (None, False), (-(-nbits // 24), False), (-(-nbits // 8), False)):
         mih = hashsearch.MIHIndex(codes, nbits, m=m)
+        mih._native._set_scan_fallback(fallback)  # off: every query searches the tables
         for threads in (1, 2):
             for k in (1, 100):
                 for ex in (None, exclude):
@@ -133,6 +135,29 @@ def test_mih_equals_linear_scan(simd, nbits, kind, rng):
                     Df, If = flat.topk(queries, k, exclude=ex)
                     np.testing.assert_array_equal(D, Df)
                     np.testing.assert_array_equal(I, If)
+        if not fallback:
+            assert mih.stats()["fallbacks"] == 0
+
+
+@pytest.mark.parametrize("nbits", [32, 64, 128])
+def test_mih_duplicate_codes_break_ties_by_id(simd, nbits, rng):
+    """Many items per code, shuffled: tables after the first store codes, not ids, and
+    must recover each duplicate's own id; ties at the k-th distance go to smaller ids."""
+    distinct = clustered_codes(rng, 60, nbits)
+    codes = distinct[rng.integers(0, 60, size=6000)]
+    queries = np.concatenate([distinct[:5], clustered_codes(rng, 10, nbits)])
+    exclude = random_exclude(rng, len(queries), len(codes), 300)
+    flat = hashsearch.Index(codes, nbits)
+    for m, fallback in ((2, True), (2, False), (3, False), (4, False)):
+        mih = hashsearch.MIHIndex(codes, nbits, m=m)
+        mih._native._set_scan_fallback(fallback)
+        for k in (1, 37, 250):
+            for ex in (None, exclude):
+                D, I = mih.topk(queries, k, exclude=ex)
+                Df, If = flat.topk(queries, k, exclude=ex)
+                np.testing.assert_array_equal(D, Df)
+                np.testing.assert_array_equal(I, If)
+    np.testing.assert_array_equal(mih.codes(), codes)
 
 
 def test_mih_exhausts_and_pads(rng):
@@ -149,10 +174,21 @@ def test_mih_default_m_and_memory(rng):
     n = 1 << 14
     codes = random_codes(rng, n, 64)
     mih = hashsearch.MIHIndex(codes, 64)
-    assert mih.m == hashsearch.default_mih_m(64, n) == 5
-    assert sum(mih.substring_bits) == 64 and max(mih.substring_bits) <= 14
-    # per table: a uint32 id per item and 2^b + 1 uint32 bucket offsets
-    assert mih.table_bytes() == sum(4 * (n + 2**b + 1) for b in mih.substring_bits)
+    # nbits / log2(n) = 5 substrings would need 4 code copies; twice the codes allow one
+    assert mih.m == hashsearch.default_mih_m(64, n) == 2
+    assert mih.substring_bits == [32, 32]
+    # key bits: log2(n) - 4 = 10, and 54 bits left over fill whole bytes at 56: 10 stays
+    assert mih._native.key_bits == [10, 10]
+    # by hand: 2-byte ids (+8 pad), two 2^10 + 1 offset arrays, one copy of 54-bit rests in 7 bytes
+    by_hand = (2 * n + 8) + 2 * 4 * (2**10 + 1) + (7 * n + 8)
+    assert mih.table_bytes() == by_hand == mih_table_bytes(64, n, 2)
+    assert mih.table_bytes() <= 2 * codes.nbytes
+
+
+@pytest.mark.parametrize("nbits,n,m", [(64, 5000, 3), (32, 5000, 2), (20, 3000, 4), (128, 2000, 2), (100, 700, 5)])
+def test_mih_table_bytes_formula(rng, nbits, n, m):
+    mih = hashsearch.MIHIndex(random_codes(rng, n, nbits), nbits, m=m)
+    assert mih.table_bytes() == mih_table_bytes(nbits, n, m)
 
 
 def test_mih_stats_count_work(rng):
@@ -160,18 +196,27 @@ def test_mih_stats_count_work(rng):
     mih = hashsearch.MIHIndex(codes, 32, m=2)
     mih.topk(codes[:10], 1)  # each query is an indexed code: found in its first bucket
     st = mih.stats()
-    assert st == {"fallbacks": 0, "probes": 10, "candidates": st["candidates"]} and st["candidates"] >= 10
+    # only the radius-0 bucket of each table is looked up
+    assert st == {"fallbacks": 0, "probes": 10 * mih.m, "candidates": st["candidates"]} and st["candidates"] >= 10
     # far from every code, probing would cost more than scanning 5,000 items: the scan answers
     D, I = mih.topk(random_codes(rng, 10, 32), 50)
     assert mih.stats()["fallbacks"] == 10
-    # <= 32-bit tables keep a bucket-ordered copy of the codes: ids, codes and offsets
-    assert mih.table_bytes() == sum(4 * (2 * 5000 + 2**b + 1) for b in mih.substring_bits)
+
+
+@pytest.mark.parametrize("m", [1, 64])
+def test_mih_extreme_m_is_still_exact(rng, m):
+    """One table (a radius search on its key alone) and one table per bit."""
+    codes = clustered_codes(rng, 3000, 64)
+    mih = hashsearch.MIHIndex(codes, 64, m=m)
+    mih._native._set_scan_fallback(False)
+    D, I = mih.topk(codes[:40], 25)
+    Df, If = hashsearch.Index(codes, 64).topk(codes[:40], 25)
+    np.testing.assert_array_equal(D, Df)
+    np.testing.assert_array_equal(I, If)
 
 
 def test_mih_rejects_bad_m(rng):
     codes = random_codes(rng, 100, 64)
-    with pytest.raises(ValueError, match="at most 24 are supported, so use m >= 3"):
-        hashsearch.MIHIndex(codes, 64, m=1)
     with pytest.raises(ValueError, match="m must be <= nbits"):
         hashsearch.MIHIndex(codes, 64, m=65)
     with pytest.raises(ValueError, match="m must be >= 1"):

@@ -37,7 +37,10 @@ def test_index_and_mih_equal_brute_force(problem, threads):
             hashsearch.set_simd_level(hashsearch.available_simd_levels()[-1])
         np.testing.assert_array_equal(D, Dr)
         np.testing.assert_array_equal(I, Ir)
-    mih = hashsearch.MIHIndex(codes, nbits)
-    D, I = mih.topk(queries, k, exclude=exclude, num_threads=threads)
-    np.testing.assert_array_equal(D, Dr)
-    np.testing.assert_array_equal(I, Ir)
+    for m in (None, min(nbits, 3)):
+        for fallback in (True, False):  # off: the tables answer every query
+            mih = hashsearch.MIHIndex(codes, nbits, m=m)
+            mih._native._set_scan_fallback(fallback)
+            D, I = mih.topk(queries, k, exclude=exclude, num_threads=threads)
+            np.testing.assert_array_equal(D, Dr)
+            np.testing.assert_array_equal(I, Ir)
