@@ -107,27 +107,35 @@ void FlatIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeLis
         topk_by_query(kern, queries, nq, k, exclude, threads, D, I);
 }
 
+void FlatIndex::scan_block(const Kernels& kern, const uint64_t* const* queries, size_t count,
+                           TopKCollector* cols, ExcludeCursor* cursors) const {
+    const size_t tile = tile_items(nwords_);
+    for (size_t start = 0; start < n_; start += tile) {
+        size_t stop = std::min(n_, start + tile);
+        for (size_t i = 0; i < count; ++i) {
+            if (compact())
+                kern.scan32(half_.data(), start, stop, static_cast<uint32_t>(queries[i][0]), cols[i],
+                            cursors[i]);
+            else
+                kern.scan(codes_.data(), nwords_, start, stop, queries[i], cols[i], cursors[i]);
+        }
+    }
+}
+
 void FlatIndex::topk_by_query(const Kernels& kern, const uint64_t* queries, size_t nq, int k,
                               const ExcludeList& exclude, int threads, int32_t* D,
                               int64_t* I) const {
-    const size_t tile = tile_items(nwords_);
     const size_t nblocks = (nq + kQueryBlock - 1) / kQueryBlock;
     parallel_for(nblocks, threads, [&](size_t block, size_t) {
         size_t q0 = block * kQueryBlock, q1 = std::min(nq, q0 + kQueryBlock);
         std::vector<TopKCollector> cols(q1 - q0, TopKCollector(k, nbits_));
         std::vector<ExcludeCursor> cursors;
-        for (size_t q = q0; q < q1; ++q) cursors.push_back(exclude.cursor(q));
-        for (size_t start = 0; start < n_; start += tile) {
-            size_t stop = std::min(n_, start + tile);
-            for (size_t q = q0; q < q1; ++q) {
-                if (compact())
-                    kern.scan32(half_.data(), start, stop, static_cast<uint32_t>(queries[q]),
-                                cols[q - q0], cursors[q - q0]);
-                else
-                    kern.scan(codes_.data(), nwords_, start, stop, queries + q * nwords_,
-                              cols[q - q0], cursors[q - q0]);
-            }
+        std::vector<const uint64_t*> qs;
+        for (size_t q = q0; q < q1; ++q) {
+            cursors.push_back(exclude.cursor(q));
+            qs.push_back(queries + q * nwords_);
         }
+        scan_block(kern, qs.data(), q1 - q0, cols.data(), cursors.data());
         for (size_t q = q0; q < q1; ++q) cols[q - q0].finish(D + q * k, I + q * k);
     });
 }

@@ -42,6 +42,10 @@ public:
     const uint64_t* data64() const { return codes_.data(); }  // when !compact()
     // Copies code `id` into `out` (nwords uint64 words).
     void load_code(size_t id, uint64_t* out) const;
+    // Offers every item to cols[i] for query queries[i] (i < count <= 8 or so):
+    // the queries share each tile of codes while it is in L1.
+    void scan_block(const Kernels& kern, const uint64_t* const* queries, size_t count,
+                    TopKCollector* cols, ExcludeCursor* cursors) const;
     // Offers every item to `col` (one query, all ids in order).
     void scan_all(const Kernels& kern, const uint64_t* query, TopKCollector& col,
                   ExcludeCursor& ex) const;

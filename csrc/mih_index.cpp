@@ -85,15 +85,23 @@ private:
 // better finished by the linear scan, fitted to timings of 1M and 4.2M-item
 // learned 32/64-bit indexes on an AVX2 core (a candidate's cost includes the
 // share of them that must be offered to the top-k and have their ids looked up).
-constexpr double kProbeNs = 5.0;         // one bucket: its offsets read
+constexpr double kProbeNs = 15.0;        // one bucket: its offsets read
 constexpr double kRunNs = 40.0;          // a non-empty bucket: the miss that starts its run
 constexpr double kSequentialNs = 5.0;    // a candidate
 constexpr double kScanNsPerWord = 0.35;  // the linear scan, per item and code word
 constexpr double kCompactScanNs = 0.2;   // ... for codes of <= 32 bits
 constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
+constexpr size_t kFallbackBlock = 8;     // fallback queries sharing one pass over the codes
 constexpr uint32_t kSliceItems = 256;    // items read per threshold update
 constexpr size_t kPrefetchRuns = 16;     // runs fetched ahead of the one being read
 constexpr size_t kPrefetchBytes = 128;   // ... up to this much of each (the rest streams)
+
+double binomial(int n, int r) {
+    if (r < 0 || r > n) return 0;
+    double c = 1;
+    for (int i = 1; i <= r; ++i) c = c * (n - r + i) / i;
+    return c;
+}
 
 inline uint64_t low_mask(int bits) { return bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1; }
 
@@ -270,42 +278,65 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     Kernels kern = active_kernels();
     const size_t nw = sorted_.nwords();
     const size_t nworkers = static_cast<size_t>(resolve_threads(num_threads));
-    std::vector<size_t> fell(nworkers, 0), probes(nworkers, 0), cands(nworkers, 0);
+    std::vector<size_t> probes(nworkers, 0), cands(nworkers, 0);
+    std::vector<uint8_t> fell(nq, 0);
     parallel_for(nq, num_threads, [&](size_t q, size_t worker) {
         thread_local Scratch scratch;
         scratch.probes = scratch.candidates = 0;
         bool fell_back = false;
         search_one(kern, queries + q * nw, k, exclude.begin(q), exclude.end(q), D + q * k, I + q * k,
                    scratch, fell_back);
-        fell[worker] += fell_back;
+        fell[q] = fell_back;
         probes[worker] += scratch.probes;
         cands[worker] += scratch.candidates;
     });
+    std::vector<size_t> which;
+    for (size_t q = 0; q < nq; ++q)
+        if (fell[q]) which.push_back(q);
+    if (!which.empty()) scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
+    fallbacks_ += which.size();
     for (size_t w = 0; w < nworkers; ++w) {
-        fallbacks_ += fell[w];
         probes_ += probes[w];
         candidates_ += cands[w];
     }
 }
 
-void MIHIndex::scan_all(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
-                        const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s) const {
+void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const std::vector<size_t>& which,
+                             int k, const ExcludeList& exclude, int num_threads, int32_t* D,
+                             int64_t* I) const {
     // The SIMD scan over table 0 offers items in position order, not id order,
-    // so it keeps every tie with the k-th distance; excluded ids can take at
-    // most |exclude| of its places. Ids are then looked up and ties broken.
-    const int nex = static_cast<int>(ex_end - ex_begin);
-    TopKCollector col(k + nex, sorted_.nbits(), /*keep_ties=*/true);
-    ExcludeCursor none;
-    sorted_.scan_all(kern, query, col, none);
-    UnorderedTopK& top = s.top;
-    top.reset(static_cast<size_t>(k));
-    for (size_t i = 0; i < col.size(); ++i) {
-        int64_t id = static_cast<int64_t>(id_of_.get(static_cast<size_t>(col.id_at(i))));
-        if (!top.admits(col.dist_at(i), id)) continue;
-        if (ex_begin != ex_end && std::binary_search(ex_begin, ex_end, id)) continue;
-        top.push(col.dist_at(i), id);
-    }
-    top.finish(D, I);
+    // so each collector keeps every tie with its k-th distance; excluded ids can
+    // take at most |exclude| of its places. Ids are then looked up and ties
+    // broken. Blocks of queries share each tile of codes, as in Index.
+    const size_t nw = sorted_.nwords();
+    const size_t nblocks = (which.size() + kFallbackBlock - 1) / kFallbackBlock;
+    parallel_for(nblocks, num_threads, [&](size_t block, size_t) {
+        const size_t i0 = block * kFallbackBlock, i1 = std::min(which.size(), i0 + kFallbackBlock);
+        std::vector<TopKCollector> cols;
+        std::vector<ExcludeCursor> none(i1 - i0);
+        std::vector<const uint64_t*> qs;
+        for (size_t i = i0; i < i1; ++i) {
+            const size_t q = which[i];
+            const int nex = static_cast<int>(exclude.end(q) - exclude.begin(q));
+            cols.emplace_back(k + nex, sorted_.nbits(), /*keep_ties=*/true);
+            qs.push_back(queries + q * nw);
+        }
+        sorted_.scan_block(kern, qs.data(), i1 - i0, cols.data(), none.data());
+        UnorderedTopK top;
+        for (size_t i = i0; i < i1; ++i) {
+            const size_t q = which[i];
+            const int64_t *eb = exclude.begin(q), *ee = exclude.end(q);
+            const TopKCollector& col = cols[i - i0];
+            top.reset(static_cast<size_t>(k));
+            for (size_t c = 0; c < col.size(); ++c) {
+                int64_t id = static_cast<int64_t>(id_of_.get(static_cast<size_t>(col.id_at(c))));
+                if (!top.admits(col.dist_at(c), id)) continue;
+                if (eb != ee && std::binary_search(eb, ee, id)) continue;
+                top.push(col.dist_at(c), id);
+            }
+            top.finish(D + q * k, I + q * k);
+        }
+    });
 }
 
 void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
@@ -485,6 +516,18 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
             finish();
             return;
         }
+        // Proving the current k-th distance takes at least (kth - proven) more
+        // rings, none cheaper than this one: give up on hopeless queries early.
+        const double rings_left = kth >= 0 ? static_cast<double>(kth - proven) : 1.0;
+        // First on the probes alone, before reading any offsets.
+        double probe_floor = std::numeric_limits<double>::max();
+        for (int j = 0; j < m; ++j)
+            if (s.done[j] < tables_[j].key_bits)
+                probe_floor = std::min(probe_floor, binomial(tables_[j].key_bits, s.done[j] + 1) * kProbeNs);
+        if (scan_fallback_ && spent_ns + rings_left * probe_floor > budget_ns) {
+            fell_back = true;  // the caller scans for this query
+            return;
+        }
         // Widen the table whose next ring is cheapest.
         int best = -1;
         double best_cost = 0;
@@ -498,12 +541,8 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
                 best_cost = c;
             }
         }
-        // Proving the current k-th distance takes at least (kth - proven) more
-        // rings, none cheaper than this one: give up on hopeless queries early.
-        const double rings_left = kth >= 0 ? static_cast<double>(kth - proven) : 1.0;
         if (scan_fallback_ && spent_ns + rings_left * best_cost > budget_ns) {
-            fell_back = true;
-            scan_all(kern, query, k, ex_begin, ex_end, D, I, s);
+            fell_back = true;  // the caller scans for this query
             return;
         }
         search_ring(best);
