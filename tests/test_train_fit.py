@@ -145,3 +145,71 @@ def test_p_lr_min_ties_lr_to_p(tmp_path: Path, tiny) -> None:
     off = Trainer(_cfg(tmp_path, "hashgnn", epochs=1, p_every=1, lr=1e-2, out=str(tmp_path / "off")), tiny)
     off.train()
     assert off.optim.param_groups[0]["lr"] == pytest.approx(1e-2)
+
+
+def test_guided_pair_mode_shares_q_between_user_and_positive(tmp_path: Path, tiny) -> None:
+    """--q-mode pair (official HashGNN code): a user and its positive item are both continuous or
+    both binary; each negative has its own draw; element mode mixes within a code."""
+    import torch
+
+    from train.hashing import hard_sign
+
+    def relaxed(mode: str):
+        tr = Trainer(_cfg(tmp_path, "hashgnn", q_mode=mode, p_start=0.5, p_decay=1.0, code_scale="one",
+                          out=str(tmp_path / mode)), tiny)
+        torch.manual_seed(0)
+        x = torch.randn(300, 3, 16)
+        with torch.no_grad():
+            ru, ri, rm = tr.relax_batch(x[:, 0], x[:, 1], x[:, 1:])
+            cu, ci, cm = (tr.model.head.continuous(v) for v in (x[:, 0], x[:, 1], x[:, 1:]))
+        return (ru, cu), (ri, ci), (rm, cm)
+
+    def is_cont(r, c):
+        return torch.isclose(r, c).all(-1), (r == hard_sign(c)).all(-1)
+
+    (ru, cu), (ri, ci), (rm, cm) = relaxed("pair")
+    uc, ub = is_cont(ru, cu)
+    ic, ib = is_cont(ri, ci)
+    mc, mb = is_cont(rm, cm)
+    assert bool((uc | ub).all() and (ic | ib).all() and (mc | mb).all())
+    assert torch.equal(uc, ic)  # shared draw
+    assert 0.35 < float(uc.float().mean()) < 0.65
+    assert not torch.equal(mc[:, 0], uc) and not torch.equal(mc[:, 0], mc[:, 1])
+    (eu, ecu), _, _ = relaxed("element")
+    ec, eb = is_cont(eu, ecu)
+    assert not bool((ec | eb).all())  # bits mixed within codes
+    with pytest.raises(ValueError, match="q_mode"):
+        _cfg(tmp_path, "hashgnn", q_mode="batch").validate()
+
+
+@pytest.mark.parametrize("method", ["hashgnn", "ste"])
+def test_code_scale_mean_matches_binary_codes_to_continuous_magnitude(tmp_path: Path, tiny, method: str) -> None:
+    """--code-scale mean: binary codes are trained as ±c with c the batch's mean |z| (so ±1 codes do
+    not give K-sized, saturated scores next to the continuous ones); one: plain ±1."""
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.randn(50, 3, 16)
+    for scale in ("one", "mean"):
+        tr = Trainer(_cfg(tmp_path, method, code_scale=scale, p_start=0.0, out=str(tmp_path / scale)), tiny)
+        with torch.no_grad():
+            ru, ri, rm = tr.relax_batch(x[:, 0], x[:, 1], x[:, 1:])
+            z = tr.model.head.continuous(torch.cat([x[:, 0], x[:, 1], x[:, 1:].reshape(-1, 16)]))
+        c = float(z.abs().mean()) if scale == "mean" else 1.0
+        assert c < 0.9 or scale == "one"
+        for r in (ru, ri, rm):
+            assert torch.allclose(r.abs(), torch.full_like(r, c))
+    with pytest.raises(ValueError, match="code_scale"):
+        _cfg(tmp_path, "hashgnn", code_scale="max").validate()
+    # auto (the default): scaled codes for HashGNN's guided STE, the paper's ±1 for the STE baseline
+    assert FitConfig(method="hashgnn").code_scale_eff == "mean"
+    assert FitConfig(method="ste").code_scale_eff == "one"
+
+
+def test_default_guided_schedule_ends_near_official_p(tmp_path: Path, tiny) -> None:
+    """Default p schedule: 1 -> ~0.8 over the planned run (the official code's 20-epoch schedule), not
+    to ~0 (which binarised ml-1m codes before the continuous model had learnt anything)."""
+    tr = Trainer(_cfg(tmp_path, "hashgnn", epochs=120), tiny)  # >= 60 iterations: ~60 decays
+    total = tr.cfg.epochs * tr.batches_per_epoch
+    assert tr.p_schedule(0) == 1.0
+    assert 0.75 < tr.p_schedule(total - 1) < 0.85

@@ -58,6 +58,28 @@ def test_guided_mixes_elementwise() -> None:
     assert 0.25 < frac < 0.35  # Q ~ Bernoulli(0.3)
 
 
+def test_guided_rows_mixes_whole_codes() -> None:
+    torch.manual_seed(4)
+    z = torch.tanh(torch.randn(400, 32))
+    out = guided_ste(z, 0.3, rows=True)
+    cont = torch.isclose(out, z).all(1)
+    binary = (out == hard_sign(z)).all(1)
+    assert bool((cont | binary).all())  # every code is wholly continuous or wholly binary
+    assert 0.2 < float(cont.float().mean()) < 0.4
+    q = torch.tensor([[1.0], [0.0]])
+    z2 = z[:2].clone().requires_grad_(True)
+    mixed = guided_ste(z2, 0.5, q=q)  # an explicit mask overrides the draw (and p)
+    assert torch.equal(mixed[0], z[0]) and torch.equal(mixed[1], hard_sign(z[1]))
+    mixed.sum().backward()
+    assert torch.equal(z2.grad, torch.ones_like(z2))  # straight through on both paths
+    z3 = z[:2].clone().requires_grad_(True)
+    scaled = guided_ste(z3, 0.5, q=q, scale=torch.tensor(0.25))
+    assert torch.equal(scaled[0], z[0]) and torch.equal(scaled[1], 0.25 * hard_sign(z[1]))
+    scaled.sum().backward()
+    assert torch.allclose(z3.grad[1], torch.full_like(z3.grad[1], 0.25))
+    assert torch.equal(guided_ste(z[:2], 0.0, scale=0.5), 0.5 * hard_sign(z[:2]))
+
+
 def test_head_guided_at_p1_equals_continuous_head() -> None:
     torch.manual_seed(2)
     head = HashHead(8, 16, "guided")

@@ -48,6 +48,11 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     a("--p-decay", type=float, default=d.p_decay)
     a("--p-every", type=int, default=d.p_every, help="0: ~60 decays over the planned run")
     a("--p-floor", type=float, default=d.p_floor)
+    a("--q-mode", default=d.q_mode, choices=["element", "node", "pair"],
+      help="guided STE: Q drawn per bit, per code, or per (user, item) pair (default %(default)s)")
+    a("--code-scale", default=d.code_scale, choices=["auto", "one", "mean"],
+      help="guided/ste: binary codes trained as ±1 or ±(batch mean |z|); auto: mean for the guided "
+      "STE, one for plain STE (default %(default)s)")
     a("--p-lr-min", type=float, default=d.p_lr_min, help="guided STE: lr x (m + (1-m) p); 1: constant lr")
     a("--hashnet-gamma", type=float, default=d.hashnet_gamma)
     a("--gumbel-tau", type=float, default=d.gumbel_tau)

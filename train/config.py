@@ -65,16 +65,38 @@ class FitConfig:
     score_scale: float = 1.0
     # binarisation
     p_start: float = 1.0
-    p_decay: float = 0.95
+    # The paper: 0.95 every 250 iterations. With p_every 0 (~60 decays over the planned run) 0.95 took
+    # p to 0.05 and binarised the codes before the continuous model had left its popularity plateau;
+    # the HieS embeddings z then stop being trained (ml-1m valid HieS 0.211 with code_scale mean).
+    # 0.9963 takes p from 1 to 0.8 over the run, the official HashGNN code's schedule (hash
+    # probability +0.01 per epoch, 0.2 after its 20 epochs): valid HieS 0.277.
+    p_decay: float = 0.9963
     # iterations between decays. The paper's 250 assumes many small batches; with the large
     # batches that make CPU training affordable a run has few iterations, so the default 0
-    # spreads ~60 decays (p: 1 -> 0.05) over the planned run, ending near plain STE as intended.
+    # spreads ~60 decays over the planned run (p: 1 -> 0.8 with the default p_decay).
     p_every: int = 0
     p_floor: float = 0.0
+    # granularity of the guided STE's Q: element (each bit), node (each code) or pair (a user and its
+    # positive item share one draw, each negative its own: the official HashGNN code)
+    q_mode: str = "element"
+    # training-time magnitude of the binary codes: one (±1), mean (±c, c = the batch's mean |z|, not
+    # differentiated) or auto (mean for the guided STE, one for plain STE as in the paper's baseline).
+    # With ±1 codes a K-bit score is K-sized next to the small continuous ones: the sigmoid saturates
+    # and the straight-through gradient shrinks |z| towards 0 (ml-1m: mean |z| of users 0.009 after
+    # the old default run), which wrecks both the guidance and HieS re-ranking.
+    code_scale: str = "auto"
     # guided STE only: lr · (p_lr_min + (1 - p_lr_min) · p), so the step size shrinks as codes binarise (1: off)
-    # ml-1m 32 bits, bs 16384, lr 2e-3, 20 epochs, best valid hies:recall@50 (defaults: 0.203):
-    # score_scale 0.25 → 0.204 (no collapse, but plateau); + p_lr_min 0.1 → 0.206; score_scale 0.25
-    # + p_floor 0.5 → 0.222 (hashnet: 0.290). None close the gap, so the defaults stay unchanged.
+    # Trial log, ml-1m 32 bits, seed 0, bs 16384, lr 2e-3, 20 epochs, valid HieS / HamR recall@50:
+    #   old defaults (element Q, ±1 codes, p 1 -> 0.05): 0.203 / 0.184 (user |z| collapsed to ~0.01);
+    #   score_scale 0.25 → 0.204 (no collapse, but plateau); + p_lr_min 0.1 → 0.206; score_scale 0.25
+    #   + p_floor 0.5 → 0.222 / 0.186; p fixed at 1 (= continuous tanh model): 0.280 / 0.232.
+    #   q_mode pair, ±1, p 1 -> 0.05: 0.203 at epoch 12 (stopped); pair, ±1, p 1 -> 0.8: 0.230 / 0.162
+    #   (|z| shrank to 0.14); + score_scale 0.25: 0.248 / 0.210; pair, code_scale mean, p -> 0.05:
+    #   stuck at 0.20 (stopped); pair, mean, p -> 0.8: 0.267 / 0.234; pair, mean, p = 1 for half the run
+    #   then -> 0.04: 0.238 / 0.218; element, mean, p -> 0.05: 0.211 / 0.187;
+    #   element, ±1, p -> 0.8: 0.239 / 0.183 (|z| of users 0.14); element, mean, p -> 0.8 (the new
+    #   defaults): 0.277 / 0.230 (|z| 0.37), seed 1: 0.270 / 0.233. HashNet: 0.290 / 0.246, seed 1:
+    #   0.287 / 0.245. HashGNN now tracks its p = 1 (continuous) run but stays ~0.01-0.02 below HashNet.
     p_lr_min: float = 1.0
     hashnet_gamma: float = 0.005        # β = (1 + γ t)^0.5
     gumbel_tau: float = 1.0
@@ -105,6 +127,10 @@ class FitConfig:
             raise ValueError(f"unknown loss {self.loss!r}")
         if self.loss == "softmax" and self.head_kind is not None:
             raise ValueError("the softmax loss is for continuous methods (lsh, graphsage, lightgcn, mf)")
+        if self.q_mode not in ("element", "node", "pair"):
+            raise ValueError(f"unknown q_mode {self.q_mode!r} (element, node, pair)")
+        if self.code_scale not in ("auto", "one", "mean"):
+            raise ValueError(f"unknown code_scale {self.code_scale!r} (auto, one, mean)")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r} (constant, cosine)")
         if self.split not in ("auto", "given", "paper"):
@@ -133,6 +159,12 @@ class FitConfig:
     @property
     def group_users_eff(self) -> bool:
         return self.loss_kind == "softmax" if self.group_users is None else bool(self.group_users)
+
+    @property
+    def code_scale_eff(self) -> str:
+        if self.code_scale != "auto":
+            return self.code_scale
+        return "mean" if self.head_kind == "guided" else "one"
 
     @property
     def lam_eff(self) -> float:

@@ -7,7 +7,7 @@ relaxed code of the same shape; codes used at test time are always
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -22,18 +22,29 @@ def sign_ste(z: torch.Tensor) -> torch.Tensor:
     return z + (hard_sign(z) - z).detach()
 
 
-def guided_ste(z: torch.Tensor, p: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """HashGNN's guided mix ``ĥ = Q ⊙ z + (1 - Q) ⊙ sign_ste(z)``, ``Q ~ Bernoulli(p)`` elementwise.
+def bernoulli_mask(shape, p: float, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Float mask of the given shape, each entry 1 with probability p (Q of the guided STE)."""
+    return (torch.rand(shape, generator=generator, device=device) < p).float()
 
-    p = 1 gives the continuous z exactly; p = 0 gives plain STE.
+
+def guided_ste(z: torch.Tensor, p: float, generator: Optional[torch.Generator] = None, *,
+               q: Optional[torch.Tensor] = None, rows: bool = False,
+               scale: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
+    """HashGNN's guided mix ``ĥ = Q ⊙ z + (1 - Q) ⊙ c·sign_ste(z)``, ``Q ~ Bernoulli(p)``.
+
+    Q is drawn per element, per row (``rows=True``: a node's whole code is either continuous or
+    binary, as in the official HashGNN code), or given as ``q`` (broadcast against z, e.g. (n, 1)
+    shared by a user and its positive item). ``scale`` c (a constant, not differentiated) sets the
+    training-time magnitude of the binary codes. p = 1 gives z exactly; p = 0 plain STE (times c).
     """
-    if p >= 1.0:
-        return z
-    h = sign_ste(z)
-    if p <= 0.0:
-        return h
-    q = (torch.rand(z.shape, generator=generator, device=z.device) < p).to(z.dtype)
-    return q * z + (1.0 - q) * h
+    if q is None:
+        if p >= 1.0:
+            return z
+        if p <= 0.0:
+            return scale * sign_ste(z)
+        q = bernoulli_mask((z.shape[0], 1) if rows else z.shape, p, z.device, generator)
+    q = q.to(z.dtype)
+    return q * z + (1.0 - q) * (scale * sign_ste(z))
 
 
 def hashnet_tanh(a: torch.Tensor, beta: float) -> torch.Tensor:

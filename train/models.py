@@ -5,7 +5,7 @@ the hash head maps embeddings to K relaxed bits.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -98,13 +98,15 @@ class HashHead(nn.Module):
         return self.lin(e)
 
     def relax(self, e: torch.Tensor, *, p: float = 0.0, beta: float = 1.0, tau: float = 1.0,
-              generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Training-time code (n, K) of embeddings e (n, d)."""
+              generator: Optional[torch.Generator] = None, q: Optional[torch.Tensor] = None,
+              q_rows: bool = False, code_scale: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
+        """Training-time code (n, K) of embeddings e (n, d); ``q``/``q_rows``: the guided mask,
+        ``code_scale``: magnitude of the binary codes of ``guided``/``ste`` (see guided_ste)."""
         a = self.pre(e)
         if self.kind == "guided":
-            return guided_ste(torch.tanh(a), p, generator)
+            return guided_ste(torch.tanh(a), p, generator, q=q, rows=q_rows, scale=code_scale)
         if self.kind == "ste":
-            return sign_ste(torch.tanh(a))
+            return code_scale * sign_ste(torch.tanh(a))
         if self.kind == "hashnet":
             return hashnet_tanh(a, beta)
         if self.kind == "gumbel":

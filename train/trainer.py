@@ -17,7 +17,7 @@ from .data import Dataset, load_dataset
 from .evaluate import Embeddings, evaluate
 from .fileio import atomic_write_bytes
 from .graph import bipartite_coo, mean_adj, sym_norm_adj
-from .hashing import ProbSchedule, hard_sign
+from .hashing import ProbSchedule, bernoulli_mask, hard_sign
 from .losses import bpr, hashgnn_loss, sampled_softmax
 from .models import HashHead, HashModel, build_encoder
 from .sampling import NegativeSampler
@@ -159,6 +159,29 @@ class Trainer:
             return self.frozen
         return self.model.encoder()
 
+    def relax_batch(self, xu: torch.Tensor, xi: torch.Tensor, xm: torch.Tensor
+                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training-time codes of a batch's users (B, d), positives (B, d) and negatives (B, T, d)."""
+        cfg, head = self.cfg, self.model.head
+        p = self.p_now()
+        kw = dict(p=p, beta=self.beta_now(), tau=cfg.gumbel_tau)
+        qu = qi = qm = None
+        if cfg.head_kind == "guided" and cfg.q_mode == "pair" and 0.0 < p < 1.0:
+            # the official HashGNN code: one draw per (user, positive) pair, one per negative
+            qu = qi = bernoulli_mask((xu.shape[0], 1), p, xu.device)
+            qm = bernoulli_mask((xm.shape[0] * xm.shape[1], 1), p, xm.device)
+        kw["q_rows"] = cfg.q_mode == "node"
+        if cfg.code_scale_eff == "mean" and cfg.head_kind in ("guided", "ste"):
+            # binary codes at the magnitude of the batch's continuous codes, so that their scores
+            # (and the sigmoid's saturation) match those of the continuous pairs
+            with torch.no_grad():
+                z = torch.tanh(head.pre(torch.cat([xu, xi, xm.reshape(-1, xm.shape[-1])])))  # type: ignore[union-attr]
+                kw["code_scale"] = z.abs().mean()
+        ru = head.relax(xu, q=qu, **kw)  # type: ignore[union-attr]
+        ri = head.relax(xi, q=qi, **kw)  # type: ignore[union-attr]
+        rm = head.relax(xm.reshape(-1, xm.shape[-1]), q=qm, **kw)  # type: ignore[union-attr]
+        return ru, ri, rm.reshape(*xm.shape[:2], -1)
+
     def step(self, users: np.ndarray, items: np.ndarray) -> float:
         """One optimisation step on a batch of training pairs (int64 (B,) each); returns the loss."""
         cfg, dev, nu = self.cfg, self.device, self.ds.n_users
@@ -171,10 +194,7 @@ class Trainer:
         m_t = torch.from_numpy(negs).to(dev) + nu
         xu, xi, xm = x[u_t], x[i_t], x[m_t]
         if self._use_head():
-            head = self.model.head
-            kw = dict(p=self.p_now(), beta=self.beta_now(), tau=cfg.gumbel_tau)
-            xu, xi = head.relax(xu, **kw), head.relax(xi, **kw)  # type: ignore[union-attr]
-            xm = head.relax(xm.reshape(-1, xm.shape[-1]), **kw).reshape(*negs.shape, -1)  # type: ignore[union-attr]
+            xu, xi, xm = self.relax_batch(xu, xi, xm)
         s = self._scale()
         pos = s * (xu * xi).sum(-1)
         neg = s * (xu[:, None, :] * xm).sum(-1)
@@ -191,7 +211,7 @@ class Trainer:
         if cfg.p_lr_min < 1.0 and self._use_head() and cfg.head_kind == "guided":
             m = cfg.p_lr_min
             for g in self.optim.param_groups:
-                g["lr"] = cfg.lr * (m + (1.0 - m) * kw["p"])
+                g["lr"] = cfg.lr * (m + (1.0 - m) * self.p_now())
         self.optim.step()
         self.it += 1
         return float(loss.detach())
