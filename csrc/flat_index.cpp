@@ -46,14 +46,6 @@ FlatIndex::FlatIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits)
     }
 }
 
-void FlatIndex::load_code(size_t id, uint64_t* out) const {
-    if (compact()) {
-        out[0] = half_[id];
-    } else {
-        std::copy(codes_.data() + id * nwords_, codes_.data() + (id + 1) * nwords_, out);
-    }
-}
-
 void FlatIndex::scan_all(const Kernels& kern, const uint64_t* query, TopKCollector& col,
                          ExcludeCursor& ex) const {
     if (compact())

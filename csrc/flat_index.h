@@ -40,8 +40,15 @@ public:
     bool compact() const { return !half_.empty() || (n_ == 0 && nbits_ <= 32); }
     const uint32_t* data32() const { return half_.data(); }  // when compact()
     const uint64_t* data64() const { return codes_.data(); }  // when !compact()
-    // Copies code `id` into `out` (nwords uint64 words).
-    void load_code(size_t id, uint64_t* out) const;
+    // Copies code `id` into `out` (nwords uint64 words). Inline: MIH calls it per candidate.
+    void load_code(size_t id, uint64_t* out) const {
+        if (compact()) {
+            out[0] = half_[id];
+        } else {
+            const uint64_t* p = codes_.data() + id * nwords_;
+            for (size_t w = 0; w < nwords_; ++w) out[w] = p[w];
+        }
+    }
     // Offers every item to cols[i] for query queries[i] (i < count <= 8 or so):
     // the queries share each tile of codes while it is in L1.
     void scan_block(const Kernels& kern, const uint64_t* const* queries, size_t count,

@@ -87,7 +87,7 @@ private:
 // share of them that must be offered to the top-k and have their ids looked up).
 constexpr double kProbeNs = 15.0;        // one bucket: its offsets read
 constexpr double kRunNs = 40.0;          // a non-empty bucket: the miss that starts its run
-constexpr double kSequentialNs = 5.0;    // a candidate
+constexpr double kCandidateNs = 5.0;     // a candidate
 constexpr double kScanNsPerWord = 0.35;  // the linear scan, per item and code word
 constexpr double kCompactScanNs = 0.2;   // ... for codes of <= 32 bits
 constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
@@ -115,6 +115,11 @@ inline uint64_t cut_key(uint64_t x, int s, int kb) {
 inline uint64_t paste_key(uint64_t rest, uint64_t key, int s, int kb) {
     uint64_t high = s + kb >= 64 ? 0 : (rest >> s) << (s + kb);
     return (rest & low_mask(s)) | high | (key << s);
+}
+
+// Whether `id` is in the sorted list [begin, end).
+inline bool is_excluded(const int64_t* begin, const int64_t* end, int64_t id) {
+    return begin != end && std::binary_search(begin, end, id);
 }
 
 inline bool code_less(const uint64_t* a, const uint64_t* b, size_t nw) {
@@ -211,7 +216,7 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
     id_of_ = PackedWords(n, PackedWords::width_for(n - 1));
     for (size_t p = 0; p < n; ++p) id_of_.set(p, order[p]);
     // Codes in table-0 order; the other tables sort positions of these.
-    for (size_t p = 0; p < n; ++p) std::copy_n(codes + size_t{order[p]} * nw, nw, all.data() + p * nw);
+    sorted_.copy_codes(all.data());
     for (int j = 1; j < m; ++j) {
         Table& t = tables_[j];
         bucket_sort(t, all.data());
@@ -331,7 +336,7 @@ void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const
             for (size_t c = 0; c < col.size(); ++c) {
                 int64_t id = static_cast<int64_t>(id_of_.get(static_cast<size_t>(col.id_at(c))));
                 if (!top.admits(col.dist_at(c), id)) continue;
-                if (eb != ee && std::binary_search(eb, ee, id)) continue;
+                if (is_excluded(eb, ee, id)) continue;
                 top.push(col.dist_at(c), id);
             }
             top.finish(D + q * k, I + q * k);
@@ -396,7 +401,7 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
         spent_ns += static_cast<double>(buckets) * kProbeNs;
     };
     auto ring_cost = [&](int j) {
-        return static_cast<double>(s.rings[j].items) * kSequentialNs +
+        return static_cast<double>(s.rings[j].items) * kCandidateNs +
                static_cast<double>(s.rings[j].runs.size()) * kRunNs;
     };
     // Seen before iff another table has already searched the key radius holding it.
@@ -412,10 +417,9 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
     auto offer = [&](uint32_t pos, uint32_t d) {
         int64_t id = static_cast<int64_t>(id_of_.get(pos));
         if (!top.admits(d, id)) return;
-        if (ex_begin != ex_end && std::binary_search(ex_begin, ex_end, id)) return;
+        if (is_excluded(ex_begin, ex_end, id)) return;
         top.push(d, id);
     };
-    auto thr_now_full = [&](uint32_t d) { return top.full() ? top.threshold() : d + 1; };
     // Looks up the deferred ties that still tie with the final k-th distance.
     auto finish = [&] {
         int64_t kth = top.kth_distance();
@@ -428,6 +432,55 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
         const char* c = static_cast<const char*>(p);
         for (size_t off = 0; off < std::min(bytes, kPrefetchBytes); off += 64) __builtin_prefetch(c + off);
     };
+    uint64_t code[16];
+    // Items [b0, b1) of a run of table 0, the sorted codes themselves.
+    auto read_table0 = [&](uint32_t b0, uint32_t b1) {
+        size_t cnt = compact ? kern.select_within32(sorted_.data32(), b0, b1, q32, top.threshold(),
+                                                    s.idx.data(), s.dist.data())
+                             : kern.select_within(sorted_.data64(), nw, b0, b1, query, top.threshold(),
+                                                  s.idx.data(), s.dist.data());
+        for (size_t c = 0; c < cnt; ++c) {
+            uint32_t p = s.idx[c];
+            if (s.dist[c] > top.threshold()) continue;
+            if (m > 1) {
+                sorted_.load_code(p, code);
+                if (seen_elsewhere(0, code)) continue;
+            }
+            offer(p, s.dist[c]);
+        }
+    };
+    // Items [b0, b1) of `run` in table j >= 1: codes in bucket order; an item's
+    // position in table 0 is looked up only once it would enter the top-k.
+    auto read_other = [&](int j, const Scratch::Run& run, uint32_t b0, uint32_t b1) {
+        const Table& t = tables_[j];
+        size_t cnt = nw == 1 ? kern.select_within_packed(t.rest.data(), t.rest.width(), b0, b1, s.qrest[j],
+                                                         static_cast<uint32_t>(s.rings[j].radius),
+                                                         top.threshold(), s.idx.data(), s.dist.data())
+                             : kern.select_within(t.full.data(), nw, b0, b1, query, top.threshold(),
+                                                  s.idx.data(), s.dist.data());
+        for (size_t c = 0; c < cnt; ++c) {
+            const uint32_t e = s.idx[c], d = s.dist[c];
+            if (d > top.threshold()) continue;
+            uint32_t rank = 0;  // equal codes are adjacent, in table-0 order
+            if (nw == 1) {
+                const uint64_t rest = t.rest.get(e);
+                code[0] = paste_key(rest, run.key, t.start, t.key_bits);
+                if (seen_elsewhere(j, code)) continue;
+                while (e - rank > run.b0 && t.rest.get(e - rank - 1) == rest) ++rank;
+            } else {
+                const uint64_t* x = t.full.data() + size_t{e} * nw;
+                std::copy_n(x, nw, code);
+                if (seen_elsewhere(j, code)) continue;
+                while (e - rank > run.b0 && std::equal(x - (rank + 1) * nw, x - rank * nw, x)) ++rank;
+            }
+            if (top.full() && d == top.threshold()) {  // a tie with the k-th: its id may not be needed
+                s.deferred.push_back({d, rank});
+                s.deferred_codes.insert(s.deferred_codes.end(), code, code + nw);
+                continue;
+            }
+            offer(locate(code, rank), d);
+        }
+    };
     auto search_ring = [&](int j) {
         const Table& t = tables_[j];
         const Scratch::Ring& ring = s.rings[j];
@@ -435,69 +488,25 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
         const size_t nruns = ring.runs.size();
         // Each run starts with a cache miss; fetching a few runs ahead overlaps them.
         auto prefetch_run = [&](size_t r) {
-            const uint32_t b = ring.runs[r].b0, len = ring.runs[r].b1 - b;
+            const size_t b = ring.runs[r].b0, len = ring.runs[r].b1 - b;
             if (j == 0) {
-                if (compact) prefetch_lines(sorted_.data32() + b, 4 * size_t{len});
-                else prefetch_lines(sorted_.data64() + size_t{b} * nw, 8 * nw * len);
+                if (compact) prefetch_lines(sorted_.data32() + b, 4 * len);
+                else prefetch_lines(sorted_.data64() + b * nw, 8 * nw * len);
             } else if (nw == 1) {
-                t.rest.prefetch(b, len);
+                prefetch_lines(t.rest.data() + b * t.rest.width(), t.rest.width() * len);
             } else {
-                prefetch_lines(t.full.data() + size_t{b} * nw, 8 * nw * len);
+                prefetch_lines(t.full.data() + b * nw, 8 * nw * len);
             }
         };
         for (size_t r = 0; r < std::min(nruns, kPrefetchRuns); ++r) prefetch_run(r);
-        uint64_t code[16];
         for (size_t r = 0; r < nruns; ++r) {
             if (r + kPrefetchRuns < nruns) prefetch_run(r + kPrefetchRuns);
-            for (uint32_t c0 = ring.runs[r].b0; c0 < ring.runs[r].b1; c0 += kSliceItems) {
+            const Scratch::Run& run = ring.runs[r];
             // Long runs go in slices so that the threshold tightens as the top-k fills.
-            const Scratch::Run run{c0, std::min<uint32_t>(ring.runs[r].b1, c0 + kSliceItems), ring.runs[r].key};
-            const uint32_t thr = top.threshold();
-            if (j == 0) {  // runs of the sorted codes themselves
-                size_t cnt = compact ? kern.select_within32(sorted_.data32(), run.b0, run.b1, q32, thr,
-                                                            s.idx.data(), s.dist.data())
-                                     : kern.select_within(sorted_.data64(), nw, run.b0, run.b1, query, thr,
-                                                          s.idx.data(), s.dist.data());
-                for (size_t c = 0; c < cnt; ++c) {
-                    uint32_t p = s.idx[c];
-                    if (s.dist[c] > top.threshold()) continue;
-                    if (m > 1) {
-                        load_sorted(p, code);
-                        if (seen_elsewhere(j, code)) continue;
-                    }
-                    offer(p, s.dist[c]);
-                }
-                continue;
-            }
-            // Other tables: codes in bucket order; an item's position in
-            // table 0 is looked up only once it would enter the top-k.
-            size_t cnt = nw == 1 ? kern.select_within_packed(t.rest.data(), t.rest.width(), run.b0, run.b1,
-                                                             s.qrest[j], static_cast<uint32_t>(ring.radius),
-                                                             thr, s.idx.data(), s.dist.data())
-                                 : kern.select_within(t.full.data(), nw, run.b0, run.b1, query, thr,
-                                                      s.idx.data(), s.dist.data());
-            for (size_t c = 0; c < cnt; ++c) {
-                const uint32_t e = s.idx[c], d = s.dist[c];
-                if (d > top.threshold()) continue;
-                uint32_t rank = 0;  // equal codes are adjacent, in table-0 order
-                if (nw == 1) {
-                    const uint64_t rest = t.rest.get(e);
-                    code[0] = paste_key(rest, run.key, t.start, t.key_bits);
-                    if (seen_elsewhere(j, code)) continue;
-                    while (e - rank > ring.runs[r].b0 && t.rest.get(e - rank - 1) == rest) ++rank;
-                } else {
-                    const uint64_t* x = t.full.data() + size_t{e} * nw;
-                    std::copy_n(x, nw, code);
-                    if (seen_elsewhere(j, code)) continue;
-                    while (e - rank > ring.runs[r].b0 && std::equal(x - (rank + 1) * nw, x - rank * nw, x)) ++rank;
-                }
-                if (d == thr_now_full(d)) {  // a tie with the k-th: its id may not be needed
-                    s.deferred.push_back({d, rank});
-                    s.deferred_codes.insert(s.deferred_codes.end(), code, code + nw);
-                    continue;
-                }
-                offer(locate(code, rank), d);
-            }
+            for (uint32_t b0 = run.b0; b0 < run.b1; b0 += kSliceItems) {
+                const uint32_t b1 = std::min<uint32_t>(run.b1, b0 + kSliceItems);
+                if (j == 0) read_table0(b0, b1);
+                else read_other(j, run, b0, b1);
             }
         }
         s.done[j] = ring.radius;

@@ -15,7 +15,6 @@
 //    sum_j (r_j + 1) - 1 of the query has been seen. Each step widens the
 //    table whose next ring is cheapest, counted exactly from the offsets.
 #pragma once
-#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -43,10 +42,6 @@ public:
         return width_ == 8 ? v : (v & ((uint64_t{1} << (8 * width_)) - 1));
     }
     void set(size_t i, uint64_t v) { std::memcpy(bytes_.data() + i * width_, &v, width_); }
-    void prefetch(size_t i, size_t count) const {
-        for (size_t off = 0; off < std::min<size_t>(count * width_, 128); off += 64)
-            __builtin_prefetch(bytes_.data() + i * width_ + off);
-    }
     const uint8_t* data() const { return bytes_.data(); }
     size_t width() const { return width_; }
     size_t bytes() const { return bytes_.size(); }
@@ -112,16 +107,6 @@ private:
     // Position in table 0 of the `rank`-th item (0-based, in table-0 order)
     // whose code is `code`.
     uint32_t locate(const uint64_t* code, uint32_t rank) const;
-    // Code at position `pos` of table 0 (inline: this runs per candidate).
-    void load_sorted(size_t pos, uint64_t* out) const {
-        if (sorted_.compact()) {
-            out[0] = sorted_.data32()[pos];
-        } else {
-            const size_t nw = sorted_.nwords();
-            const uint64_t* p = sorted_.data64() + pos * nw;
-            for (size_t w = 0; w < nw; ++w) out[w] = p[w];
-        }
-    }
 
     FlatIndex sorted_;   // codes ordered by table 0's key, then by code, then by id
     PackedWords id_of_;  // position in sorted_ -> item id
