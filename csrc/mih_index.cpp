@@ -1,6 +1,7 @@
 #include "mih_index.h"
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -92,6 +93,9 @@ constexpr double kScanNsPerWord = 0.35;  // the linear scan, per item and code w
 constexpr double kCompactScanNs = 0.2;   // ... for codes of <= 32 bits
 constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
 constexpr size_t kFallbackBlock = 8;     // fallback queries sharing one pass over the codes
+// Queries a batch spends timing the tables against the scan (each way).
+constexpr size_t kMinCalibrationQueries = 32;
+constexpr size_t kMaxCalibrationQueries = 512;
 constexpr uint32_t kSliceItems = 256;    // items read per threshold update
 constexpr size_t kPrefetchRuns = 16;     // runs fetched ahead of the one being read
 constexpr size_t kPrefetchBytes = 128;   // ... up to this much of each (the rest streams)
@@ -152,6 +156,7 @@ struct MIHIndex::Scratch {
     };
     std::vector<Deferred> deferred;
     std::vector<uint64_t> deferred_codes;
+    std::vector<double> floor_costs;  // remaining_floor's ring costs
     size_t probes = 0, candidates = 0;
 };
 
@@ -281,23 +286,67 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     if (k <= 0) throw std::invalid_argument("k must be positive, got " + std::to_string(k));
     if (sorted_.size() == 0) throw std::invalid_argument("the index is empty");
     Kernels kern = active_kernels();
+    const size_t probe = std::min(kMaxCalibrationQueries, std::max(kMinCalibrationQueries, nq / 32));
+    if (!scan_fallback_ || nq < 4 * probe) return search_tables(kern, queries, 0, nq, k, exclude, num_threads, D, I);
+    // The cost model decides per query, but its constants are one machine's
+    // and some code distributions (uniform, or clustered ones at 1M items) make
+    // the tables slower than the scan even for queries they answer. So a large
+    // batch times the tables on its first `probe` queries and the scan on the
+    // next `probe`, and answers the rest the faster way; both are exact. The
+    // verdict is reused by the next large batches and re-timed every
+    // kRetimeEvery of them (load and query mix change).
+    const uint32_t call = large_calls_.fetch_add(1);
+    const int verdict = verdict_.load();
+    if (verdict != kUntimed && call % kRetimeEvery != 0) {
+        if (verdict == kTablesFaster) return search_tables(kern, queries, 0, nq, k, exclude, num_threads, D, I);
+        std::vector<size_t> all(nq);
+        for (size_t q = 0; q < nq; ++q) all[q] = q;
+        scan_fallback(kern, queries, all, k, exclude, num_threads, D, I);
+        scanned_ += nq;
+        return;
+    }
+    using clock = std::chrono::steady_clock;
+    auto t0 = clock::now();
+    search_tables(kern, queries, 0, probe, k, exclude, num_threads, D, I);
+    auto t1 = clock::now();
+    std::vector<size_t> which(probe);
+    for (size_t i = 0; i < probe; ++i) which[i] = probe + i;
+    scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
+    auto t2 = clock::now();
+    scanned_ += probe;
+    const bool tables_faster = t1 - t0 <= t2 - t1;
+    verdict_ = tables_faster ? kTablesFaster : kScanFaster;
+    if (tables_faster) {
+        search_tables(kern, queries, 2 * probe, nq, k, exclude, num_threads, D, I);
+        return;
+    }
+    which.clear();
+    for (size_t q = 2 * probe; q < nq; ++q) which.push_back(q);
+    scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
+    scanned_ += which.size();
+}
+
+void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_t q0, size_t q1, int k,
+                             const ExcludeList& exclude, int num_threads, int32_t* D, int64_t* I) const {
+    if (q1 <= q0) return;
     const size_t nw = sorted_.nwords();
     const size_t nworkers = static_cast<size_t>(resolve_threads(num_threads));
     std::vector<size_t> probes(nworkers, 0), cands(nworkers, 0);
-    std::vector<uint8_t> fell(nq, 0);
-    parallel_for(nq, num_threads, [&](size_t q, size_t worker) {
+    std::vector<uint8_t> fell(q1 - q0, 0);
+    parallel_for(q1 - q0, num_threads, [&](size_t i, size_t worker) {
         thread_local Scratch scratch;
+        const size_t q = q0 + i;
         scratch.probes = scratch.candidates = 0;
         bool fell_back = false;
         search_one(kern, queries + q * nw, k, exclude.begin(q), exclude.end(q), D + q * k, I + q * k,
                    scratch, fell_back);
-        fell[q] = fell_back;
+        fell[i] = fell_back;
         probes[worker] += scratch.probes;
         cands[worker] += scratch.candidates;
     });
     std::vector<size_t> which;
-    for (size_t q = 0; q < nq; ++q)
-        if (fell[q]) which.push_back(q);
+    for (size_t i = 0; i < fell.size(); ++i)
+        if (fell[i]) which.push_back(q0 + i);
     if (!which.empty()) scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
     fallbacks_ += which.size();
     for (size_t w = 0; w < nworkers; ++w) {
@@ -403,6 +452,39 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
     auto ring_cost = [&](int j) {
         return static_cast<double>(s.rings[j].items) * kCandidateNs +
                static_cast<double>(s.rings[j].runs.size()) * kRunNs;
+    };
+    // The least cost of the `rings_left` rings that proving the k-th distance
+    // still needs: the cheapest rings not yet searched, or finishing one whole
+    // table if that is cheaper. A loaded ring counts at its exact cost; a later
+    // ring at its probes, and at least the cost of its table's loaded ring
+    // (rings grow binomially: outer rings of uniform codes cost more, while
+    // clustered codes thin out and keep them about level). Charging every future
+    // ring like the cheapest next one let hopeless (uniform) queries spend a
+    // scan's budget before falling back.
+    auto remaining_floor = [&](size_t rings_left) {
+        std::vector<double>& costs = s.floor_costs;
+        costs.clear();
+        double finish_one = std::numeric_limits<double>::max();
+        for (int j = 0; j < m; ++j) {
+            const int kb = tables_[j].key_bits;
+            const bool loaded = s.rings[j].radius == s.done[j] + 1;
+            const double next = loaded ? ring_cost(j) : 0.0;
+            double table_total = 0;
+            for (int r = s.done[j] + 1; r <= kb; ++r) {
+                double c = loaded && r == s.done[j] + 1 ? next : std::max(next, binomial(kb, r) * kProbeNs);
+                costs.push_back(c);
+                table_total += c;
+            }
+            finish_one = std::min(finish_one, table_total);
+        }
+        double pigeonhole = 0;
+        if (rings_left >= costs.size()) {
+            for (double c : costs) pigeonhole += c;
+        } else {
+            std::nth_element(costs.begin(), costs.begin() + rings_left, costs.end());
+            for (size_t i = 0; i < rings_left; ++i) pigeonhole += costs[i];
+        }
+        return std::min(pigeonhole, finish_one);
     };
     // Seen before iff another table has already searched the key radius holding it.
     uint64_t diff[16];  // codes are at most 1024 bits
@@ -526,14 +608,9 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
             return;
         }
         // Proving the current k-th distance takes at least (kth - proven) more
-        // rings, none cheaper than this one: give up on hopeless queries early.
-        const double rings_left = kth >= 0 ? static_cast<double>(kth - proven) : 1.0;
-        // First on the probes alone, before reading any offsets.
-        double probe_floor = std::numeric_limits<double>::max();
-        for (int j = 0; j < m; ++j)
-            if (s.done[j] < tables_[j].key_bits)
-                probe_floor = std::min(probe_floor, binomial(tables_[j].key_bits, s.done[j] + 1) * kProbeNs);
-        if (scan_fallback_ && spent_ns + rings_left * probe_floor > budget_ns) {
+        // rings: give up on hopeless queries early, before reading any offsets.
+        const size_t rings_left = kth >= 0 ? static_cast<size_t>(kth - proven) : 1;
+        if (scan_fallback_ && spent_ns + remaining_floor(rings_left) > budget_ns) {
             fell_back = true;  // the caller scans for this query
             return;
         }
@@ -550,7 +627,7 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
                 best_cost = c;
             }
         }
-        if (scan_fallback_ && spent_ns + rings_left * best_cost > budget_ns) {
+        if (scan_fallback_ && spent_ns + remaining_floor(rings_left) > budget_ns) {
             fell_back = true;  // the caller scans for this query
             return;
         }

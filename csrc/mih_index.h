@@ -78,12 +78,22 @@ public:
     // Queries answered by the linear-scan fallback since construction (a
     // hint for choosing m; not synchronised across concurrent calls).
     size_t fallback_count() const { return fallbacks_.load(); }
+    // Queries of large batches answered by the scan because timing a batch's
+    // first queries showed the scan faster (or to time it).
+    size_t scanned_count() const { return scanned_.load(); }
     // Buckets probed and candidates checked since construction.
     size_t probe_count() const { return probes_.load(); }
     size_t candidate_count() const { return candidates_.load(); }
     // Tests turn the scan fallback off to exercise the table search on inputs
     // too small for it to pay.
     void set_scan_fallback(bool enabled) { scan_fallback_ = enabled; }
+    // Which way large batches go: -1 not timed yet, 0 the scan, 1 the tables.
+    int batch_verdict() const { return verdict_.load(); }
+    // Tests: impose a verdict on the next kRetimeEvery - 1 large batches.
+    void set_batch_verdict(int verdict) {
+        verdict_ = verdict;
+        large_calls_ = 1;
+    }
 
 private:
     struct Table {
@@ -98,6 +108,10 @@ private:
         HugeVector<uint64_t> full;
     };
     struct Scratch;
+    // Queries [q0, q1) through the tables, each falling back to the scan when
+    // the cost model says the scan is cheaper.
+    void search_tables(const Kernels& kern, const uint64_t* queries, size_t q0, size_t q1, int k,
+                       const ExcludeList& exclude, int num_threads, int32_t* D, int64_t* I) const;
     void search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
                     const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s, bool& fell_back) const;
     // The linear-scan fallback for the queries `which`, over the sorted codes,
@@ -114,6 +128,11 @@ private:
     size_t max_bucket_ = 0;
     bool scan_fallback_ = true;
     mutable std::atomic<size_t> fallbacks_{0};
+    mutable std::atomic<size_t> scanned_{0};
+    static constexpr int kUntimed = -1, kScanFaster = 0, kTablesFaster = 1;
+    static constexpr uint32_t kRetimeEvery = 8;
+    mutable std::atomic<int> verdict_{kUntimed};
+    mutable std::atomic<uint32_t> large_calls_{0};
     mutable std::atomic<size_t> probes_{0};
     mutable std::atomic<size_t> candidates_{0};
 };

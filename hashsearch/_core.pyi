@@ -31,6 +31,9 @@ class MIHIndex:
     substring_bits: List[int]
     key_bits: List[int]
     fallback_count: int
+    scanned_count: int
+    batch_verdict: int
+    def _set_batch_verdict(self, verdict: int) -> None: ...
     probe_count: int
     candidate_count: int
     def __init__(self, codes: npt.NDArray[np.uint64], nbits: int, m: int) -> None: ...

@@ -211,10 +211,16 @@ class MIHIndex(_HammingBase):
         return int(self._native.fallback_count)
 
     def stats(self) -> dict:
-        """Counters since construction: queries that fell back to the scan, buckets probed,
-        candidates checked (a guide for choosing ``m``)."""
-        return {"fallbacks": int(self._native.fallback_count), "probes": int(self._native.probe_count),
-                "candidates": int(self._native.candidate_count)}
+        """Counters since construction (a guide for choosing ``m``).
+
+        ``fallbacks``: queries the cost model sent from the tables to the scan;
+        ``scanned``: queries of large batches (>= 128) answered by the scan because
+        timing a batch's first queries showed the scan faster (or to time it; the
+        verdict is reused by later large batches and re-timed every 8th);
+        ``probes``: buckets probed; ``candidates``: codes compared in the tables.
+        """
+        return {"fallbacks": int(self._native.fallback_count), "scanned": int(self._native.scanned_count),
+                "probes": int(self._native.probe_count), "candidates": int(self._native.candidate_count)}
 
     def table_bytes(self) -> int:
         """Bytes held by the hash tables alone."""

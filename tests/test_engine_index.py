@@ -197,10 +197,45 @@ def test_mih_stats_count_work(rng):
     mih.topk(codes[:10], 1)  # each query is an indexed code: found in its first bucket
     st = mih.stats()
     # only the radius-0 bucket of each table is looked up
-    assert st == {"fallbacks": 0, "probes": 10 * mih.m, "candidates": st["candidates"]} and st["candidates"] >= 10
+    assert st == {"fallbacks": 0, "scanned": 0, "probes": 10 * mih.m, "candidates": st["candidates"]}
+    assert st["candidates"] >= 10
     # far from every code, probing would cost more than scanning 5,000 items: the scan answers
     D, I = mih.topk(random_codes(rng, 10, 32), 50)
     assert mih.stats()["fallbacks"] == 10
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered"])
+def test_mih_large_batch_timing_path_is_exact(simd, kind, rng):
+    """Batches of >= 128 queries time the tables against the scan on their first
+    queries and answer the rest the faster way: every part must stay exact."""
+    n, nbits = 30_000, 64
+    make = random_codes if kind == "random" else clustered_codes
+    codes = make(rng, n, nbits)
+    queries = np.concatenate([codes[rng.integers(0, n, 150)], make(rng, 150, nbits)])
+    rng.shuffle(queries)
+    exclude = random_exclude(rng, len(queries), n, 50)
+    flat = hashsearch.Index(codes, nbits)
+    expected = {ex is None: flat.topk(queries, 100, exclude=ex) for ex in (None, exclude)}
+    mih = hashsearch.MIHIndex(codes, nbits, m=3)
+    assert mih._native.batch_verdict == -1
+    D, I = mih.topk(queries, 100, exclude=exclude)  # timed: 32 queries each way, then the faster
+    np.testing.assert_array_equal(D, expected[False][0])
+    np.testing.assert_array_equal(I, expected[False][1])
+    assert mih._native.batch_verdict in (0, 1)
+    st = mih.stats()
+    assert st["scanned"] in (32, 300 - 32) and st["scanned"] + st["fallbacks"] <= 300
+    for verdict in (0, 1):  # each verdict reused by later batches, exactly
+        for threads in (1, 2):
+            for ex in (None, exclude):
+                mih._native._set_batch_verdict(verdict)
+                before = mih.stats()["scanned"]
+                D, I = mih.topk(queries, 100, exclude=ex, num_threads=threads)
+                np.testing.assert_array_equal(D, expected[ex is None][0])
+                np.testing.assert_array_equal(I, expected[ex is None][1])
+                assert (mih.stats()["scanned"] - before == 300) == (verdict == 0)
+    small = hashsearch.MIHIndex(codes, nbits, m=3)
+    small.topk(queries[:127], 10)  # below 4 x 32 queries: no timing, the cost model alone
+    assert small.stats()["scanned"] == 0
 
 
 @pytest.mark.parametrize("m", [1, 64])
