@@ -107,6 +107,10 @@ PYBIND11_MODULE(_core, m) {
           "Best SIMD level this CPU supports.");
     m.def("set_simd_level", [](const std::string& name) { set_simd_level(parse_simd_level(name)); },
           py::arg("level"), "Force a SIMD level (for testing); ValueError if unsupported.");
+    m.def("_set_wide_popcount", [](const std::string& mode) { set_wide_popcount_mode(mode); },
+          py::arg("mode"),
+          "AVX2 scans of 128-bit and 4k-word codes: 'auto' (time both once per width), 'vector' "
+          "(vpshufb) or 'popcnt'; for tests (HASHSEARCH_WIDE_POPCOUNT sets the start value).");
 
     py::class_<FlatIndex>(m, "FlatIndex")
         .def(py::init([](const CodesArray& codes, int nbits) {

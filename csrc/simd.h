@@ -15,4 +15,11 @@ void set_simd_level(SimdLevel level);
 SimdLevel parse_simd_level(const std::string& name);
 const char* simd_level_name(SimdLevel level);
 
+// AVX2 scans of 128-bit and 4k-word codes count bits either with vpshufb or
+// with the popcnt instruction, each width timed once on first use (0, "auto"),
+// unless HASHSEARCH_WIDE_POPCOUNT or set_wide_popcount_mode() forces
+// 1 ("vector") or 2 ("popcnt"). Results are identical either way.
+int wide_popcount_mode();
+void set_wide_popcount_mode(const std::string& name);
+
 }  // namespace hashsearch

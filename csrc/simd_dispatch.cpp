@@ -50,6 +50,27 @@ std::atomic<int>& level_slot() {
 }
 }  // namespace
 
+namespace {
+int parse_wide_popcount(const std::string& name) {
+    if (name == "auto" || name.empty()) return 0;
+    if (name == "vector") return 1;
+    if (name == "popcnt") return 2;
+    throw std::invalid_argument("unknown wide popcount mode '" + name +
+                                "'; expected one of 'auto', 'vector', 'popcnt'");
+}
+std::atomic<int>& wide_popcount_slot() {
+    static std::atomic<int> slot{[] {
+        const char* env = std::getenv("HASHSEARCH_WIDE_POPCOUNT");
+        return parse_wide_popcount(env == nullptr ? "" : env);
+    }()};
+    return slot;
+}
+}  // namespace
+
+int wide_popcount_mode() { return wide_popcount_slot().load(std::memory_order_relaxed); }
+
+void set_wide_popcount_mode(const std::string& name) { wide_popcount_slot().store(parse_wide_popcount(name)); }
+
 SimdLevel current_simd_level() { return static_cast<SimdLevel>(level_slot().load()); }
 
 void set_simd_level(SimdLevel level) {

@@ -113,6 +113,29 @@ def test_memory_is_exactly_packed_size(rng):
     np.testing.assert_array_equal(index.codes(), short)
 
 
+@pytest.mark.parametrize("mode", ["vector", "popcnt", "auto"])
+@pytest.mark.parametrize("nbits", [100, 128, 200, 256, 512, 1024])
+def test_wide_codes_either_popcount(simd, mode, nbits, rng):
+    """AVX2 counts the bits of 128-bit and 4k-word codes with vpshufb or popcnt,
+    whichever a timing on first use picks: both must equal the reference."""
+    from hashsearch import _core
+
+    codes = random_codes(rng, 70_000, nbits)  # past the two-pass size: the streaming scan
+    codes[::7] = codes[3]  # many ties
+    queries = np.concatenate([codes[:3], random_codes(rng, 6, nbits)])
+    Dr, Ir = topk_hamming(queries, codes, 50)
+    _core._set_wide_popcount(mode)
+    try:
+        for threads in (1, 2):
+            D, I = hashsearch.Index(codes, nbits, num_threads=threads).topk(queries, 50)
+            np.testing.assert_array_equal(D, Dr)
+            np.testing.assert_array_equal(I, Ir)
+    finally:
+        _core._set_wide_popcount("auto")
+    with pytest.raises(ValueError, match="wide popcount mode 'fast'"):
+        _core._set_wide_popcount("fast")
+
+
 # ---------------------------------------------------------------- MIH
 
 
