@@ -27,6 +27,8 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     a("--emb-dim", type=int, default=d.emb_dim)
     a("--sage-dims", default=",".join(map(str, d.sage_dims)), help="GraphSAGE layer sizes")
     a("--layers", type=int, default=d.layers, help="LightGCN layers")
+    a("--edge-dropout", type=float, default=d.edge_dropout,
+      help="LightGCN: share of edges dropped afresh at each training step (renormalised; 0: off)")
     a("--epochs", type=int, default=d.epochs)
     a("--batch-size", type=int, default=d.batch_size)
     a("--lr", type=float, default=d.lr)
@@ -36,6 +38,9 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     a("--temperature", type=float, default=d.temperature)
     a("--shared-negatives", type=int, default=d.shared_negatives,
       help="softmax loss: uniform negatives shared by a batch; 0: all items (full softmax)")
+    a("--item-bias", action="store_true",
+      help="softmax loss: learn a per-item logit offset b_i (scores cos/τ + b_i, also used for ranking)")
+    a("--margin", type=float, default=d.margin, help="softmax loss: positives scored (cos - margin)/τ")
     a("--group-users", action=argparse.BooleanOptionalAction, default=None,
       help="batches of whole users, so the softmax scores each user once (default: on for the softmax loss)")
     a("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],

@@ -45,6 +45,43 @@ def sym_norm_adj(adj: sp.coo_matrix, device: torch.device) -> torch.Tensor:
     return _to_torch_csr(sp.coo_matrix((data, (adj.row, adj.col)), shape=adj.shape), device)
 
 
+class EdgeDropout:
+    """Symmetric-normalised adjacencies of a random subgraph: each undirected edge of ``adj`` is kept
+    with probability ``1 - p`` (both directions together) and ``D^-1/2 A D^-1/2`` is recomputed with
+    the kept degrees, as in SGL's edge dropout. The CSR structure is that of the full graph (dropped
+    edges are stored zeros), so a draw costs a few vector operations, no sort.
+    """
+
+    def __init__(self, adj: sp.coo_matrix, p: float, device: torch.device) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"edge dropout must be in [0, 1), got {p}")
+        m = adj.tocsr()
+        m.sort_indices()
+        n = m.shape[0]
+        row = np.repeat(np.arange(n, dtype=np.int64), np.diff(m.indptr))
+        col = m.indices.astype(np.int64)
+        key = np.minimum(row, col) * n + np.maximum(row, col)
+        _, eid = np.unique(key, return_inverse=True)
+        self.p = p
+        self.n = n
+        self.n_edges = int(eid.max()) + 1 if eid.size else 0
+        self.crow = torch.from_numpy(m.indptr.astype(np.int64)).to(device)
+        self.col = torch.from_numpy(col).to(device)
+        self.row = torch.from_numpy(row).to(device)
+        self.eid = torch.from_numpy(eid.astype(np.int64)).to(device)
+
+    def sample(self, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """A torch CSR (N, N) float32 ``D'^-1/2 A' D'^-1/2`` of a fresh random subgraph A'."""
+        dev = self.row.device
+        keep = (torch.rand(self.n_edges, generator=generator, device=dev) >= self.p).float()[self.eid]
+        deg = torch.zeros(self.n, device=dev).index_add_(0, self.row, keep)
+        inv = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
+        vals = inv[self.row] * keep * inv[self.col]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.crow, self.col, vals, size=(self.n, self.n))
+
+
 def mean_adj(adj: sp.coo_matrix, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
     """GraphSAGE mean aggregation ``D^-1 A`` and its transpose, both torch CSR (N, N) float32."""
     deg = np.asarray(adj.sum(axis=1)).ravel()

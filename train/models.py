@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .graph import spmm
+from .graph import EdgeDropout, spmm
 from .hashing import gumbel_bits, guided_ste, hard_sign, hashnet_tanh, sign_ste
 
 
@@ -38,21 +38,30 @@ class MFEncoder(Encoder):
 
 
 class LightGCNEncoder(Encoder):
-    """LightGCN: ``mean(E0, Â E0, …, Â^L E0)`` with Â the symmetric-normalised adjacency."""
+    """LightGCN: ``mean(E0, Â E0, …, Â^L E0)`` with Â the symmetric-normalised adjacency.
 
-    def __init__(self, n_nodes: int, dim: int, adj: torch.Tensor, layers: int = 3) -> None:
+    ``edge_dropout`` (an :class:`EdgeDropout`): in training mode each forward propagates over a fresh
+    random subgraph instead (renormalised); evaluation always uses the full graph.
+    """
+
+    def __init__(self, n_nodes: int, dim: int, adj: torch.Tensor, layers: int = 3,
+                 edge_dropout: Optional[EdgeDropout] = None) -> None:
         super().__init__()
         self.base = nn.Embedding(n_nodes, dim)
         nn.init.normal_(self.base.weight, std=0.1)
         self.adj = adj
         self.layers = layers
         self.out_dim = dim
+        self.edge_dropout = edge_dropout
 
     def forward(self) -> torch.Tensor:
         x = self.base.weight
         acc = x
+        adj = self.adj
+        if self.training and self.edge_dropout is not None and self.edge_dropout.p > 0:
+            adj = self.edge_dropout.sample()
         for _ in range(self.layers):
-            x = spmm(self.adj, x)
+            x = spmm(adj, x)
             acc = acc + x
         return acc / (self.layers + 1)
 
@@ -129,11 +138,14 @@ class HashHead(nn.Module):
 class HashModel(nn.Module):
     """An encoder plus an optional hash head (None for continuous methods)."""
 
-    def __init__(self, encoder: Encoder, head: Optional[HashHead], n_users: int) -> None:
+    def __init__(self, encoder: Encoder, head: Optional[HashHead], n_users: int, n_items: int = 0,
+                 item_bias: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
         self.n_users = n_users
+        # softmax loss: a learned per-item logit offset (scores cos/τ + b_i), None when off
+        self.item_bias = nn.Parameter(torch.zeros(n_items)) if item_bias else None
 
     def split(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(N, d) node rows -> (users (n_users, d), items (n_items, d))."""
@@ -141,12 +153,12 @@ class HashModel(nn.Module):
 
 
 def build_encoder(kind: str, n_nodes: int, emb_dim: int, *, sage_dims: List[int], layers: int,
-                  sym_adj=None, mean=None, mean_t=None) -> Encoder:
+                  sym_adj=None, mean=None, mean_t=None, edge_dropout=None) -> Encoder:
     """Factory for ``--encoder`` (sage, lightgcn, mf)."""
     if kind == "mf":
         return MFEncoder(n_nodes, emb_dim)
     if kind == "lightgcn":
-        return LightGCNEncoder(n_nodes, emb_dim, sym_adj, layers)
+        return LightGCNEncoder(n_nodes, emb_dim, sym_adj, layers, edge_dropout)
     if kind == "sage":
         return SAGEEncoder(n_nodes, emb_dim, sage_dims, mean, mean_t)
     raise ValueError(f"unknown encoder {kind!r} (sage, lightgcn, mf)")

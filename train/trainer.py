@@ -16,7 +16,7 @@ from .config import FitConfig
 from .data import Dataset, load_dataset
 from .evaluate import Embeddings, evaluate
 from .fileio import atomic_write_bytes
-from .graph import bipartite_coo, mean_adj, sym_norm_adj
+from .graph import EdgeDropout, bipartite_coo, mean_adj, sym_norm_adj
 from .hashing import ProbSchedule, bernoulli_mask, hard_sign
 from .losses import bpr, hashgnn_loss, sampled_softmax
 from .models import HashHead, HashModel, build_encoder
@@ -59,10 +59,11 @@ def build_model(cfg: FitConfig, ds: Dataset, device: torch.device) -> HashModel:
     kind = cfg.encoder_kind
     sym = sym_norm_adj(adj, device) if kind == "lightgcn" else None
     mean, mean_t = mean_adj(adj, device) if kind == "sage" else (None, None)
+    drop = EdgeDropout(adj, cfg.edge_dropout, device) if kind == "lightgcn" and cfg.edge_dropout > 0 else None
     encoder = build_encoder(kind, ds.n_users + ds.n_items, cfg.emb_dim, sage_dims=list(cfg.sage_dims),
-                            layers=cfg.layers, sym_adj=sym, mean=mean, mean_t=mean_t)
+                            layers=cfg.layers, sym_adj=sym, mean=mean, mean_t=mean_t, edge_dropout=drop)
     head = HashHead(encoder.out_dim, cfg.bits, cfg.head_kind) if cfg.head_kind else None
-    return HashModel(encoder, head, ds.n_users).to(device)
+    return HashModel(encoder, head, ds.n_users, ds.n_items, item_bias=cfg.item_bias).to(device)
 
 
 class Trainer:
@@ -224,16 +225,24 @@ class Trainer:
         x = self._node_embeddings()
         u_t = torch.from_numpy(users).to(dev)
         i_t = torch.from_numpy(items).to(dev) + nu
+        bias = self.model.item_bias
         if cfg.shared_negatives > 0:
-            shared = self.rng.integers(0, self.ds.n_items, cfg.shared_negatives)
-            xs = x[torch.from_numpy(shared).to(dev) + nu]
+            shared = torch.from_numpy(self.rng.integers(0, self.ds.n_items, cfg.shared_negatives)).to(dev)
+            xs = x[shared + nu]
+            bs = bias[shared] if bias is not None else None
         else:
             xs = x[nu:]
+            bs = bias
         uniq, inv = torch.unique(u_t, return_inverse=True)
         norm = torch.nn.functional.normalize
         xq = norm(x[uniq], dim=-1) / cfg.temperature  # scale the (U, d) side, not the (U, S) scores
         pos = (xq[inv] * norm(x[i_t], dim=-1)).sum(-1)
+        if cfg.margin:
+            pos = pos - cfg.margin / cfg.temperature
         neg = xq @ norm(xs, dim=-1).T
+        if bias is not None:
+            pos = pos + bias[i_t - nu]
+            neg = neg + bs[None, :]
         loss = sampled_softmax(pos, neg, inv)
         if cfg.reg > 0:
             base = self.model.encoder.base.weight
@@ -261,6 +270,12 @@ class Trainer:
             cont = x
             if self.cfg.loss_kind == "softmax":  # trained on cosines: rank by cosine
                 cont = torch.nn.functional.normalize(x, dim=-1)
+                if self.model.item_bias is not None:
+                    # rank by the training logits cos/τ + b_i: users [u/τ, 1], items [i, b_i]
+                    nu_ = self.ds.n_users
+                    cont = torch.cat([cont, torch.ones(cont.shape[0], 1, device=cont.device)], dim=1)
+                    cont[:nu_, :-1] /= self.cfg.temperature
+                    cont[nu_:, -1] = self.model.item_bias.detach()
         self.model.train()
         codes_np = codes.cpu().numpy()
         cont_np = cont.float().cpu().numpy()
