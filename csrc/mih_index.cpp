@@ -93,6 +93,7 @@ constexpr double kScanNsPerWord = 0.35;  // the linear scan, per item and code w
 constexpr double kCompactScanNs = 0.2;   // ... for codes of <= 32 bits
 constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
 constexpr size_t kFallbackBlock = 8;     // fallback queries sharing one pass over the codes
+constexpr size_t kSmallScanItems = 1 << 16;  // up to here the fallback fills a byte buffer (Index's two-pass)
 // Queries a batch spends timing the tables against the scan (each way).
 constexpr size_t kMinCalibrationQueries = 32;
 constexpr size_t kMaxCalibrationQueries = 512;
@@ -358,6 +359,14 @@ void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_
 void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const std::vector<size_t>& which,
                              int k, const ExcludeList& exclude, int num_threads, int32_t* D,
                              int64_t* I) const {
+    if (sorted_.size() <= kSmallScanItems && sorted_.nbits() < 255) {
+        parallel_for(which.size(), num_threads, [&](size_t i, size_t) {
+            const size_t q = which[i];
+            scan_small(kern, queries + q * sorted_.nwords(), k, exclude.begin(q), exclude.end(q), D + q * k,
+                       I + q * k);
+        });
+        return;
+    }
     // The SIMD scan over table 0 offers items in position order, not id order,
     // so each collector keeps every tie with its k-th distance; excluded ids can
     // take at most |exclude| of its places. Ids are then looked up and ties
@@ -391,6 +400,56 @@ void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const
             top.finish(D + q * k, I + q * k);
         }
     });
+}
+
+void MIHIndex::scan_small(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                          const int64_t* ex_end, int32_t* D, int64_t* I) const {
+    // All distances into a byte buffer, as Index does for short lists; the
+    // select breaks ties by position, not id, so it only yields the distance t
+    // of the (k + |exclude|)-th best, and every item within t is then offered
+    // by id (the answer's k-th distance is at most t).
+    thread_local std::vector<uint8_t> dist;
+    thread_local std::vector<uint32_t> hist;
+    thread_local std::vector<int32_t> best_d;
+    thread_local std::vector<int64_t> best_pos;
+    const size_t n = sorted_.size();
+    const int nbits = sorted_.nbits();
+    const int kk = static_cast<int>(std::min<size_t>(n, static_cast<size_t>(k) + (ex_end - ex_begin)));
+    dist.resize(n);
+    hist.resize(4 * (static_cast<size_t>(nbits) + 2) + static_cast<size_t>(kk));
+    best_d.resize(static_cast<size_t>(kk));
+    best_pos.resize(static_cast<size_t>(kk));
+    if (sorted_.compact()) {
+        kern.fill32(sorted_.data32(), 0, n, static_cast<uint32_t>(query[0]), dist.data());
+        kern.select_bytes(dist.data(), n, nbits, kk, nullptr, nullptr, hist.data(), best_d.data(),
+                          best_pos.data());
+    } else {
+        kern.two_pass_bytes(sorted_.data64(), sorted_.nwords(), n, nbits, query, kk, nullptr, nullptr,
+                            dist.data(), hist.data(), best_d.data(), best_pos.data());
+    }
+    const uint8_t t = static_cast<uint8_t>(best_d[static_cast<size_t>(kk) - 1]);
+    const uint8_t* dp = dist.data();  // (each thread_local access costs a call)
+    UnorderedTopK top;
+    top.reset(static_cast<size_t>(k));
+    auto offer = [&](size_t p) {
+        const int64_t id = static_cast<int64_t>(id_of_.get(p));
+        if (!top.admits(dp[p], id) || is_excluded(ex_begin, ex_end, id)) return;
+        top.push(dp[p], id);
+    };
+    size_t p = 0;
+    if (t < 127) {  // eight bytes at a time: does any byte fall below t + 1 (exact for t + 1 <= 128)?
+        const uint64_t ones = 0x0101010101010101ull, highs = ones * 0x80, below = ones * (t + 1u);
+        for (; p + 8 <= n; p += 8) {
+            uint64_t x;
+            std::memcpy(&x, dp + p, 8);
+            if (((x - below) & ~x & highs) == 0) continue;
+            for (size_t j = p; j < p + 8; ++j)
+                if (dp[j] <= t) offer(j);
+        }
+    }
+    for (; p < n; ++p)
+        if (dp[p] <= t) offer(p);
+    top.finish(D, I);
 }
 
 void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,

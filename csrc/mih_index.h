@@ -118,6 +118,9 @@ private:
     // ties still broken by id.
     void scan_fallback(const Kernels& kern, const uint64_t* queries, const std::vector<size_t>& which,
                        int k, const ExcludeList& exclude, int num_threads, int32_t* D, int64_t* I) const;
+    // One query by the two-pass byte select, for small indexes (see scan_fallback).
+    void scan_small(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                    const int64_t* ex_end, int32_t* D, int64_t* I) const;
     // Position in table 0 of the `rank`-th item (0-based, in table-0 order)
     // whose code is `code`.
     uint32_t locate(const uint64_t* code, uint32_t rank) const;

@@ -261,6 +261,26 @@ def test_mih_large_batch_timing_path_is_exact(simd, kind, rng):
     assert small.stats()["scanned"] == 0
 
 
+@pytest.mark.parametrize("nbits", [32, 64, 128])
+def test_mih_scan_paths_break_ties_by_id(simd, nbits, rng):
+    """The scan answers in table-0 (sorted) order: above 65,536 items with collectors
+    that keep ties, below with the byte-buffer select; both must give ties to smaller ids."""
+    for n in (70_000, 5_000):
+        distinct = clustered_codes(rng, 500, nbits)
+        codes = distinct[rng.integers(0, 500, size=n)]
+        queries = np.concatenate([distinct[:64], clustered_codes(rng, 64, nbits)])
+        exclude = random_exclude(rng, len(queries), n, 100)
+        flat = hashsearch.Index(codes, nbits)
+        mih = hashsearch.MIHIndex(codes, nbits, m=2)
+        for ex in (None, exclude):
+            mih._native._set_batch_verdict(0)  # every query of the batch by the scan
+            D, I = mih.topk(queries, 150, exclude=ex, num_threads=2)
+            Df, If = flat.topk(queries, 150, exclude=ex)
+            np.testing.assert_array_equal(D, Df)
+            np.testing.assert_array_equal(I, If)
+        assert mih.stats()["scanned"] == 2 * len(queries)
+
+
 @pytest.mark.parametrize("m", [1, 64])
 def test_mih_extreme_m_is_still_exact(rng, m):
     """One table (a radius search on its key alone) and one table per bit."""
