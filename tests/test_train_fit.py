@@ -213,3 +213,28 @@ def test_default_guided_schedule_ends_near_official_p(tmp_path: Path, tiny) -> N
     total = tr.cfg.epochs * tr.batches_per_epoch
     assert tr.p_schedule(0) == 1.0
     assert 0.75 < tr.p_schedule(total - 1) < 0.85
+
+
+def test_quant_weight_adds_the_quantisation_loss(tmp_path: Path, tiny) -> None:
+    """--quant-weight w adds w · mean((1 - |z|)^2) over the batch's users and positives,
+    z = tanh(W x + b) of the encoder's outputs; 0 (the default) leaves the loss alone."""
+    import torch
+
+    users, items = tiny.train.users[:64], tiny.train.items[:64]
+
+    def first_loss(w: float):
+        tr = Trainer(_cfg(tmp_path, "hashgnn", quant_weight=w, out=str(tmp_path / f"q{w}")), tiny)
+        with torch.no_grad():
+            x = tr.model.encoder()
+            nodes = torch.cat([torch.from_numpy(users), torch.from_numpy(items) + tiny.n_users])
+            z = torch.tanh(tr.model.head.pre(x[nodes]))
+            expected = w * float((1.0 - z.abs()).pow(2).mean())
+        torch.manual_seed(0)
+        return tr.step(users, items), expected
+
+    base, _ = first_loss(0.0)
+    with_quant, expected = first_loss(0.5)
+    assert expected > 0
+    assert with_quant - base == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="quant_weight"):
+        FitConfig(quant_weight=-1.0).validate()

@@ -115,6 +115,10 @@ class FitConfig:
     #   HashNet with --hashnet-gamma 0 (β = 1) reproduces the p = 1 run exactly (0.280 / 0.232): the
     #   remaining gap is HashNet's β continuation, not the guided STE.
     p_lr_min: float = 1.0
+    # guided STE / STE: + quant_weight · mean over the batch's users and positives of (1 - |z|)^2,
+    # a quantisation loss (as in DSH/DPSH) pulling tanh outputs towards ±1 so that sign(z) loses
+    # less at retrieval; 0: off, the paper's loss.
+    quant_weight: float = 0.0
     hashnet_gamma: float = 0.005        # β = (1 + γ t)^0.5
     gumbel_tau: float = 1.0
     sp_pretrain_frac: float = 0.5       # hashgnn_sp: share of epochs for the continuous stage
@@ -146,6 +150,8 @@ class FitConfig:
             raise ValueError("the softmax loss is for continuous methods (lsh, graphsage, lightgcn, mf)")
         if self.q_mode not in ("element", "node", "pair"):
             raise ValueError(f"unknown q_mode {self.q_mode!r} (element, node, pair)")
+        if not self.quant_weight >= 0.0:
+            raise ValueError(f"quant_weight must be >= 0, got {self.quant_weight}")
         if self.code_scale not in ("auto", "one", "mean"):
             raise ValueError(f"unknown code_scale {self.code_scale!r} (auto, one, mean)")
         if self.lr_schedule not in ("constant", "cosine"):

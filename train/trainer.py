@@ -194,7 +194,11 @@ class Trainer:
         i_t = torch.from_numpy(items).to(dev) + nu
         m_t = torch.from_numpy(negs).to(dev) + nu
         xu, xi, xm = x[u_t], x[i_t], x[m_t]
+        quant = None
         if self._use_head():
+            if cfg.quant_weight > 0 and cfg.head_kind in ("guided", "ste"):
+                z = torch.tanh(self.model.head.pre(torch.cat([xu, xi])))  # type: ignore[union-attr]
+                quant = cfg.quant_weight * (1.0 - z.abs()).pow(2).mean()
             xu, xi, xm = self.relax_batch(xu, xi, xm)
         s = self._scale()
         pos = s * (xu * xi).sum(-1)
@@ -203,6 +207,8 @@ class Trainer:
             loss = bpr(pos, neg[:, :1]) if cfg.negatives == 1 else bpr(pos, neg)
         else:
             loss = hashgnn_loss(pos, neg, cfg.lam_eff, cfg.alpha)
+        if quant is not None:
+            loss = loss + quant
         if cfg.reg > 0 and not (cfg.method == "hashgnn_sp" and self._stage() == "main"):
             base = self.model.encoder.base.weight
             sq = base[u_t].pow(2).sum() + base[i_t].pow(2).sum() + base[m_t[:, 0]].pow(2).sum()
