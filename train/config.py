@@ -117,7 +117,9 @@ class FitConfig:
     p_lr_min: float = 1.0
     # guided STE / STE: + quant_weight · mean over the batch's users and positives of (1 - |z|)^2,
     # a quantisation loss (as in DSH/DPSH) pulling tanh outputs towards ±1 so that sign(z) loses
-    # less at retrieval; 0: off, the paper's loss.
+    # less at retrieval; 0: off, the paper's loss. ml-1m, 32 bits, the README's 20-epoch command, seed 0:
+    # w 0.1 gave valid HieS recall@50 0.203 / 0.169 at epochs 6 / 8 against 0.220 / 0.231 without
+    # (stopped there): pulling |z| up saturates the sigmoid scores, as ±1 training codes did.
     quant_weight: float = 0.0
     hashnet_gamma: float = 0.005        # β = (1 + γ t)^0.5
     gumbel_tau: float = 1.0
