@@ -72,3 +72,22 @@ def test_learned_like_codes_match_their_embeddings():
     again = learned_like(10, 50, 40, dim=8, seed=1)
     np.testing.assert_array_equal(d["item_codes"], again["item_codes"])
     assert hashsearch.unpack(d["item_codes"], 40).shape == (50, 40)
+
+
+def test_training_flags_reach_every_method():
+    """--batch-size/--lr/--eval-every/--patience set every method's FitConfig; omitted, fit's defaults stay."""
+    import argparse
+
+    from train.config import FitConfig
+    from train.reproduce import _base_config, add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    ns = parser.parse_args(["reproduce", "table2", "--out", "x", "--batch-size", "16384", "--lr", "0.002",
+                            "--eval-every", "2", "--patience", "4"])
+    cfg = _base_config(ns, TINY)
+    assert (cfg.batch_size, cfg.lr, cfg.eval_every, cfg.patience) == (16384, 0.002, 2, 4)
+    default = _base_config(parser.parse_args(["reproduce", "table2", "--out", "x"]), TINY)
+    d = FitConfig()
+    assert (default.batch_size, default.lr, default.eval_every, default.patience) == (
+        d.batch_size, d.lr, d.eval_every, d.patience)

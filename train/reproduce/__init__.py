@@ -32,6 +32,12 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=30, help="training budget per method")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-time cap per method")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="training batch size for every method (default: fit's); large batches make "
+                        "full-graph CPU training affordable (the README's runs use 16384)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate for every method (default: fit's)")
+    p.add_argument("--eval-every", type=int, default=None, help="epochs between validations (default: fit's)")
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience (default: fit's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median)")
     p.add_argument("--alibaba-users", type=int, default=1000,
@@ -43,8 +49,10 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
 def _base_config(ns: argparse.Namespace, spec: str):
     from ..config import FitConfig
 
+    optional = {name: getattr(ns, name, None) for name in ("batch_size", "lr", "eval_every", "patience")}
     return FitConfig(data=spec, bits=ns.bits, seed=ns.seed, epochs=ns.epochs, max_minutes=ns.max_minutes,
-                     threads=ns.threads, progress=not ns.no_progress)
+                     threads=ns.threads, progress=not ns.no_progress,
+                     **{k: v for k, v in optional.items() if v is not None})
 
 
 def run(ns: argparse.Namespace) -> int:
