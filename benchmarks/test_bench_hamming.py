@@ -232,3 +232,36 @@ def test_mih_faiss_multihash(benchmark, w, nbits, dist):
         faiss_exact_rows=round(float((Df == D).all(axis=1).mean()), 4),
         faiss_dist_recall=round(dist_recall(Df, D), 4),
     ))
+
+
+# ---------------------------------------------------------------- range search
+
+@pytest.mark.parametrize(
+    "w,nbits,dist",
+    [pytest.param(ML1M, 64, "learned", id="ml1m-64b-learned"),
+     pytest.param(M1_QUICK, 64, "learned", id="1m_q500-64b-learned"),
+     pytest.param(M1_QUICK, 256, "learned", marks=full_only(), id="1m_q500-256b-learned")],
+)
+def test_range_hashsearch(benchmark, w, nbits, dist):
+    """hashsearch.Index.range_search; peer: faiss IndexBinaryFlat.range_search, same run, same
+    radius: the median over queries of the 100th-nearest distance (about 100 hits a query)."""
+    items, queries = _arrays(w, nbits, dist)
+    index = hashsearch.Index(items, nbits, num_threads=THREADS)
+    radius = int(np.median(index.topk(queries, K)[0][:, -1]))
+    benchmark.group = f"range {w.name} {nbits}b {dist}"
+    (lims, D, I), ours_s = run_bench(benchmark, lambda: index.range_search(queries, radius), est_s=0.5)
+
+    fidx = _faiss_flat(items, nbits)
+    qf = faiss_codes(queries, nbits)
+    # faiss' radius is exclusive (d < radius) for binary indexes
+    peer_s, runs, (flims, fD, fI) = peer_time(lambda: fidx.range_search(qf, radius + 1), budget_s=20.0)
+    np.testing.assert_array_equal(lims, flims)
+    for q in range(len(queries)):  # faiss does not sort a query's hits
+        a, b = lims[q], lims[q + 1]
+        order = np.lexsort((fI[a:b], fD[a:b]))
+        np.testing.assert_array_equal(I[a:b], fI[a:b][order])
+    benchmark.extra_info.update(_info(
+        w, nbits, dist, engine="hashsearch.Index.range_search", peer="faiss.IndexBinaryFlat.range_search",
+        ours_ms=round(ours_s * 1e3, 3), peer_ms=round(peer_s * 1e3, 3), peer_runs=runs,
+        ratio=ratio(peer_s, ours_s), radius=radius, hits_per_query=round(float(lims[-1]) / len(queries), 1),
+    ))

@@ -125,6 +125,26 @@ PYBIND11_MODULE(_core, m) {
              },
              py::arg("queries"), py::arg("k"), py::arg("indptr") = py::none(),
              py::arg("indices") = py::none(), py::arg("num_threads") = 0)
+        .def("range_search",
+             [](const FlatIndex& self, const CodesArray& q, int radius, const py::object& indptr,
+                const py::object& indices, int num_threads) {
+                 check_queries(q, self.nwords());
+                 const size_t nq = static_cast<size_t>(q.shape(0));
+                 IdArray keep_ptr, keep_idx;
+                 ExcludeList ex = make_exclude(indptr, indices, nq, self.size(), keep_ptr, keep_idx);
+                 std::vector<int64_t> lims;
+                 std::vector<int32_t> D;
+                 std::vector<int64_t> I;
+                 {
+                     py::gil_scoped_release release;
+                     self.range_search(q.data(), nq, radius, ex, num_threads, lims, D, I);
+                 }
+                 return py::make_tuple(py::array_t<int64_t>(lims.size(), lims.data()),
+                                       py::array_t<int32_t>(D.size(), D.data()),
+                                       py::array_t<int64_t>(I.size(), I.data()));
+             },
+             py::arg("queries"), py::arg("radius"), py::arg("indptr") = py::none(),
+             py::arg("indices") = py::none(), py::arg("num_threads") = 0)
         .def("codes", [](const FlatIndex& self) { return export_codes(self); })
         .def_property_readonly("ntotal", &FlatIndex::size)
         .def_property_readonly("nbits", &FlatIndex::nbits)

@@ -33,6 +33,13 @@ public:
     void topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude, int num_threads,
               int32_t* D, int64_t* I) const;
 
+    // Every item within Hamming distance `radius` of each query (faiss-style
+    // range search): lims (nq + 1) delimits each query's results in D/I, which
+    // are sorted by (distance, id). Excluded ids are left out.
+    void range_search(const uint64_t* queries, size_t nq, int radius, const ExcludeList& exclude,
+                      int num_threads, std::vector<int64_t>& lims, std::vector<int32_t>& D,
+                      std::vector<int64_t>& I) const;
+
     size_t size() const { return n_; }
     size_t nwords() const { return nwords_; }
     int nbits() const { return nbits_; }

@@ -223,6 +223,11 @@ void fill64(const uint64_t* codes, size_t n, uint64_t query, uint8_t* dist) {
     for (; i < n; ++i) dist[i] = static_cast<uint8_t>(popcount64(codes[i] ^ query));
 }
 
+void fill_bytes(const uint64_t* codes, size_t nwords, size_t n, const uint64_t* query, uint8_t* dist) {
+    if (nwords == 1) return fill64(codes, n, query[0], dist);
+    fill_distances_bytes(codes, nwords, n, query, dist);
+}
+
 void two_pass_bytes(const uint64_t* codes, size_t nwords, size_t n, int nbits, const uint64_t* query,
                     int k, const int64_t* ex_begin, const int64_t* ex_end, uint8_t* dist,
                     uint32_t* hist, int32_t* D, int64_t* I) {
@@ -299,7 +304,8 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
 
 Kernels avx2_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &two_pass_bytes,
                    &scan32, &fill32, &gather32_generic, &select_bytes,
-                   &inner_products, &select_within, &select_within32, &select_within_packed}; }
+                   &inner_products, &select_within, &select_within32, &select_within_packed,
+                   &fill_bytes}; }
 
 }  // namespace hashsearch
 #pragma GCC pop_options

@@ -96,7 +96,8 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
 
 Kernels avx512_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &topk_two_pass_bytes,
                    &scan32_generic, &fill32_generic, &gather32_generic, &select_bytes,
-                   &inner_products, &select_within, &select_within32, &select_within_packed}; }
+                   &inner_products, &select_within, &select_within32, &select_within_packed,
+                   &fill_distances_bytes}; }
 
 }  // namespace hashsearch
 #pragma GCC pop_options

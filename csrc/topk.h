@@ -22,6 +22,15 @@ public:
         reset();
     }
 
+    // A collector for range search: keeps every item offered with distance
+    // <= radius (the buffer grows), so the scan kernels' SIMD filter serves it.
+    static TopKCollector within(int radius, int nbits) {
+        TopKCollector col(64, nbits);
+        col.radius_ = radius;
+        col.reset();
+        return col;
+    }
+
     // The items held (unordered): all with distance < bound() that were offered
     // once keep_ties is set.
     size_t size() const { return size_; }
@@ -30,7 +39,7 @@ public:
 
     void reset() {
         size_ = 0;
-        bound_ = static_cast<uint32_t>(nbits_) + 1;
+        bound_ = static_cast<uint32_t>(radius_ >= 0 ? std::min(radius_, nbits_) : nbits_) + 1;
     }
 
     // Accept iff d < bound(); callers filter on bound() first.
@@ -64,6 +73,12 @@ private:
     // Keeps exactly k items: all with d < t and the earliest with d == t,
     // where t is the k-th smallest distance; then only d < t can enter.
     void compact() {
+        if (radius_ >= 0) {  // range search: keep everything
+            cap_ *= 2;
+            dist_.resize(cap_);
+            ids_.resize(cap_);
+            return;
+        }
         std::fill(hist_.begin(), hist_.end(), 0);
         for (size_t i = 0; i < size_; ++i) ++hist_[dist_[i]];
         size_t below = 0;
@@ -111,6 +126,7 @@ private:
     std::vector<int64_t> ids_;
     std::vector<size_t> hist_;
     bool keep_ties_ = false;
+    int radius_ = -1;  // >= 0: a range-search collector (see within())
 };
 
 // Sorted ids one query must not return; queried with non-decreasing ids.
@@ -170,6 +186,10 @@ using SelectWithinPackedFn = size_t (*)(const uint8_t* bytes, size_t width, size
                                         uint64_t query, uint32_t base, uint32_t thr, uint32_t* idx,
                                         uint32_t* dist);
 
+// Hamming distances of items [0, n) (nwords words each) to the query, as bytes (nbits < 255).
+using FillBytesFn = void (*)(const uint64_t* codes, size_t nwords, size_t n, const uint64_t* query,
+                             uint8_t* dist);
+
 using InnerProductsFn = void (*)(const float* emb, size_t dim, const int64_t* ids, size_t count,
                                  const float* query, double* out);
 
@@ -186,6 +206,7 @@ struct Kernels {
     SelectWithinFn select_within;
     SelectWithin32Fn select_within32;
     SelectWithinPackedFn select_within_packed;
+    FillBytesFn fill_bytes;
 };
 
 // One table per SIMD level; each lives in its own translation unit.

@@ -22,6 +22,14 @@ class FlatIndex:
         indices: Optional[npt.NDArray[np.int64]] = None,
         num_threads: int = 0,
     ) -> Tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
+    def range_search(
+        self,
+        queries: npt.NDArray[np.uint64],
+        radius: int,
+        indptr: Optional[npt.NDArray[np.int64]] = None,
+        indices: Optional[npt.NDArray[np.int64]] = None,
+        num_threads: int = 0,
+    ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
     def codes(self) -> npt.NDArray[np.uint64]: ...
     def memory_bytes(self) -> int: ...
 

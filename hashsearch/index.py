@@ -116,6 +116,30 @@ class Index(_HammingBase):
         self.num_threads = check_threads(num_threads)
         self._native = _core.FlatIndex(packed, nbits)
 
+    def range_search(
+        self, q, radius: int, *, exclude: ExcludeArg = None, num_threads: Optional[int] = None
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every indexed code within Hamming distance ``radius`` of each query (faiss'
+        ``range_search``; e.g. the hashing literature's "hash lookup within radius 2").
+
+        Args:
+            q: one code or a batch, as for :meth:`topk`.
+            radius: largest distance returned, >= 0 (distances <= radius qualify).
+            exclude: ids each query must not return, as for :meth:`topk`.
+            num_threads: overrides the index's setting for this call (0 = all cores).
+
+        Returns:
+            ``(lims, D, I)``: lims int64 (nq+1,); query i's results are
+            ``D[lims[i]:lims[i+1]]`` (int32 distances) and ``I[lims[i]:lims[i+1]]``
+            (int64 ids), sorted by distance, ties by the smaller id.
+        """
+        queries = packed_queries(q, self.nbits)
+        radius = check_int(radius, "radius", 0)
+        if self.ntotal == 0:
+            raise ValueError("the index is empty: it holds 0 codes")
+        indptr, indices = exclude_csr(exclude, queries.shape[0], self.ntotal)
+        return self._native.range_search(queries, radius, indptr, indices, self._threads(num_threads))
+
     @classmethod
     def _from_file(cls, data: IndexFile, num_threads: int) -> "Index":
         return cls(data.codes, data.nbits, num_threads=num_threads)

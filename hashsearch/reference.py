@@ -109,3 +109,20 @@ def topk_hierarchical(
         S[i, : len(order)] = scores[order].astype(np.float32)
         I[i, : len(order)] = c[order]
     return S, I
+
+
+def range_search_hamming(queries: np.ndarray, codes: np.ndarray, radius: int,
+                         exclude=None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every code within ``radius`` of each query: ``(lims int64 (nq+1,), D int32, I int64)``,
+    each query's results sorted by (distance, id); ``exclude`` as for :func:`topk_hamming`."""
+    dist = hamming_distances(queries, codes)
+    dist[_exclusion_mask(queries.shape[0], codes.shape[0], exclude)] = np.iinfo(np.int32).max
+    lims, ds, ids = [0], [], []
+    for row in dist:
+        hit = np.flatnonzero(row <= radius)
+        order = np.lexsort((hit, row[hit]))
+        ids.append(hit[order].astype(np.int64))
+        ds.append(row[hit][order].astype(np.int32))
+        lims.append(lims[-1] + len(hit))
+    return (np.asarray(lims, dtype=np.int64), np.concatenate(ds) if ds else np.zeros(0, np.int32),
+            np.concatenate(ids) if ids else np.zeros(0, np.int64))

@@ -5,7 +5,7 @@ import pytest
 
 import hashsearch
 from hashsearch.index import mih_table_bytes
-from hashsearch.reference import topk_hamming, topk_hierarchical
+from hashsearch.reference import range_search_hamming, topk_hamming, topk_hierarchical
 
 
 def random_codes(rng, n, nbits):
@@ -134,6 +134,35 @@ def test_wide_codes_either_popcount(simd, mode, nbits, rng):
         _core._set_wide_popcount("auto")
     with pytest.raises(ValueError, match="wide popcount mode 'fast'"):
         _core._set_wide_popcount("fast")
+
+
+@pytest.mark.parametrize("nbits", [20, 32, 64, 128, 200])
+def test_range_search_matches_reference(simd, nbits, rng):
+    """lims/D/I equal the numpy twin's (sorted by distance, then id) at every radius,
+    with and without exclude, at 1 and 2 threads; chunks span several 4,096-item blocks."""
+    codes = clustered_codes(rng, 9000, nbits, clusters=4, flip=0.1)
+    queries = np.concatenate([codes[:5], clustered_codes(rng, 7, nbits, clusters=4, flip=0.1)])
+    exclude = random_exclude(rng, len(queries), len(codes), 300)
+    index = hashsearch.Index(codes, nbits)
+    for radius in (0, 2, nbits // 8, nbits // 4, nbits):
+        for ex in (None, exclude):
+            ref = range_search_hamming(queries, codes, radius, ex)
+            for threads in (1, 2):
+                lims, D, I = index.range_search(queries, radius, exclude=ex, num_threads=threads)
+                assert lims.dtype == np.int64 and D.dtype == np.int32 and I.dtype == np.int64
+                for got, want in zip((lims, D, I), ref):
+                    np.testing.assert_array_equal(got, want)
+    assert index.range_search(queries, nbits)[0][-1] == len(queries) * len(codes)
+
+
+def test_range_search_rejects_bad_input(rng):
+    index = hashsearch.Index(random_codes(rng, 100, 64), 64)
+    with pytest.raises(ValueError, match="radius must be >= 0, got -1"):
+        index.range_search(random_codes(rng, 2, 64), -1)
+    with pytest.raises(TypeError, match="radius must be an int, got float"):
+        index.range_search(random_codes(rng, 2, 64), 2.5)
+    with pytest.raises(ValueError, match="words per code|nbits"):
+        index.range_search(random_codes(rng, 2, 128), 3)
 
 
 # ---------------------------------------------------------------- MIH
