@@ -100,6 +100,30 @@ void FlatIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeLis
         topk_by_query(kern, queries, nq, k, exclude, threads, D, I);
 }
 
+namespace {
+// Range-search hits to CSR: query q's size(q) hits, given in id order by
+// dist(q, c) / id(q, c), sorted by (distance, id) with a stable counting sort.
+template <class Size, class Dist, class Id>
+void write_csr(size_t nq, uint32_t radius, int num_threads, Size size, Dist dist, Id id,
+               std::vector<int64_t>& lims, std::vector<int32_t>& D, std::vector<int64_t>& I) {
+    lims.assign(nq + 1, 0);
+    for (size_t q = 0; q < nq; ++q) lims[q + 1] = lims[q] + static_cast<int64_t>(size(q));
+    D.resize(static_cast<size_t>(lims[nq]));
+    I.resize(static_cast<size_t>(lims[nq]));
+    parallel_for(nq, num_threads, [&](size_t q, size_t) {
+        std::vector<size_t> start(radius + 2, 0);
+        for (size_t c = 0; c < size(q); ++c) ++start[dist(q, c) + 1];
+        for (size_t d = 1; d < start.size(); ++d) start[d] += start[d - 1];
+        const size_t base = static_cast<size_t>(lims[q]);
+        for (size_t c = 0; c < size(q); ++c) {
+            const size_t pos = base + start[dist(q, c)]++;
+            D[pos] = static_cast<int32_t>(dist(q, c));
+            I[pos] = static_cast<int64_t>(id(q, c));
+        }
+    });
+}
+}  // namespace
+
 void FlatIndex::range_search(const uint64_t* queries, size_t nq, int radius, const ExcludeList& exclude,
                              int num_threads, std::vector<int64_t>& lims, std::vector<int32_t>& D,
                              std::vector<int64_t>& I) const {
@@ -116,7 +140,7 @@ void FlatIndex::range_search(const uint64_t* queries, size_t nq, int radius, con
         parallel_for(nq, num_threads, [&](size_t q, size_t) {
             thread_local std::vector<uint8_t> buf;
             thread_local std::vector<uint32_t> scratch;
-            buf.resize(n_ + 8);
+            buf.resize(n_);
             scratch.resize(n_);
             uint8_t* dist = buf.data();
             uint32_t* found = scratch.data();  // hit ids, in id order
@@ -126,48 +150,22 @@ void FlatIndex::range_search(const uint64_t* queries, size_t nq, int radius, con
                 kern.fill_bytes(codes_.data(), nwords_, n_, queries + q * nwords_, dist);
             ExcludeCursor ex = exclude.cursor(q);
             size_t count = 0;
-            auto take = [&](size_t i) {
-                if (dist[i] <= r && !ex.excluded(static_cast<int64_t>(i))) found[count++] = static_cast<uint32_t>(i);
-            };
-            size_t i = 0;
-            if (r < 127) {
-                // Eight bytes at a time: (b | 0x80) - (r + 1) keeps its high bit iff b > r, for every
-                // byte b < 128 and without borrows; bytes >= 128 may be flagged and are rechecked.
-                const uint64_t ones = 0x0101010101010101ull, highs = ones * 0x80, below = ones * (r + 1u);
-                for (; i + 8 <= n_; i += 8) {
-                    uint64_t x;
-                    std::memcpy(&x, dist + i, 8);
-                    for (uint64_t hit = ~((x | highs) - below) & highs; hit != 0; hit &= hit - 1)
-                        take(i + static_cast<size_t>(__builtin_ctzll(hit)) / 8);
-                }
-            }
-            for (; i < n_; ++i) take(i);
+            for_each_byte_at_most(dist, n_, static_cast<uint8_t>(r), [&](size_t i) {
+                if (!ex.excluded(static_cast<int64_t>(i))) found[count++] = static_cast<uint32_t>(i);
+            });
             hit_ids[q].assign(found, found + count);
-            std::vector<uint8_t>& ds = hit_dist[q];
-            ds.resize(count);
-            for (size_t c = 0; c < count; ++c) ds[c] = dist[found[c]];
+            hit_dist[q].resize(count);
+            for (size_t c = 0; c < count; ++c) hit_dist[q][c] = dist[found[c]];
         });
-        lims.assign(nq + 1, 0);
-        for (size_t q = 0; q < nq; ++q) lims[q + 1] = lims[q] + static_cast<int64_t>(hit_ids[q].size());
-        D.resize(static_cast<size_t>(lims[nq]));
-        I.resize(static_cast<size_t>(lims[nq]));
-        parallel_for(nq, num_threads, [&](size_t q, size_t) {
-            std::vector<size_t> start(r + 2, 0);
-            for (uint8_t d : hit_dist[q]) ++start[d + 1];
-            for (size_t d = 1; d < start.size(); ++d) start[d] += start[d - 1];
-            const size_t base = static_cast<size_t>(lims[q]);
-            for (size_t c = 0; c < hit_ids[q].size(); ++c) {
-                const size_t pos = base + start[hit_dist[q][c]]++;
-                D[pos] = hit_dist[q][c];
-                I[pos] = hit_ids[q][c];
-            }
-        });
+        write_csr(
+            nq, r, num_threads, [&](size_t q) { return hit_ids[q].size(); },
+            [&](size_t q, size_t c) { return hit_dist[q][c]; }, [&](size_t q, size_t c) { return hit_ids[q][c]; },
+            lims, D, I);
         return;
     }
-    // The top-k scan with collectors that keep every item within the radius:
-    // blocks of queries share each tile, and the kernels' SIMD filter rejects
-    // the (many) items beyond it. Hits arrive in id order, so a stable counting
-    // sort by distance gives the (distance, id) order.
+    // Long lists: the top-k scan with collectors that keep every item within
+    // the radius: blocks of queries share each tile, and the kernels' SIMD
+    // filter rejects the (many) items beyond it. Hits arrive in id order.
     std::vector<TopKCollector> cols(nq, TopKCollector::within(radius, nbits_));
     const size_t nblocks = (nq + kQueryBlock - 1) / kQueryBlock;
     parallel_for(nblocks, num_threads, [&](size_t block, size_t) {
@@ -180,24 +178,10 @@ void FlatIndex::range_search(const uint64_t* queries, size_t nq, int radius, con
         }
         scan_block(kern, qs.data(), q1 - q0, cols.data() + q0, cursors.data());
     });
-    lims.assign(nq + 1, 0);
-    for (size_t q = 0; q < nq; ++q) lims[q + 1] = lims[q] + static_cast<int64_t>(cols[q].size());
-    D.resize(static_cast<size_t>(lims[nq]));
-    I.resize(static_cast<size_t>(lims[nq]));
-    const size_t top = r + 2;
-    parallel_for(nq, num_threads, [&](size_t q, size_t) {
-        TopKCollector& col = cols[q];
-        std::vector<size_t> start(top, 0);
-        for (size_t c = 0; c < col.size(); ++c) ++start[col.dist_at(c) + 1];
-        for (size_t d = 1; d < top; ++d) start[d] += start[d - 1];
-        const size_t base = static_cast<size_t>(lims[q]);
-        for (size_t c = 0; c < col.size(); ++c) {
-            const size_t pos = base + start[col.dist_at(c)]++;
-            D[pos] = static_cast<int32_t>(col.dist_at(c));
-            I[pos] = col.id_at(c);
-        }
-        col = TopKCollector(1, nbits_);  // free the hits early
-    });
+    write_csr(
+        nq, r, num_threads, [&](size_t q) { return cols[q].size(); },
+        [&](size_t q, size_t c) { return cols[q].dist_at(c); }, [&](size_t q, size_t c) { return cols[q].id_at(c); },
+        lims, D, I);
 }
 
 void FlatIndex::scan_block(const Kernels& kern, const uint64_t* const* queries, size_t count,

@@ -296,35 +296,30 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     // next `probe`, and answers the rest the faster way; both are exact. The
     // verdict is reused by the next large batches and re-timed every
     // kRetimeEvery of them (load and query mix change).
+    auto scan_queries = [&](size_t q0, size_t q1) {
+        std::vector<size_t> which(q1 - q0);
+        for (size_t q = q0; q < q1; ++q) which[q - q0] = q;
+        scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
+        scanned_ += q1 - q0;
+    };
     const uint32_t call = large_calls_.fetch_add(1);
     const int verdict = verdict_.load();
     if (verdict != kUntimed && call % kRetimeEvery != 0) {
         if (verdict == kTablesFaster) return search_tables(kern, queries, 0, nq, k, exclude, num_threads, D, I);
-        std::vector<size_t> all(nq);
-        for (size_t q = 0; q < nq; ++q) all[q] = q;
-        scan_fallback(kern, queries, all, k, exclude, num_threads, D, I);
-        scanned_ += nq;
-        return;
+        return scan_queries(0, nq);
     }
     using clock = std::chrono::steady_clock;
     auto t0 = clock::now();
     search_tables(kern, queries, 0, probe, k, exclude, num_threads, D, I);
     auto t1 = clock::now();
-    std::vector<size_t> which(probe);
-    for (size_t i = 0; i < probe; ++i) which[i] = probe + i;
-    scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
+    scan_queries(probe, 2 * probe);
     auto t2 = clock::now();
-    scanned_ += probe;
     const bool tables_faster = t1 - t0 <= t2 - t1;
     verdict_ = tables_faster ? kTablesFaster : kScanFaster;
-    if (tables_faster) {
+    if (tables_faster)
         search_tables(kern, queries, 2 * probe, nq, k, exclude, num_threads, D, I);
-        return;
-    }
-    which.clear();
-    for (size_t q = 2 * probe; q < nq; ++q) which.push_back(q);
-    scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
-    scanned_ += which.size();
+    else
+        scan_queries(2 * probe, nq);
 }
 
 void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_t q0, size_t q1, int k,
@@ -431,24 +426,10 @@ void MIHIndex::scan_small(const Kernels& kern, const uint64_t* query, int k, con
     const uint8_t* dp = dist.data();  // (each thread_local access costs a call)
     UnorderedTopK top;
     top.reset(static_cast<size_t>(k));
-    auto offer = [&](size_t p) {
+    for_each_byte_at_most(dp, n, t, [&](size_t p) {
         const int64_t id = static_cast<int64_t>(id_of_.get(p));
-        if (!top.admits(dp[p], id) || is_excluded(ex_begin, ex_end, id)) return;
-        top.push(dp[p], id);
-    };
-    size_t p = 0;
-    if (t < 127) {  // eight bytes at a time: does any byte fall below t + 1 (exact for t + 1 <= 128)?
-        const uint64_t ones = 0x0101010101010101ull, highs = ones * 0x80, below = ones * (t + 1u);
-        for (; p + 8 <= n; p += 8) {
-            uint64_t x;
-            std::memcpy(&x, dp + p, 8);
-            if (((x - below) & ~x & highs) == 0) continue;
-            for (size_t j = p; j < p + 8; ++j)
-                if (dp[j] <= t) offer(j);
-        }
-    }
-    for (; p < n; ++p)
-        if (dp[p] <= t) offer(p);
+        if (top.admits(dp[p], id) && !is_excluded(ex_begin, ex_end, id)) top.push(dp[p], id);
+    });
     top.finish(D, I);
 }
 

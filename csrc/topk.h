@@ -8,6 +8,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace hashsearch {
@@ -128,6 +129,27 @@ private:
     bool keep_ties_ = false;
     int radius_ = -1;  // >= 0: a range-search collector (see within())
 };
+
+// Calls fn(i), in increasing i, for every i < n with bytes[i] <= t.
+template <class F>
+inline void for_each_byte_at_most(const uint8_t* bytes, size_t n, uint8_t t, F&& fn) {
+    size_t i = 0;
+    if (t < 127) {
+        // Eight bytes at a time: (b | 0x80) - (t + 1) keeps its high bit iff b > t, for every
+        // byte b < 128 and without borrows; bytes >= 128 may be flagged and are rechecked.
+        const uint64_t ones = 0x0101010101010101ull, highs = ones * 0x80, below = ones * (t + 1u);
+        for (; i + 8 <= n; i += 8) {
+            uint64_t x;
+            std::memcpy(&x, bytes + i, 8);
+            for (uint64_t hit = ~((x | highs) - below) & highs; hit != 0; hit &= hit - 1) {
+                const size_t j = i + static_cast<size_t>(__builtin_ctzll(hit)) / 8;
+                if (bytes[j] <= t) fn(j);
+            }
+        }
+    }
+    for (; i < n; ++i)
+        if (bytes[i] <= t) fn(i);
+}
 
 // Sorted ids one query must not return; queried with non-decreasing ids.
 class ExcludeCursor {
