@@ -238,3 +238,12 @@ def test_quant_weight_adds_the_quantisation_loss(tmp_path: Path, tiny) -> None:
     assert with_quant - base == pytest.approx(expected, rel=1e-4, abs=1e-6)
     with pytest.raises(ValueError, match="quant_weight"):
         FitConfig(quant_weight=-1.0).validate()
+
+
+def test_time_budget_validates_the_last_epoch(tmp_path: Path, tiny) -> None:
+    # eval_every 10 would validate nothing in the 1 epoch the tiny budget allows; the budget's last
+    # epoch must be validated so its state can be kept
+    cfg = _cfg(tmp_path, "hashgnn", epochs=30, eval_every=10, max_minutes=1e-9)
+    m = fit(cfg, dataset=tiny)
+    assert m["stopped"].startswith("time budget") and m["epochs_run"] == 1
+    assert "val" in m["history"][-1] and m["best_epoch"] == 1

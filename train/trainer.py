@@ -376,7 +376,10 @@ class Trainer:
                                    "seconds": self.train_seconds}
             if self.model.head is not None and self.cfg.head_kind == "guided":
                 rec["p"] = self.p_now()
-            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+            # a run cut short by its time budget is validated at its last epoch too, so the epochs
+            # since the previous validation are not thrown away when the best state is restored
+            over_time = cfg.max_minutes is not None and self.train_seconds > 60 * cfg.max_minutes
+            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs or over_time:
                 val = self.validate()
                 if val is not None:
                     last_val = val
@@ -390,7 +393,7 @@ class Trainer:
                             self.stopped = f"early stop: no better {cfg.val_spec} in {cfg.patience} evaluations"
             if cfg.monitor_test and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
                 rec["test_monitor"] = self.monitor()
-            if cfg.max_minutes is not None and self.train_seconds > 60 * cfg.max_minutes:
+            if over_time:
                 self.stopped = f"time budget of {cfg.max_minutes} min reached"
             self.history.append(rec)
             log.info("epoch %d: %s", self.epoch, {k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()})
