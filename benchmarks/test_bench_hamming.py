@@ -234,6 +234,37 @@ def test_mih_faiss_multihash(benchmark, w, nbits, dist):
     ))
 
 
+
+# ---------------------------------------------------------------- one query per call
+
+@pytest.mark.parametrize(
+    "w,nbits,dist",
+    [pytest.param(Workload("gowalla_q500", GOWALLA.n, 500), 64, "learned", id="gowalla_q500-64b-learned"),
+     pytest.param(Workload("1m_q50", M1.n, 50), 64, "learned", id="1m_q50-64b-learned")],
+)
+def test_single_query_hashsearch(benchmark, w, nbits, dist):
+    """Online serving: the workload's queries one call at a time (k=100, 2 threads), so the cost of
+    starting the threads is paid on every call; peer: faiss IndexBinaryFlat with 2 OpenMP threads."""
+    items, queries = _arrays(w, nbits, dist)
+    index = hashsearch.Index(items, nbits, num_threads=THREADS)
+    benchmark.group = f"single-query {w.name} {nbits}b {dist}"
+
+    def ours():
+        return [index.topk(q, K) for q in queries]
+
+    res, ours_s = run_bench(benchmark, ours, est_s=0.05)
+    fidx = _faiss_flat(items, nbits)
+    qf = faiss_codes(queries, nbits)
+    peer_s, runs, fres = peer_time(lambda: [fidx.search(qf[i:i + 1], K) for i in range(len(qf))], budget_s=20.0)
+    for (D, _), (Df, _) in zip(res, fres):
+        np.testing.assert_array_equal(D, Df)
+    benchmark.extra_info.update(_info(
+        w, nbits, dist, engine="hashsearch.Index (one query per call)", peer="faiss.IndexBinaryFlat",
+        ours_ms=round(ours_s * 1e3, 3), peer_ms=round(peer_s * 1e3, 3),
+        ours_us_per_query=round(ours_s / w.nq * 1e6, 1), peer_us_per_query=round(peer_s / w.nq * 1e6, 1),
+        peer_runs=runs, ratio=ratio(peer_s, ours_s),
+    ))
+
 # ---------------------------------------------------------------- range search
 
 @pytest.mark.parametrize(

@@ -1,13 +1,31 @@
-// Minimal fork-join loop: tasks are handed out dynamically; the first
-// exception thrown by any worker is rethrown in the caller.
+// Fork-join loop over a persistent pool of worker threads.
+//
+// parallel_for(ntasks, threads, fn) calls fn(task, worker) for every task in
+// [0, ntasks), handing tasks out dynamically to `threads` workers (the caller
+// is worker 0); the first exception thrown by any worker is rethrown in the
+// caller. Workers are created on first use and kept, so a search of one query
+// does not pay for creating and joining threads (tens of microseconds each),
+// and their thread_local scratch buffers survive from call to call.
+//
+// The pool runs one loop at a time. A loop started while it is busy (another
+// Python thread searching with the GIL released, or a loop nested inside a
+// worker) gets threads of its own for that call instead, so callers never
+// wait on each other and nesting cannot deadlock. A process forked while the
+// pool exists gets a new pool in the child (the parent's threads are gone).
 #pragma once
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
+
+#include <unistd.h>
 
 namespace hashsearch {
 
@@ -17,6 +35,126 @@ inline int resolve_threads(int requested) {
     return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
+namespace detail {
+
+// One loop's shared state: tasks are claimed with an atomic counter.
+struct LoopJob {
+    void (*call)(void* fn, size_t task, size_t worker) = nullptr;
+    void* fn = nullptr;
+    size_t ntasks = 0;
+    std::atomic<size_t> next{0};
+    std::mutex error_mutex;
+    std::exception_ptr error;
+
+    void run(size_t worker) {
+        try {
+            for (size_t t = next++; t < ntasks; t = next++) call(fn, t, worker);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mutex);
+            if (!error) error = std::current_exception();
+            next = ntasks;  // stop handing out work
+        }
+    }
+};
+
+// Set in pool workers (and in threads spawned for a busy pool's overflow) so a
+// loop nested inside a loop does not wait on the pool it is running in.
+inline thread_local bool in_parallel_worker = false;
+
+class ThreadPool {
+  public:
+    // The process's pool; a new one after fork() (the old one is leaked on
+    // purpose: its threads do not exist in the child and its mutex may be held).
+    static ThreadPool& instance() {
+        static std::atomic<ThreadPool*> pool{nullptr};
+        static std::mutex create_mutex;
+        ThreadPool* p = pool.load(std::memory_order_acquire);
+        if (p != nullptr && p->pid_ == ::getpid()) return *p;
+        std::lock_guard<std::mutex> lock(create_mutex);
+        p = pool.load(std::memory_order_acquire);
+        if (p == nullptr || p->pid_ != ::getpid()) {
+            // Never destroyed: workers may outlive static destruction at exit.
+            p = new ThreadPool();
+            pool.store(p, std::memory_order_release);
+        }
+        return *p;
+    }
+
+    // Runs job with nworkers workers (the caller plus nworkers - 1 pool
+    // threads); false if the pool is busy with another loop.
+    bool try_run(LoopJob& job, size_t nworkers) {
+        std::unique_lock<std::mutex> busy(busy_mutex_, std::try_to_lock);
+        if (!busy.owns_lock()) return false;
+        ensure_workers(nworkers - 1);
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            job_ = &job;
+            wanted_ = nworkers - 1;
+            active_ = nworkers - 1;
+            ++generation_;
+        }
+        wake_.notify_all();
+        job.run(0);
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, [&] { return active_ == 0; });
+        job_ = nullptr;
+        return true;
+    }
+
+  private:
+    ThreadPool() : pid_(::getpid()) {}
+
+    void ensure_workers(size_t count) {
+        while (workers_ < count) {
+            std::thread(&ThreadPool::worker_loop, this, workers_ + 1).detach();
+            ++workers_;
+        }
+    }
+
+    void worker_loop(size_t worker) {
+        in_parallel_worker = true;
+        uint64_t seen = 0;
+        for (;;) {
+            LoopJob* job;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return generation_ != seen; });
+                seen = generation_;
+                // Workers beyond this loop's count sit it out.
+                if (worker > wanted_) continue;
+                job = job_;
+            }
+            job->run(worker);
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (--active_ == 0) done_.notify_one();
+        }
+    }
+
+    const pid_t pid_;
+    std::mutex busy_mutex_;  // held by the loop using the pool
+    std::mutex mutex_;       // guards the fields below
+    std::condition_variable wake_, done_;
+    LoopJob* job_ = nullptr;
+    uint64_t generation_ = 0;
+    size_t wanted_ = 0, active_ = 0;
+    size_t workers_ = 0;  // only touched under busy_mutex_
+};
+
+// The old fork-join: threads created for this loop and joined at its end.
+inline void run_with_new_threads(LoopJob& job, size_t nworkers) {
+    std::vector<std::thread> threads;
+    threads.reserve(nworkers - 1);
+    for (size_t w = 1; w < nworkers; ++w)
+        threads.emplace_back([&job, w] {
+            in_parallel_worker = true;
+            job.run(w);
+        });
+    job.run(0);
+    for (auto& th : threads) th.join();
+}
+
+}  // namespace detail
+
 // Calls fn(task, worker) for task in [0, ntasks), worker in [0, threads).
 template <class F>
 void parallel_for(size_t ntasks, int threads, F&& fn) {
@@ -25,24 +163,14 @@ void parallel_for(size_t ntasks, int threads, F&& fn) {
         for (size_t t = 0; t < ntasks; ++t) fn(t, 0);
         return;
     }
-    std::atomic<size_t> next{0};
-    std::exception_ptr error;
-    std::mutex error_mutex;
-    auto worker = [&](size_t wid) {
-        try {
-            for (size_t t = next++; t < ntasks; t = next++) fn(t, wid);
-        } catch (...) {
-            std::lock_guard<std::mutex> lock(error_mutex);
-            if (!error) error = std::current_exception();
-            next = ntasks;  // stop handing out work
-        }
-    };
-    std::vector<std::thread> pool;
-    pool.reserve(nworkers - 1);
-    for (size_t w = 1; w < nworkers; ++w) pool.emplace_back(worker, w);
-    worker(0);
-    for (auto& th : pool) th.join();
-    if (error) std::rethrow_exception(error);
+    using Fn = std::remove_reference_t<F>;
+    detail::LoopJob job;
+    job.fn = const_cast<void*>(static_cast<const void*>(&fn));
+    job.call = [](void* f, size_t task, size_t worker) { (*static_cast<Fn*>(f))(task, worker); };
+    job.ntasks = ntasks;
+    if (detail::in_parallel_worker || !detail::ThreadPool::instance().try_run(job, nworkers))
+        detail::run_with_new_threads(job, nworkers);
+    if (job.error) std::rethrow_exception(job.error);
 }
 
 }  // namespace hashsearch
