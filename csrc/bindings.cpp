@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <mutex>
+#include <shared_mutex>
 #include <stdexcept>
 #include <string>
 
@@ -63,6 +65,21 @@ ExcludeList make_exclude(const py::object& indptr, const py::object& indices, si
     return ex;
 }
 
+// A FlatIndex that Python can grow: searches (GIL released) share the lock,
+// add() takes it alone, so no search reads codes that add() is reallocating.
+struct GrowableFlatIndex : FlatIndex {
+    using FlatIndex::FlatIndex;
+    mutable std::shared_mutex rw;
+
+    // The shared lock, waited for with the GIL released (a writer may be waiting on a reader).
+    std::shared_lock<std::shared_mutex> read_lock() const {
+        std::shared_lock<std::shared_mutex> lock(rw, std::defer_lock);
+        py::gil_scoped_release release;
+        lock.lock();
+        return lock;
+    }
+};
+
 template <class Index, class Shape>
 py::tuple hamming_topk(const Index& index, const Shape& flat, const CodesArray& q, int k,
                        const py::object& indptr, const py::object& indices, int num_threads) {
@@ -112,22 +129,24 @@ PYBIND11_MODULE(_core, m) {
           "AVX2 scans of 128-bit and 4k-word codes: 'auto' (time both once per width), 'vector' "
           "(vpshufb) or 'popcnt'; for tests (HASHSEARCH_WIDE_POPCOUNT sets the start value).");
 
-    py::class_<FlatIndex>(m, "FlatIndex")
+    py::class_<GrowableFlatIndex>(m, "FlatIndex")
         .def(py::init([](const CodesArray& codes, int nbits) {
                  check_codes(codes, "codes");
-                 return new FlatIndex(codes.data(), codes.shape(0), codes.shape(1), nbits);
+                 return new GrowableFlatIndex(codes.data(), codes.shape(0), codes.shape(1), nbits);
              }),
              py::arg("codes"), py::arg("nbits"))
         .def("topk",
-             [](const FlatIndex& self, const CodesArray& q, int k, const py::object& indptr,
+             [](const GrowableFlatIndex& self, const CodesArray& q, int k, const py::object& indptr,
                 const py::object& indices, int num_threads) {
+                 auto lock = self.read_lock();
                  return hamming_topk(self, self, q, k, indptr, indices, num_threads);
              },
              py::arg("queries"), py::arg("k"), py::arg("indptr") = py::none(),
              py::arg("indices") = py::none(), py::arg("num_threads") = 0)
         .def("range_search",
-             [](const FlatIndex& self, const CodesArray& q, int radius, const py::object& indptr,
+             [](const GrowableFlatIndex& self, const CodesArray& q, int radius, const py::object& indptr,
                 const py::object& indices, int num_threads) {
+                 auto lock = self.read_lock();
                  check_queries(q, self.nwords());
                  const size_t nq = static_cast<size_t>(q.shape(0));
                  IdArray keep_ptr, keep_idx;
@@ -145,11 +164,33 @@ PYBIND11_MODULE(_core, m) {
              },
              py::arg("queries"), py::arg("radius"), py::arg("indptr") = py::none(),
              py::arg("indices") = py::none(), py::arg("num_threads") = 0)
-        .def("codes", [](const FlatIndex& self) { return export_codes(self); })
-        .def_property_readonly("ntotal", &FlatIndex::size)
+        .def("add",
+             [](GrowableFlatIndex& self, const CodesArray& codes) {
+                 check_codes(codes, "codes");
+                 if (static_cast<size_t>(codes.shape(1)) != self.nwords())
+                     throw std::invalid_argument("codes have " + std::to_string(codes.shape(1)) +
+                                                 " words per code, the index has " + std::to_string(self.nwords()));
+                 const uint64_t* p = codes.data();
+                 const size_t count = static_cast<size_t>(codes.shape(0));
+                 py::gil_scoped_release release;
+                 std::unique_lock<std::shared_mutex> lock(self.rw);
+                 self.add(p, count);
+             },
+             py::arg("codes"))
+        .def("codes", [](const GrowableFlatIndex& self) {
+            auto lock = self.read_lock();
+            return export_codes(self);
+        })
+        .def_property_readonly("ntotal", [](const GrowableFlatIndex& self) {
+            auto lock = self.read_lock();
+            return self.size();
+        })
         .def_property_readonly("nbits", &FlatIndex::nbits)
         .def_property_readonly("nwords", &FlatIndex::nwords)
-        .def("memory_bytes", &FlatIndex::memory_bytes);
+        .def("memory_bytes", [](const GrowableFlatIndex& self) {
+            auto lock = self.read_lock();
+            return self.memory_bytes();
+        });
 
     m.def("mih_key_bits", &MIHIndex::key_bits_for, py::arg("sub_bits"), py::arg("n"), py::arg("nbits"),
           "Directory bits MIHIndex uses for a substring of sub_bits bits (n items, nbits-bit codes).");

@@ -34,17 +34,25 @@ FlatIndex::FlatIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits)
         static_cast<size_t>(nbits) <= 64 * (nwords - 1))
         throw std::invalid_argument("nbits=" + std::to_string(nbits) + " does not match " +
                                     std::to_string(nwords) + " words per code");
-    if (nbits <= 32) {
-        half_.resize(n);
-        for (size_t i = 0; i < n; ++i) {
-            if (codes[i] >> 32)
-                throw std::invalid_argument("code " + std::to_string(i) + " has bits set above nbits=" +
-                                            std::to_string(nbits));
-            half_[i] = static_cast<uint32_t>(codes[i]);
-        }
+    n_ = 0;
+    add(codes, n);
+}
+
+void FlatIndex::add(const uint64_t* codes, size_t count) {
+    // Bits above nbits in a code's last word would count in every distance.
+    const unsigned tail_bits = static_cast<unsigned>(nbits_) - 64 * static_cast<unsigned>(nwords_ - 1);
+    const uint64_t tail_mask = tail_bits == 64 ? ~uint64_t{0} : (uint64_t{1} << tail_bits) - 1;
+    for (size_t i = 0; i < count; ++i)
+        if (codes[i * nwords_ + nwords_ - 1] & ~tail_mask)
+            throw std::invalid_argument("code " + std::to_string(i) + " has bits set above nbits=" +
+                                        std::to_string(nbits_));
+    if (nbits_ <= 32) {
+        if (half_.capacity() < n_ + count) half_.reserve(std::max(n_ + count, 2 * half_.capacity()));
+        for (size_t i = 0; i < count; ++i) half_.push_back(static_cast<uint32_t>(codes[i]));
     } else {
-        codes_.assign(codes, codes + n * nwords);
+        codes_.insert(codes_.end(), codes, codes + count * nwords_);
     }
+    n_ += count;
 }
 
 void FlatIndex::scan_all(const Kernels& kern, const uint64_t* query, TopKCollector& col,

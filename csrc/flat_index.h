@@ -40,6 +40,10 @@ public:
                       int num_threads, std::vector<int64_t>& lims, std::vector<int32_t>& D,
                       std::vector<int64_t>& I) const;
 
+    // Appends `count` codes of nwords() words each; they get ids size() .. size() + count - 1.
+    // Validates every code first, so a bad one leaves the index as it was.
+    void add(const uint64_t* codes, size_t count);
+
     size_t size() const { return n_; }
     size_t nwords() const { return nwords_; }
     int nbits() const { return nbits_; }

@@ -14,6 +14,7 @@ class FlatIndex:
     nbits: int
     nwords: int
     def __init__(self, codes: npt.NDArray[np.uint64], nbits: int) -> None: ...
+    def add(self, codes: npt.NDArray[np.uint64]) -> None: ...
     def topk(
         self,
         queries: npt.NDArray[np.uint64],

@@ -33,24 +33,24 @@ def check_threads(num_threads) -> int:
     return check_int(num_threads, "num_threads", 0)
 
 
-def packed_queries(q, nbits: int) -> np.ndarray:
+def packed_queries(q, nbits: int, what: str = "queries") -> np.ndarray:
     """One code or a batch, packed uint64 or unpacked -> uint64 (nq, W)."""
     arr = np.asarray(q)
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
-        raise ValueError(f"queries must be one code (1-D) or a batch (2-D), got shape {np.shape(q)}")
+        raise ValueError(f"{what} must be one code (1-D) or a batch (2-D), got shape {np.shape(q)}")
     if arr.dtype == np.uint64:
         if arr.shape[1] != words_for(nbits):
             raise ValueError(
-                f"packed queries must have {words_for(nbits)} uint64 words for nbits={nbits}, "
+                f"packed {what} must have {words_for(nbits)} uint64 words for nbits={nbits}, "
                 f"got {arr.shape[1]}"
             )
-        packed, _ = as_packed(arr, nbits, "queries")
+        packed, _ = as_packed(arr, nbits, what)
         return packed
     if arr.shape[1] != nbits:
-        raise ValueError(f"queries have {arr.shape[1]} bits, the index has nbits={nbits}")
-    packed, _ = as_packed(arr, nbits, "queries")
+        raise ValueError(f"{what} have {arr.shape[1]} bits, the index has nbits={nbits}")
+    packed, _ = as_packed(arr, nbits, what)
     return packed
 
 

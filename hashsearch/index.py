@@ -116,6 +116,18 @@ class Index(_HammingBase):
         self.num_threads = check_threads(num_threads)
         self._native = _core.FlatIndex(packed, nbits)
 
+    def add(self, codes) -> None:
+        """Append codes; they get the ids ``ntotal, ntotal + 1, ...`` in order (faiss' ``add``).
+
+        Args:
+            codes: one code or a batch, packed uint64 (W,) / (n, W) or unpacked
+                (nbits,) / (n, nbits) in any form :func:`hashsearch.pack` takes.
+                Copied; a bad code leaves the index unchanged.
+
+        Searches running in other threads finish before the codes are appended.
+        """
+        self._native.add(packed_queries(codes, self.nbits, "codes"))
+
     def range_search(
         self, q, radius: int, *, exclude: ExcludeArg = None, num_threads: Optional[int] = None
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

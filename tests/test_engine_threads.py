@@ -90,3 +90,79 @@ def test_forked_child_searches_with_a_fresh_pool(problem):
     assert child.exitcode == 0
     np.testing.assert_array_equal(D, D_ref)
     np.testing.assert_array_equal(I, I_ref)
+
+
+# ---------------------------------------------------------------- Index.add
+
+@pytest.mark.parametrize("nbits", [20, 64, 100, 256])
+def test_add_equals_building_at_once(simd, nbits, tmp_path):
+    rng = np.random.default_rng(nbits)
+    bits = rng.integers(0, 2, size=(3000, nbits), dtype=np.uint8)
+    codes = hashsearch.pack(bits)
+    queries = codes[rng.choice(len(codes), 40, replace=False)] ^ np.uint64(5)
+    index = hashsearch.Index(codes[:0], nbits, num_threads=2)  # empty, as faiss' IndexBinaryFlat(d)
+    index.add(codes[:1000])
+    index.add(bits[1000])                 # one unpacked code
+    index.add(bits[1001:2000].astype(np.int8) * 2 - 1)  # ±1 ints
+    for part in np.array_split(codes[2000:], 7):
+        index.add(part)
+    assert index.ntotal == len(codes) and index.memory_bytes() >= codes.size * (4 if nbits <= 32 else 8)
+    np.testing.assert_array_equal(index.codes(), codes)
+    D_ref, I_ref = topk_hamming(queries, codes, 30)
+    D, I = index.topk(queries, 30)
+    np.testing.assert_array_equal(D, D_ref)
+    np.testing.assert_array_equal(I, I_ref)
+    radius = int(np.median(D_ref[:, 5]))
+    for got, want in zip(index.range_search(queries, radius), range_search_hamming(queries, codes, radius)):
+        np.testing.assert_array_equal(got, want)
+    index.save(tmp_path / "grown.hsi")
+    D, I = hashsearch.load(tmp_path / "grown.hsi").topk(queries, 30)
+    np.testing.assert_array_equal(I, I_ref)
+
+
+def test_add_rejects_bad_codes_and_keeps_the_index():
+    codes = hashsearch.pack(np.random.default_rng(0).integers(0, 2, size=(50, 40), dtype=np.uint8))
+    index = hashsearch.Index(codes, 40)
+    before = index.codes()
+    with pytest.raises(ValueError, match="bits set above nbits=40"):
+        index.add(np.array([[1], [1 << 41]], dtype=np.uint64))
+    with pytest.raises(ValueError, match="1 uint64 words for nbits=40, got 2"):
+        index.add(np.zeros((3, 2), dtype=np.uint64))
+    with pytest.raises(ValueError, match="codes have 39 bits, the index has nbits=40"):
+        index.add(np.zeros((3, 39)))
+    with pytest.raises(ValueError, match="NaN"):
+        index.add(np.full((1, 40), np.nan))
+    assert index.ntotal == 50
+    np.testing.assert_array_equal(index.codes(), before)
+
+
+def test_add_while_other_threads_search():
+    """add() waits for running searches and searches wait for add(): every result is the exact
+    top-k of the codes added so far, for one of the sizes the index went through."""
+    rng = np.random.default_rng(3)
+    codes = hashsearch.pack(rng.integers(0, 2, size=(60_000, 64), dtype=np.uint8))
+    queries = codes[:16] ^ np.uint64(0x3)
+    bounds = list(range(10_000, 60_001, 10_000))
+    refs = {b: topk_hamming(queries, codes[:b], 10)[1] for b in bounds}
+    index = hashsearch.Index(codes[:bounds[0]], 64, num_threads=2)
+    failures, done = [], threading.Event()
+
+    def searcher():
+        try:
+            while not done.is_set():
+                _, I = index.topk(queries, 10)
+                if not any(np.array_equal(I, refs[b]) for b in bounds):
+                    failures.append("a result matches no size the index went through")
+        except Exception as e:  # noqa: BLE001
+            failures.append(repr(e))
+
+    threads = [threading.Thread(target=searcher) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for a, b in zip(bounds, bounds[1:]):
+        index.add(codes[a:b])
+    done.set()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == []
+    np.testing.assert_array_equal(index.topk(queries, 10)[1], refs[bounds[-1]])
