@@ -221,6 +221,10 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
     sorted_.permute(order);
     id_of_ = PackedWords(n, PackedWords::width_for(n - 1));
     for (size_t p = 0; p < n; ++p) id_of_.set(p, order[p]);
+    if (n <= kSmallScanItems && nbits < 255) {  // scan_small's gather into id order
+        pos_of_id_.resize(n);
+        for (size_t p = 0; p < n; ++p) pos_of_id_[order[p]] = static_cast<uint16_t>(p);
+    }
     // Codes in table-0 order; the other tables sort positions of these.
     sorted_.copy_codes(all.data());
     for (int j = 1; j < m; ++j) {
@@ -250,7 +254,7 @@ std::vector<int> MIHIndex::key_bits() const {
 }
 
 size_t MIHIndex::table_bytes() const {
-    size_t bytes = id_of_.bytes();
+    size_t bytes = id_of_.bytes() + pos_of_id_.size() * sizeof(uint16_t);
     for (const auto& t : tables_)
         bytes += t.offsets.size() * sizeof(uint32_t) + t.rest.bytes() + t.full.size() * sizeof(uint64_t);
     return bytes;
@@ -399,38 +403,28 @@ void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const
 
 void MIHIndex::scan_small(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
                           const int64_t* ex_end, int32_t* D, int64_t* I) const {
-    // All distances into a byte buffer, as Index does for short lists; the
-    // select breaks ties by position, not id, so it only yields the distance t
-    // of the (k + |exclude|)-th best, and every item within t is then offered
-    // by id (the answer's k-th distance is at most t).
+    // All distances into a byte buffer in table-0 order, as Index does for
+    // short lists, then gathered into id order (n <= 65536: the buffers and
+    // the 2-byte positions stay in L2), so Index's byte select yields (distance, id) order and handles
+    // exclude itself. Selecting in table-0 order instead breaks ties by
+    // position, and sorting out the ties by id cost more than the scan.
     thread_local std::vector<uint8_t> dist;
+    thread_local std::vector<uint8_t> by_id;
     thread_local std::vector<uint32_t> hist;
-    thread_local std::vector<int32_t> best_d;
-    thread_local std::vector<int64_t> best_pos;
     const size_t n = sorted_.size();
     const int nbits = sorted_.nbits();
-    const int kk = static_cast<int>(std::min<size_t>(n, static_cast<size_t>(k) + (ex_end - ex_begin)));
     dist.resize(n);
-    hist.resize(4 * (static_cast<size_t>(nbits) + 2) + static_cast<size_t>(kk));
-    best_d.resize(static_cast<size_t>(kk));
-    best_pos.resize(static_cast<size_t>(kk));
-    if (sorted_.compact()) {
-        kern.fill32(sorted_.data32(), 0, n, static_cast<uint32_t>(query[0]), dist.data());
-        kern.select_bytes(dist.data(), n, nbits, kk, nullptr, nullptr, hist.data(), best_d.data(),
-                          best_pos.data());
-    } else {
-        kern.two_pass_bytes(sorted_.data64(), sorted_.nwords(), n, nbits, query, kk, nullptr, nullptr,
-                            dist.data(), hist.data(), best_d.data(), best_pos.data());
-    }
-    const uint8_t t = static_cast<uint8_t>(best_d[static_cast<size_t>(kk) - 1]);
-    const uint8_t* dp = dist.data();  // (each thread_local access costs a call)
-    UnorderedTopK top;
-    top.reset(static_cast<size_t>(k));
-    for_each_byte_at_most(dp, n, t, [&](size_t p) {
-        const int64_t id = static_cast<int64_t>(id_of_.get(p));
-        if (top.admits(dp[p], id) && !is_excluded(ex_begin, ex_end, id)) top.push(dp[p], id);
-    });
-    top.finish(D, I);
+    by_id.resize(n);
+    hist.resize(4 * (static_cast<size_t>(nbits) + 2) + static_cast<size_t>(k));
+    uint8_t* dp = dist.data();  // (each thread_local access costs a call)
+    uint8_t* bp = by_id.data();
+    if (sorted_.compact())
+        kern.fill32(sorted_.data32(), 0, n, static_cast<uint32_t>(query[0]), dp);
+    else
+        kern.fill_bytes(sorted_.data64(), sorted_.nwords(), n, query, dp);
+    const uint16_t* pos = pos_of_id_.data();
+    for (size_t i = 0; i < n; ++i) bp[i] = dp[pos[i]];
+    kern.select_bytes(bp, n, nbits, k, ex_begin, ex_end, hist.data(), D, I);
 }
 
 void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,

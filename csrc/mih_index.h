@@ -127,6 +127,7 @@ private:
 
     FlatIndex sorted_;   // codes ordered by table 0's key, then by code, then by id
     PackedWords id_of_;  // position in sorted_ -> item id
+    std::vector<uint16_t> pos_of_id_;  // item id -> position, small indexes only (scan_small)
     std::vector<Table> tables_;
     size_t max_bucket_ = 0;
     bool scan_fallback_ = true;

@@ -160,12 +160,15 @@ class Index(_HammingBase):
 def mih_table_bytes(nbits: int, n: int, m: int) -> int:
     """Bytes :class:`MIHIndex` holds beside its one copy of the codes, for ``n``
     codes of ``nbits`` bits split into ``m`` substrings: an id per item (3 bytes
-    below 2^24 items), a uint32 bucket offset per directory entry of each table,
+    below 2^24 items; up to 2^16 items also a 2-byte position per id), a uint32
+    bucket offset per directory entry of each table,
     and in every table after the first a copy of the codes (codes of <= 64 bits
     without that table's key bits, in whole bytes)."""
     words = (nbits + 63) // 64
     id_bytes = max(1, ((max(n - 1, 1)).bit_length() + 7) // 8)
     total = n * id_bytes + 8  # + the load padding
+    if n <= 1 << 16 and nbits < 255:
+        total += 2 * n  # each id's position (uint16), for the small-index scan
     for j in range(m):
         sub_bits = (j + 1) * nbits // m - j * nbits // m
         key_bits = _core.mih_key_bits(sub_bits, n, nbits)

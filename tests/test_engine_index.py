@@ -231,8 +231,9 @@ def test_mih_default_m_and_memory(rng):
     assert mih.substring_bits == [32, 32]
     # key bits: log2(n) - 4 = 10, and 54 bits left over fill whole bytes at 56: 10 stays
     assert mih._native.key_bits == [10, 10]
-    # by hand: 2-byte ids (+8 pad), two 2^10 + 1 offset arrays, one copy of 54-bit rests in 7 bytes
-    by_hand = (2 * n + 8) + 2 * 4 * (2**10 + 1) + (7 * n + 8)
+    # by hand: 2-byte ids (+8 pad) and 2-byte positions of ids (a small index), two 2^10 + 1
+    # offset arrays, one copy of 54-bit rests in 7 bytes
+    by_hand = (2 * n + 8) + 2 * n + 2 * 4 * (2**10 + 1) + (7 * n + 8)
     assert mih.table_bytes() == by_hand == mih_table_bytes(64, n, 2)
     assert mih.table_bytes() <= 2 * codes.nbytes
 
