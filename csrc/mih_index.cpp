@@ -94,6 +94,9 @@ constexpr double kCompactScanNs = 0.2;   // ... for codes of <= 32 bits
 constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
 constexpr size_t kFallbackBlock = 8;     // fallback queries sharing one pass over the codes
 constexpr size_t kSmallScanItems = 1 << 16;  // up to here the fallback fills a byte buffer (Index's two-pass)
+// From this many fallback queries on a small index, an id-ordered copy of the
+// codes (~2 ns an item) costs less than putting each query's distances into id order.
+constexpr size_t kBatchCopyQueries = 16;
 // Queries a batch spends timing the tables against the scan (each way).
 constexpr size_t kMinCalibrationQueries = 32;
 constexpr size_t kMaxCalibrationQueries = 512;
@@ -358,6 +361,37 @@ void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_
 void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const std::vector<size_t>& which,
                              int k, const ExcludeList& exclude, int num_threads, int32_t* D,
                              int64_t* I) const {
+    const size_t nw = sorted_.nwords();
+    if (sorted_.size() <= kSmallScanItems && sorted_.nbits() < 255 && which.size() >= kBatchCopyQueries) {
+        // Many queries on a small index: a temporary id-ordered copy of the codes
+        // (at most a few MiB) lets Index's own scan answer them, its cost spread
+        // over the batch.
+        const size_t n = sorted_.size(), nq = which.size();
+        std::vector<uint64_t> ordered(n * nw);
+        copy_codes(ordered.data());
+        const FlatIndex flat(ordered.data(), n, nw, sorted_.nbits());
+        std::vector<uint64_t> qs(nq * nw);
+        std::vector<int64_t> ptr(nq + 1, 0), ids;
+        for (size_t i = 0; i < nq; ++i) {
+            std::copy_n(queries + which[i] * nw, nw, qs.data() + i * nw);
+            ids.insert(ids.end(), exclude.begin(which[i]), exclude.end(which[i]));
+            ptr[i + 1] = static_cast<int64_t>(ids.size());
+        }
+        ExcludeList ex;
+        if (exclude.indptr != nullptr) {
+            ex.indptr = ptr.data();
+            ex.indices = ids.data();
+        }
+        const size_t kk = static_cast<size_t>(k);
+        std::vector<int32_t> d(nq * kk);
+        std::vector<int64_t> id(nq * kk);
+        flat.topk(qs.data(), nq, k, ex, num_threads, d.data(), id.data());
+        for (size_t i = 0; i < nq; ++i) {
+            std::copy_n(d.data() + i * kk, kk, D + which[i] * kk);
+            std::copy_n(id.data() + i * kk, kk, I + which[i] * kk);
+        }
+        return;
+    }
     if (sorted_.size() <= kSmallScanItems && sorted_.nbits() < 255) {
         parallel_for(which.size(), num_threads, [&](size_t i, size_t) {
             const size_t q = which[i];
@@ -370,7 +404,6 @@ void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const
     // so each collector keeps every tie with its k-th distance; excluded ids can
     // take at most |exclude| of its places. Ids are then looked up and ties
     // broken. Blocks of queries share each tile of codes, as in Index.
-    const size_t nw = sorted_.nwords();
     const size_t nblocks = (which.size() + kFallbackBlock - 1) / kFallbackBlock;
     parallel_for(nblocks, num_threads, [&](size_t block, size_t) {
         const size_t i0 = block * kFallbackBlock, i1 = std::min(which.size(), i0 + kFallbackBlock);

@@ -294,7 +294,8 @@ def test_mih_large_batch_timing_path_is_exact(simd, kind, rng):
 @pytest.mark.parametrize("nbits", [32, 64, 128])
 def test_mih_scan_paths_break_ties_by_id(simd, nbits, rng):
     """The scan answers in table-0 (sorted) order: above 65,536 items with collectors
-    that keep ties, below with the byte-buffer select; both must give ties to smaller ids."""
+    that keep ties; below, a large batch through an id-ordered copy of the codes and a few
+    queries each by a byte buffer put into id order. All must give ties to smaller ids."""
     for n in (70_000, 5_000):
         distinct = clustered_codes(rng, 500, nbits)
         codes = distinct[rng.integers(0, 500, size=n)]
@@ -309,6 +310,15 @@ def test_mih_scan_paths_break_ties_by_id(simd, nbits, rng):
             np.testing.assert_array_equal(D, Df)
             np.testing.assert_array_equal(I, If)
         assert mih.stats()["scanned"] == 2 * len(queries)
+        # a few queries far from every code: the cost model sends each to the scan on its own
+        far = random_codes(rng, 6, nbits)
+        before = mih.stats()["fallbacks"]
+        for ex in (None, exclude[:6]):
+            D, I = mih.topk(far, 150, exclude=ex, num_threads=2)
+            Df, If = flat.topk(far, 150, exclude=ex)
+            np.testing.assert_array_equal(D, Df)
+            np.testing.assert_array_equal(I, If)
+        assert mih.stats()["fallbacks"] - before >= 6
 
 
 @pytest.mark.parametrize("m", [1, 64])
