@@ -293,9 +293,9 @@ def test_mih_large_batch_timing_path_is_exact(simd, kind, rng):
 
 @pytest.mark.parametrize("nbits", [32, 64, 128])
 def test_mih_scan_paths_break_ties_by_id(simd, nbits, rng):
-    """The scan answers in table-0 (sorted) order: above 65,536 items with collectors
-    that keep ties; below, a large batch through an id-ordered copy of the codes and a few
-    queries each by a byte buffer put into id order. All must give ties to smaller ids."""
+    """MIH's scan paths: a large batch through a temporary id-ordered copy of the codes;
+    a few queries in table-0 (sorted) order, above 65,536 items with collectors that keep
+    ties, below by a byte buffer put into id order. All must give ties to smaller ids."""
     for n in (70_000, 5_000):
         distinct = clustered_codes(rng, 500, nbits)
         codes = distinct[rng.integers(0, 500, size=n)]
