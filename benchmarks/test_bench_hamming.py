@@ -296,3 +296,34 @@ def test_range_hashsearch(benchmark, w, nbits, dist):
         ours_ms=round(ours_s * 1e3, 3), peer_ms=round(peer_s * 1e3, 3), peer_runs=runs,
         ratio=ratio(peer_s, ours_s), radius=radius, hits_per_query=round(float(lims[-1]) / len(queries), 1),
     ))
+
+
+@pytest.mark.parametrize(
+    "w,nbits,dist,radius",
+    [pytest.param(M1_QUICK, 64, "learned", 4, id="1m_q500-64b-learned-r4"),
+     pytest.param(M1_QUICK, 64, "learned", 8, id="1m_q500-64b-learned-r8"),
+     pytest.param(M1_QUICK, 32, "learned", 2, id="1m_q500-32b-learned-r2"),
+     pytest.param(ALIBABA, 64, "learned", 6, marks=full_only(), id="alibaba-64b-learned-r6")],
+)
+def test_range_mih_hashsearch(benchmark, w, nbits, dist, radius):
+    """hashsearch.MIHIndex.range_search (small radii: the hashing literature's "hash lookup");
+    peers in the same run: our Index.range_search (``ratio``) and faiss IndexBinaryFlat.range_search
+    (``ratio_faiss``). Results must be identical."""
+    items, queries = _arrays(w, nbits, dist)
+    mih = hashsearch.MIHIndex(items, nbits, num_threads=THREADS)
+    benchmark.group = f"range-mih {w.name} {nbits}b {dist} r{radius}"
+    (lims, D, I), ours_s = run_bench(benchmark, lambda: mih.range_search(queries, radius), est_s=0.5)
+    index = hashsearch.Index(items, nbits, num_threads=THREADS)
+    scan_s, runs, ref = peer_time(lambda: index.range_search(queries, radius))
+    for got, want in zip((lims, D, I), ref):
+        np.testing.assert_array_equal(got, want)
+    fidx = _faiss_flat(items, nbits)
+    qf = faiss_codes(queries, nbits)
+    faiss_s, _, (flims, _, _) = peer_time(lambda: fidx.range_search(qf, radius + 1), budget_s=20.0)
+    np.testing.assert_array_equal(lims, flims)
+    benchmark.extra_info.update(_info(
+        w, nbits, dist, engine="hashsearch.MIHIndex.range_search", peer="hashsearch.Index.range_search",
+        ours_ms=round(ours_s * 1e3, 3), peer_ms=round(scan_s * 1e3, 3), peer_runs=runs,
+        ratio=ratio(scan_s, ours_s), faiss_ms=round(faiss_s * 1e3, 3), ratio_faiss=ratio(faiss_s, ours_s),
+        radius=radius, m=mih.m, hits_per_query=round(float(lims[-1]) / len(queries), 1),
+    ))

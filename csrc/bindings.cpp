@@ -99,6 +99,25 @@ py::tuple hamming_topk(const Index& index, const Shape& flat, const CodesArray& 
     return py::make_tuple(D, I);
 }
 
+template <class Index>
+py::tuple hamming_range(const Index& index, size_t nwords, size_t n, const CodesArray& q, int radius,
+                        const py::object& indptr, const py::object& indices, int num_threads) {
+    check_queries(q, nwords);
+    const size_t nq = static_cast<size_t>(q.shape(0));
+    IdArray keep_ptr, keep_idx;
+    ExcludeList ex = make_exclude(indptr, indices, nq, n, keep_ptr, keep_idx);
+    std::vector<int64_t> lims;
+    std::vector<int32_t> D;
+    std::vector<int64_t> I;
+    {
+        py::gil_scoped_release release;
+        index.range_search(q.data(), nq, radius, ex, num_threads, lims, D, I);
+    }
+    return py::make_tuple(py::array_t<int64_t>(lims.size(), lims.data()),
+                          py::array_t<int32_t>(D.size(), D.data()),
+                          py::array_t<int64_t>(I.size(), I.data()));
+}
+
 CodesArray export_codes(const FlatIndex& flat) {
     CodesArray out({flat.size(), flat.nwords()});
     flat.copy_codes(out.mutable_data());
@@ -147,20 +166,7 @@ PYBIND11_MODULE(_core, m) {
              [](const GrowableFlatIndex& self, const CodesArray& q, int radius, const py::object& indptr,
                 const py::object& indices, int num_threads) {
                  auto lock = self.read_lock();
-                 check_queries(q, self.nwords());
-                 const size_t nq = static_cast<size_t>(q.shape(0));
-                 IdArray keep_ptr, keep_idx;
-                 ExcludeList ex = make_exclude(indptr, indices, nq, self.size(), keep_ptr, keep_idx);
-                 std::vector<int64_t> lims;
-                 std::vector<int32_t> D;
-                 std::vector<int64_t> I;
-                 {
-                     py::gil_scoped_release release;
-                     self.range_search(q.data(), nq, radius, ex, num_threads, lims, D, I);
-                 }
-                 return py::make_tuple(py::array_t<int64_t>(lims.size(), lims.data()),
-                                       py::array_t<int32_t>(D.size(), D.data()),
-                                       py::array_t<int64_t>(I.size(), I.data()));
+                 return hamming_range(self, self.nwords(), self.size(), q, radius, indptr, indices, num_threads);
              },
              py::arg("queries"), py::arg("radius"), py::arg("indptr") = py::none(),
              py::arg("indices") = py::none(), py::arg("num_threads") = 0)
@@ -208,6 +214,13 @@ PYBIND11_MODULE(_core, m) {
                  return hamming_topk(self, self, q, k, indptr, indices, num_threads);
              },
              py::arg("queries"), py::arg("k"), py::arg("indptr") = py::none(),
+             py::arg("indices") = py::none(), py::arg("num_threads") = 0)
+        .def("range_search",
+             [](const MIHIndex& self, const CodesArray& q, int radius, const py::object& indptr,
+                const py::object& indices, int num_threads) {
+                 return hamming_range(self, self.nwords(), self.size(), q, radius, indptr, indices, num_threads);
+             },
+             py::arg("queries"), py::arg("radius"), py::arg("indptr") = py::none(),
              py::arg("indices") = py::none(), py::arg("num_threads") = 0)
         .def("codes",
              [](const MIHIndex& self) {

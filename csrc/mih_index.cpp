@@ -89,6 +89,7 @@ private:
 constexpr double kProbeNs = 15.0;        // one bucket: its offsets read
 constexpr double kRunNs = 40.0;          // a non-empty bucket: the miss that starts its run
 constexpr double kCandidateNs = 5.0;     // a candidate
+constexpr double kRangeCandidateNs = 8.0;  // a candidate of range_search (a scalar distance each)
 constexpr double kScanNsPerWord = 0.35;  // the linear scan, per item and code word
 constexpr double kCompactScanNs = 0.2;   // ... for codes of <= 32 bits
 constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
@@ -131,6 +132,16 @@ inline uint64_t paste_key(uint64_t rest, uint64_t key, int s, int kb) {
 // Whether `id` is in the sorted list [begin, end).
 inline bool is_excluded(const int64_t* begin, const int64_t* end, int64_t id) {
     return begin != end && std::binary_search(begin, end, id);
+}
+
+inline int popcount64_portable(uint64_t x) {
+    return popcount32(static_cast<uint32_t>(x)) + popcount32(static_cast<uint32_t>(x >> 32));
+}
+
+inline uint32_t hamming(const uint64_t* a, const uint64_t* b, size_t nw) {
+    int d = 0;
+    for (size_t w = 0; w < nw; ++w) d += popcount64_portable(a[w] ^ b[w]);
+    return static_cast<uint32_t>(d);
 }
 
 inline bool code_less(const uint64_t* a, const uint64_t* b, size_t nw) {
@@ -709,6 +720,135 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
         search_ring(best);
         spent_ns += best_cost;
     }
+}
+
+}  // namespace hashsearch
+
+namespace hashsearch {
+
+void MIHIndex::range_search(const uint64_t* queries, size_t nq, int radius, const ExcludeList& exclude,
+                            int num_threads, std::vector<int64_t>& lims, std::vector<int32_t>& D,
+                            std::vector<int64_t>& I) const {
+    if (radius < 0) throw std::invalid_argument("radius must be >= 0, got " + std::to_string(radius));
+    if (sorted_.size() == 0) throw std::invalid_argument("the index is empty");
+    const size_t n = sorted_.size(), nw = sorted_.nwords();
+    const int m = static_cast<int>(tables_.size());
+    const int r = std::min(radius, sorted_.nbits());
+    // Key radius per table: sum_j (r_j + 1) = r + 1, spread evenly; r_j = -1
+    // leaves table j unread. Every item within r has some substring, hence some
+    // key, within r_j of the query's.
+    std::vector<int> rj(static_cast<size_t>(m));
+    double probes = 0;
+    for (int j = 0; j < m; ++j) {
+        rj[j] = std::min((r + 1) / m + (j < (r + 1) % m ? 1 : 0) - 1, tables_[j].key_bits);
+        for (int rho = 0; rho <= rj[j]; ++rho) probes += binomial(tables_[j].key_bits, rho);
+    }
+    const double scan_ns = static_cast<double>(n) * (sorted_.compact() ? kCompactScanNs : kScanNsPerWord * nw);
+    // Calls fn(bucket) for each bucket of table j at key distance exactly rho from key.
+    auto for_each_bucket = [](const Table& t, uint32_t key, int rho, auto&& fn) {
+        const uint64_t limit = uint64_t{1} << t.key_bits;
+        uint64_t mask = rho == 0 ? 0 : (uint64_t{1} << rho) - 1;
+        while (mask < limit) {
+            fn(key ^ static_cast<uint32_t>(mask));
+            if (rho == 0) break;
+            const uint64_t c = mask & (~mask + 1);  // next mask with rho bits (Gosper)
+            const uint64_t nx = mask + c;
+            mask = (((nx ^ mask) >> 2) >> __builtin_ctzll(c)) | nx;
+        }
+    };
+    std::vector<std::vector<std::pair<int32_t, int64_t>>> hits(nq);
+    std::vector<size_t> cands(nq, 0);
+    std::vector<uint8_t> scan(nq, probes * kProbeNs > scan_ns && scan_fallback_);
+    parallel_for(nq, num_threads, [&](size_t q, size_t) {
+        if (scan[q]) return;
+        const uint64_t* query = queries + q * nw;
+        const int64_t *eb = exclude.begin(q), *ee = exclude.end(q);
+        std::vector<uint32_t> qkeys(static_cast<size_t>(m));
+        for (int j = 0; j < m; ++j) qkeys[j] = substring(query, tables_[j].start, tables_[j].key_bits);
+        // The buckets' sizes first (offsets only): a query whose candidates
+        // would cost more than a scan is scanned instead.
+        size_t total = 0;
+        for (int j = 0; j < m; ++j)
+            for (int rho = 0; rho <= rj[j]; ++rho)
+                for_each_bucket(tables_[j], qkeys[j], rho, [&](uint32_t b) {
+                    total += tables_[j].offsets[b + 1] - tables_[j].offsets[b];
+                });
+        if (scan_fallback_ && probes * kProbeNs + static_cast<double>(total) * kRangeCandidateNs > scan_ns) {
+            scan[q] = 1;
+            return;
+        }
+        cands[q] = total;
+        uint64_t diff[16], code[16];  // codes are at most 1024 bits
+        // An item of table j was already taken from an earlier table if its key there is within r_jj.
+        auto seen_before = [&](int j) {
+            for (size_t w = 0; w < nw; ++w) diff[w] = code[w] ^ query[w];
+            for (int jj = 0; jj < j; ++jj)
+                if (popcount32(substring(diff, tables_[jj].start, tables_[jj].key_bits)) <= rj[jj]) return true;
+            return false;
+        };
+        auto& out = hits[q];
+        for (int j = 0; j < m; ++j) {
+            const Table& t = tables_[j];
+            for (int rho = 0; rho <= rj[j]; ++rho)
+                for_each_bucket(t, qkeys[j], rho, [&](uint32_t bucket) {
+                    const uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
+                    for (uint32_t e = b0; e < b1; ++e) {
+                        uint32_t rank = 0;  // among equal codes, adjacent in table-0 order
+                        if (j == 0) {
+                            sorted_.load_code(e, code);
+                        } else if (nw == 1) {
+                            const uint64_t rest = t.rest.get(e);
+                            code[0] = paste_key(rest, bucket, t.start, t.key_bits);
+                            if (hamming(code, query, 1) > static_cast<uint32_t>(r)) continue;
+                            while (e - rank > b0 && t.rest.get(e - rank - 1) == rest) ++rank;
+                        } else {
+                            const uint64_t* x = t.full.data() + size_t{e} * nw;
+                            std::copy_n(x, nw, code);
+                            if (hamming(code, query, nw) > static_cast<uint32_t>(r)) continue;
+                            while (e - rank > b0 && std::equal(x - (rank + 1) * nw, x - rank * nw, x)) ++rank;
+                        }
+                        const uint32_t d = hamming(code, query, nw);
+                        if (d > static_cast<uint32_t>(r) || seen_before(j)) continue;
+                        const int64_t id = static_cast<int64_t>(id_of_.get(j == 0 ? e : locate(code, rank)));
+                        if (!is_excluded(eb, ee, id)) out.emplace_back(static_cast<int32_t>(d), id);
+                    }
+                });
+        }
+        std::sort(out.begin(), out.end());
+    });
+    // The scanned queries: table 0's order, then ids, sorted by (distance, id).
+    std::vector<size_t> which;
+    for (size_t q = 0; q < nq; ++q)
+        if (scan[q]) which.push_back(q);
+    if (!which.empty()) {
+        std::vector<uint64_t> qs(which.size() * nw);
+        for (size_t i = 0; i < which.size(); ++i) std::copy_n(queries + which[i] * nw, nw, qs.data() + i * nw);
+        std::vector<int64_t> sl, si;
+        std::vector<int32_t> sd;
+        sorted_.range_search(qs.data(), which.size(), radius, ExcludeList(), num_threads, sl, sd, si);
+        parallel_for(which.size(), num_threads, [&](size_t i, size_t) {
+            const size_t q = which[i];
+            auto& out = hits[q];
+            for (int64_t c = sl[i]; c < sl[i + 1]; ++c) {
+                const int64_t id = static_cast<int64_t>(id_of_.get(static_cast<size_t>(si[c])));
+                if (!is_excluded(exclude.begin(q), exclude.end(q), id)) out.emplace_back(sd[c], id);
+            }
+            std::sort(out.begin(), out.end());
+        });
+        fallbacks_ += which.size();
+    }
+    lims.assign(nq + 1, 0);
+    for (size_t q = 0; q < nq; ++q) lims[q + 1] = lims[q] + static_cast<int64_t>(hits[q].size());
+    D.resize(static_cast<size_t>(lims[nq]));
+    I.resize(static_cast<size_t>(lims[nq]));
+    parallel_for(nq, num_threads, [&](size_t q, size_t) {
+        for (size_t c = 0; c < hits[q].size(); ++c) {
+            D[static_cast<size_t>(lims[q]) + c] = hits[q][c].first;
+            I[static_cast<size_t>(lims[q]) + c] = hits[q][c].second;
+        }
+    });
+    for (size_t q = 0; q < nq; ++q) candidates_ += cands[q];
+    probes_ += static_cast<size_t>(probes) * (nq - which.size());
 }
 
 }  // namespace hashsearch

@@ -60,6 +60,14 @@ public:
     void topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude, int num_threads,
               int32_t* D, int64_t* I) const;
 
+    // Same output as FlatIndex::range_search: every item within `radius`,
+    // CSR (lims, D, I) sorted by (distance, id). By pigeonhole, table j read to
+    // key radius r_j with sum_j (r_j + 1) > radius holds every such item; a
+    // query whose buckets would cost more than a scan is scanned instead.
+    void range_search(const uint64_t* queries, size_t nq, int radius, const ExcludeList& exclude,
+                      int num_threads, std::vector<int64_t>& lims, std::vector<int32_t>& D,
+                      std::vector<int64_t>& I) const;
+
     int m() const { return static_cast<int>(tables_.size()); }
     std::vector<int> substring_bits() const;
     std::vector<int> key_bits() const;

@@ -95,7 +95,35 @@ class _HammingBase:
         return f"{type(self).__name__}(ntotal={self.ntotal}, nbits={self.nbits})"
 
 
-class Index(_HammingBase):
+class _RangeSearch:
+    """``range_search`` for the indexes whose native core has it (Index, MIHIndex)."""
+
+    def range_search(
+        self, q, radius: int, *, exclude: ExcludeArg = None, num_threads: Optional[int] = None
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every indexed code within Hamming distance ``radius`` of each query (faiss'
+        ``range_search``; e.g. the hashing literature's "hash lookup within radius 2").
+
+        Args:
+            q: one code or a batch, as for :meth:`topk`.
+            radius: largest distance returned, >= 0 (distances <= radius qualify).
+            exclude: ids each query must not return, as for :meth:`topk`.
+            num_threads: overrides the index's setting for this call (0 = all cores).
+
+        Returns:
+            ``(lims, D, I)``: lims int64 (nq+1,); query i's results are
+            ``D[lims[i]:lims[i+1]]`` (int32 distances) and ``I[lims[i]:lims[i+1]]``
+            (int64 ids), sorted by distance, ties by the smaller id.
+        """
+        queries = packed_queries(q, self.nbits)
+        radius = check_int(radius, "radius", 0)
+        if self.ntotal == 0:
+            raise ValueError("the index is empty: it holds 0 codes")
+        indptr, indices = exclude_csr(exclude, queries.shape[0], self.ntotal)
+        return self._native.range_search(queries, radius, indptr, indices, self._threads(num_threads))
+
+
+class Index(_RangeSearch, _HammingBase):
     """Exact Hamming search by a SIMD linear scan with a counting top-k.
 
     Args:
@@ -127,30 +155,6 @@ class Index(_HammingBase):
         Searches running in other threads finish before the codes are appended.
         """
         self._native.add(packed_queries(codes, self.nbits, "codes"))
-
-    def range_search(
-        self, q, radius: int, *, exclude: ExcludeArg = None, num_threads: Optional[int] = None
-    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every indexed code within Hamming distance ``radius`` of each query (faiss'
-        ``range_search``; e.g. the hashing literature's "hash lookup within radius 2").
-
-        Args:
-            q: one code or a batch, as for :meth:`topk`.
-            radius: largest distance returned, >= 0 (distances <= radius qualify).
-            exclude: ids each query must not return, as for :meth:`topk`.
-            num_threads: overrides the index's setting for this call (0 = all cores).
-
-        Returns:
-            ``(lims, D, I)``: lims int64 (nq+1,); query i's results are
-            ``D[lims[i]:lims[i+1]]`` (int32 distances) and ``I[lims[i]:lims[i+1]]``
-            (int64 ids), sorted by distance, ties by the smaller id.
-        """
-        queries = packed_queries(q, self.nbits)
-        radius = check_int(radius, "radius", 0)
-        if self.ntotal == 0:
-            raise ValueError("the index is empty: it holds 0 codes")
-        indptr, indices = exclude_csr(exclude, queries.shape[0], self.ntotal)
-        return self._native.range_search(queries, radius, indptr, indices, self._threads(num_threads))
 
     @classmethod
     def _from_file(cls, data: IndexFile, num_threads: int) -> "Index":
@@ -189,7 +193,7 @@ def default_mih_m(nbits: int, n: int) -> int:
     return m
 
 
-class MIHIndex(_HammingBase):
+class MIHIndex(_RangeSearch, _HammingBase):
     """Exact Hamming search by multi-index hashing (Norouzi, Punjani & Fleet).
 
     The code is split into ``m`` substrings with one table each, keyed on a

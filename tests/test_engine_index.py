@@ -155,6 +155,31 @@ def test_range_search_matches_reference(simd, nbits, rng):
     assert index.range_search(queries, nbits)[0][-1] == len(queries) * len(codes)
 
 
+@pytest.mark.parametrize("nbits,m", [(20, 2), (32, 2), (64, 3), (64, 1), (100, 4), (256, 2)])
+def test_mih_range_search_matches_reference(nbits, m, rng):
+    """MIHIndex.range_search equals the numpy twin through its tables (scan fallback off) and with
+    the cost model on, at 1 and 2 threads, with exclude; many equal codes exercise the id lookup
+    of the tables after the first."""
+    distinct = clustered_codes(rng, 600, nbits, clusters=4, flip=0.08)
+    codes = np.concatenate([distinct[rng.integers(0, 600, size=5000)], random_codes(rng, 3000, nbits)])
+    queries = np.concatenate([codes[:6], clustered_codes(rng, 6, nbits, clusters=4, flip=0.08)])
+    exclude = random_exclude(rng, len(queries), len(codes), 300)
+    mih = hashsearch.MIHIndex(codes, nbits, m=m)
+    for fallback in (False, True):
+        mih._native._set_scan_fallback(fallback)
+        for radius in (0, 1, 3, nbits // 8, nbits // 4, nbits):
+            for ex in (None, exclude):
+                ref = range_search_hamming(queries, codes, radius, ex)
+                for threads in (1, 2):
+                    got = mih.range_search(queries, radius, exclude=ex, num_threads=threads)
+                    for g, want in zip(got, ref):
+                        np.testing.assert_array_equal(g, want)
+    mih._native._set_scan_fallback(True)
+    before = mih.stats()["fallbacks"]
+    mih.range_search(queries, nbits)  # every bucket of every table: the cost model scans
+    assert mih.stats()["fallbacks"] - before == len(queries)
+
+
 def test_range_search_rejects_bad_input(rng):
     index = hashsearch.Index(random_codes(rng, 100, 64), 64)
     with pytest.raises(ValueError, match="radius must be >= 0, got -1"):
