@@ -244,14 +244,15 @@ PYBIND11_MODULE(_core, m) {
         .def("memory_bytes", [](const MIHIndex& s) { return s.code_bytes() + s.table_bytes(); });
 
     py::class_<HierarchicalIndex>(m, "HierarchicalIndex")
-        .def(py::init([](const CodesArray& codes, int nbits, const FloatArray& emb) {
+        .def(py::init([](const CodesArray& codes, int nbits, const FloatArray& emb, int m) {
                  check_codes(codes, "codes");
                  if (emb.ndim() != 2 || emb.shape(0) != codes.shape(0))
                      throw std::invalid_argument("embeddings must be (n, dim) with n matching codes");
+                 py::gil_scoped_release release;
                  return new HierarchicalIndex(codes.data(), codes.shape(0), codes.shape(1), nbits,
-                                              emb.data(), emb.shape(1));
+                                              emb.data(), emb.shape(1), m);
              }),
-             py::arg("codes"), py::arg("nbits"), py::arg("embeddings"))
+             py::arg("codes"), py::arg("nbits"), py::arg("embeddings"), py::arg("m") = 0)
         .def("topk",
              [](const HierarchicalIndex& self, const CodesArray& q, const FloatArray& qe, int k,
                 int candidates, const py::object& indptr, const py::object& indices,
@@ -292,5 +293,6 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("ntotal", [](const HierarchicalIndex& s) { return s.flat().size(); })
         .def_property_readonly("nbits", [](const HierarchicalIndex& s) { return s.flat().nbits(); })
         .def_property_readonly("dim", &HierarchicalIndex::dim)
+        .def_property_readonly("m", &HierarchicalIndex::m)
         .def("memory_bytes", &HierarchicalIndex::memory_bytes);
 }

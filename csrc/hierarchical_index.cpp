@@ -10,9 +10,11 @@
 namespace hashsearch {
 
 HierarchicalIndex::HierarchicalIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits,
-                                     const float* emb, size_t dim)
+                                     const float* emb, size_t dim, int m)
     : flat_(codes, n, nwords, nbits), emb_(emb, emb + n * dim), dim_(dim) {
     if (dim == 0) throw std::invalid_argument("embeddings must have at least one column");
+    if (m < 0) throw std::invalid_argument("m must be >= 0 (0: linear scan), got " + std::to_string(m));
+    if (m > 0) mih_ = std::make_unique<MIHIndex>(codes, n, nwords, nbits, m);
 }
 
 void HierarchicalIndex::topk(const uint64_t* queries, const float* query_emb, size_t nq, int k,
@@ -33,7 +35,10 @@ void HierarchicalIndex::topk(const uint64_t* queries, const float* query_emb, si
         ci.resize(nb * candidates);
         ExcludeList ex = exclude;
         if (ex.indptr) ex.indptr += q0;
-        flat_.topk(queries + q0 * nw, nb, candidates, ex, num_threads, cd.data(), ci.data());
+        if (mih_)
+            mih_->topk(queries + q0 * nw, nb, candidates, ex, num_threads, cd.data(), ci.data());
+        else
+            flat_.topk(queries + q0 * nw, nb, candidates, ex, num_threads, cd.data(), ci.data());
         Kernels kern = active_kernels();
         parallel_for(nb, num_threads, [&](size_t b, size_t) {
             const float* qe = query_emb + (q0 + b) * dim_;

@@ -1,18 +1,23 @@
 // Hierarchical search (HieS, HashGNN paper Sec. 4.4): Hamming top-C candidates
-// by linear scan, re-ranked by the inner product of continuous embeddings.
+// by linear scan (or by multi-index hashing, m > 0), re-ranked by the inner
+// product of continuous embeddings.
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "flat_index.h"
+#include "mih_index.h"
 
 namespace hashsearch {
 
 class HierarchicalIndex {
 public:
+    // m > 0: candidates by an MIHIndex of m substrings (identical output, its
+    // own copy of the codes and tables); m == 0: by the linear scan.
     HierarchicalIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, const float* emb,
-                      size_t dim);
+                      size_t dim, int m = 0);
 
     // S (nq, k) float32 scores, descending (ties: smaller id first), I (nq, k);
     // padding is (-inf, -1). Scores are accumulated in double.
@@ -22,10 +27,15 @@ public:
     const FlatIndex& flat() const { return flat_; }
     size_t dim() const { return dim_; }
     const float* embeddings() const { return emb_.data(); }
-    size_t memory_bytes() const { return flat_.memory_bytes() + emb_.size() * sizeof(float); }
+    int m() const { return mih_ ? mih_->m() : 0; }
+    size_t memory_bytes() const {
+        return flat_.memory_bytes() + emb_.size() * sizeof(float) +
+               (mih_ ? mih_->code_bytes() + mih_->table_bytes() : 0);
+    }
 
 private:
     FlatIndex flat_;
+    std::unique_ptr<MIHIndex> mih_;
     std::vector<float> emb_;
     size_t dim_;
 };

@@ -74,8 +74,9 @@ class HierarchicalIndex:
     ntotal: int
     nbits: int
     dim: int
+    m: int
     def __init__(
-        self, codes: npt.NDArray[np.uint64], nbits: int, embeddings: npt.NDArray[np.float32]
+        self, codes: npt.NDArray[np.uint64], nbits: int, embeddings: npt.NDArray[np.float32], m: int = 0
     ) -> None: ...
     def topk(
         self,

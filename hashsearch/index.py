@@ -283,12 +283,24 @@ class HierarchicalIndex(_HammingBase):
     Args:
         codes, nbits, num_threads: as for :class:`Index`.
         embeddings: float (n, dim) continuous item embeddings (stored as float32).
+        candidate_search: how the Hamming candidates are found: ``"scan"`` (the linear scan
+            of :class:`Index`) or ``"mih"`` (an internal :class:`MIHIndex`: the same
+            candidates, faster on millions of learned codes, at the cost of its tables and
+            a second copy of the codes).
+        m: MIH substrings for ``candidate_search="mih"``; default :func:`default_mih_m`.
     """
 
     _kind = KIND_HIER
 
     def __init__(
-        self, codes, embeddings, nbits: Optional[int] = None, *, num_threads: int = 0
+        self,
+        codes,
+        embeddings,
+        nbits: Optional[int] = None,
+        *,
+        candidate_search: str = "scan",
+        m: Optional[int] = None,
+        num_threads: int = 0,
     ) -> None:
         packed, nbits = as_packed(codes, nbits)
         emb = float_matrix(embeddings, "embeddings")
@@ -296,8 +308,30 @@ class HierarchicalIndex(_HammingBase):
             raise ValueError(
                 f"embeddings have {emb.shape[0]} rows but there are {packed.shape[0]} codes"
             )
+        if candidate_search not in ("scan", "mih"):
+            raise ValueError(f"candidate_search must be 'scan' or 'mih', got {candidate_search!r}")
+        if candidate_search == "scan":
+            if m is not None:
+                raise ValueError("m applies to candidate_search='mih' only")
+            m = 0
+        else:
+            if packed.shape[0] == 0:
+                raise ValueError("candidate_search='mih' needs at least one code, got 0")
+            m = default_mih_m(nbits, packed.shape[0]) if m is None else check_int(m, "m", 1)
+            if m > nbits:
+                raise ValueError(f"m must be <= nbits={nbits}, got {m}")
         self.num_threads = check_threads(num_threads)
-        self._native = _core.HierarchicalIndex(packed, nbits, emb)
+        self._native = _core.HierarchicalIndex(packed, nbits, emb, m)
+
+    @property
+    def candidate_search(self) -> str:
+        """``"scan"`` or ``"mih"``: how the Hamming candidates are found."""
+        return "mih" if self._native.m > 0 else "scan"
+
+    @property
+    def m(self) -> int:
+        """MIH substrings of the candidate search (0 for the linear scan)."""
+        return int(self._native.m)
 
     @property
     def dim(self) -> int:
@@ -349,10 +383,14 @@ class HierarchicalIndex(_HammingBase):
         return self._native.topk(queries, qe, k, candidates, indptr, indices, self._threads(num_threads))
 
     def _file(self) -> IndexFile:
-        return IndexFile(kind=self._kind, nbits=self.nbits, codes=self.codes(), embeddings=self.embeddings())
+        return IndexFile(kind=self._kind, nbits=self.nbits, codes=self.codes(), m=self.m,
+                         embeddings=self.embeddings())
 
     @classmethod
     def _from_file(cls, data: IndexFile, num_threads: int) -> "HierarchicalIndex":
+        if data.m > 0:
+            return cls(data.codes, data.embeddings, data.nbits, candidate_search="mih", m=data.m,
+                       num_threads=num_threads)
         return cls(data.codes, data.embeddings, data.nbits, num_threads=num_threads)
 
 

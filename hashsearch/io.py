@@ -8,7 +8,7 @@ Layout (format version 1)::
     nbits    u32
     nwords   u32
     n        u64  number of codes
-    m        u32  MIH substrings (0 otherwise)
+    m        u32  MIH substrings of kind 2, or of kind 3's candidate search (0: scan)
     dim      u32  embedding columns (0 otherwise)
     nbytes   u64  payload length
     crc32    u32  zlib.crc32 of the payload

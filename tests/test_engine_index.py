@@ -386,6 +386,42 @@ def test_hierarchical_matches_reference(simd, threads, rng):
         np.testing.assert_allclose(S, Sr, rtol=1e-6)
 
 
+@pytest.mark.parametrize("nbits,m", [(32, 2), (64, 3), (128, 2)])
+def test_hierarchical_mih_candidates_match_reference(nbits, m, rng, tmp_path):
+    """candidate_search='mih' finds the same candidates as the scan (MIH is exact, ties by id), so
+    HieS output equals the numpy twin; the tables path and the scan path of MIH both, and a
+    save/load round trip keeps the choice."""
+    n, dim = 6000, 16
+    codes = clustered_codes(rng, n, nbits)
+    emb = rng.standard_normal((n, dim)).astype(np.float32)
+    queries = np.concatenate([codes[:150], clustered_codes(rng, 50, nbits)])
+    q_emb = rng.standard_normal((len(queries), dim)).astype(np.float32)
+    exclude = random_exclude(rng, len(queries), n, 100)
+    index = hashsearch.HierarchicalIndex(codes, emb, nbits, candidate_search="mih", m=m, num_threads=2)
+    assert index.candidate_search == "mih" and index.m == m
+    assert hashsearch.HierarchicalIndex(codes, emb, nbits).m == 0
+    for ex in (None, exclude):
+        Sr, Ir = topk_hierarchical(queries, q_emb, codes, emb, 20, 300, exclude=ex)
+        for threads in (1, 2):
+            S, I = index.topk(queries, q_emb, 20, candidates=300, exclude=ex, num_threads=threads)
+            np.testing.assert_array_equal(I, Ir)
+            np.testing.assert_allclose(S, Sr, rtol=1e-6)
+    index.save(tmp_path / "hies.hsi")
+    back = hashsearch.load(tmp_path / "hies.hsi")
+    assert back.candidate_search == "mih" and back.m == m
+    np.testing.assert_array_equal(back.topk(queries, q_emb, 20, candidates=300, exclude=exclude)[1], Ir)
+
+
+def test_hierarchical_candidate_search_rejects_bad_input(rng):
+    codes, emb = random_codes(rng, 100, 64), rng.standard_normal((100, 4))
+    with pytest.raises(ValueError, match="candidate_search must be 'scan' or 'mih', got 'hnsw'"):
+        hashsearch.HierarchicalIndex(codes, emb, 64, candidate_search="hnsw")
+    with pytest.raises(ValueError, match="m applies to candidate_search='mih' only"):
+        hashsearch.HierarchicalIndex(codes, emb, 64, m=2)
+    with pytest.raises(ValueError, match="m must be <= nbits=64, got 65"):
+        hashsearch.HierarchicalIndex(codes, emb, 64, candidate_search="mih", m=65)
+
+
 def test_hierarchical_pads_with_minus_inf(rng):
     codes = random_codes(rng, 10, 32)
     emb = rng.standard_normal((10, 4))

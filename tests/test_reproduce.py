@@ -34,6 +34,7 @@ def test_all_commands_write_their_outputs(tmp_path):
     t4 = json.loads((tmp_path / "table4.json").read_text())
     methods = {r["method"] for r in t4["rows"]}
     assert {"HamR (ours, linear scan)", "CeS (numpy matmul)"} <= methods
+    assert any(m.startswith("HieS (ours") and "by MIH" in m for m in methods)
     extrapolated = [r for r in t4["rows"] if r["extrapolated"]]
     assert extrapolated and all(r["all_users_seconds"] > r["measured_seconds"] for r in extrapolated)
     fig3 = json.loads((tmp_path / "fig3.json").read_text())

@@ -82,6 +82,9 @@ def time_methods(data: Dict[str, np.ndarray], nbits: int, k: int, threads: int, 
     hies = hashsearch.HierarchicalIndex(ic, ie, nbits, num_threads=threads)
     cand = min(max(candidates, k), ic.shape[0])
     methods[f"HieS (ours, {cand} candidates)"] = lambda: hies.topk(uc, ue, k, candidates=cand)
+    hies_mih = hashsearch.HierarchicalIndex(ic, ie, nbits, candidate_search="mih", num_threads=threads)
+    methods[f"HieS (ours, {cand} candidates by MIH m={hies_mih.m})"] = \
+        lambda: hies_mih.topk(uc, ue, k, candidates=cand)
     flat = hashsearch.Index(ic, nbits, num_threads=threads)
     methods["HamR (ours, linear scan)"] = lambda: flat.topk(uc, k)
     mih = hashsearch.MIHIndex(ic, nbits, num_threads=threads)
