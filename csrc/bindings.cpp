@@ -65,10 +65,11 @@ ExcludeList make_exclude(const py::object& indptr, const py::object& indices, si
     return ex;
 }
 
-// A FlatIndex that Python can grow: searches (GIL released) share the lock,
+// An index that Python can grow: searches (GIL released) share the lock,
 // add() takes it alone, so no search reads codes that add() is reallocating.
-struct GrowableFlatIndex : FlatIndex {
-    using FlatIndex::FlatIndex;
+template <class Base>
+struct Growable : Base {
+    using Base::Base;
     mutable std::shared_mutex rw;
 
     // The shared lock, waited for with the GIL released (a writer may be waiting on a reader).
@@ -79,6 +80,8 @@ struct GrowableFlatIndex : FlatIndex {
         return lock;
     }
 };
+using GrowableFlatIndex = Growable<FlatIndex>;
+using GrowableHierarchicalIndex = Growable<HierarchicalIndex>;
 
 template <class Index, class Shape>
 py::tuple hamming_topk(const Index& index, const Shape& flat, const CodesArray& q, int k,
@@ -243,20 +246,21 @@ PYBIND11_MODULE(_core, m) {
         .def("table_bytes", &MIHIndex::table_bytes)
         .def("memory_bytes", [](const MIHIndex& s) { return s.code_bytes() + s.table_bytes(); });
 
-    py::class_<HierarchicalIndex>(m, "HierarchicalIndex")
+    py::class_<GrowableHierarchicalIndex>(m, "HierarchicalIndex")
         .def(py::init([](const CodesArray& codes, int nbits, const FloatArray& emb, int m) {
                  check_codes(codes, "codes");
                  if (emb.ndim() != 2 || emb.shape(0) != codes.shape(0))
                      throw std::invalid_argument("embeddings must be (n, dim) with n matching codes");
                  py::gil_scoped_release release;
-                 return new HierarchicalIndex(codes.data(), codes.shape(0), codes.shape(1), nbits,
+                 return new GrowableHierarchicalIndex(codes.data(), codes.shape(0), codes.shape(1), nbits,
                                               emb.data(), emb.shape(1), m);
              }),
              py::arg("codes"), py::arg("nbits"), py::arg("embeddings"), py::arg("m") = 0)
         .def("topk",
-             [](const HierarchicalIndex& self, const CodesArray& q, const FloatArray& qe, int k,
+             [](const GrowableHierarchicalIndex& self, const CodesArray& q, const FloatArray& qe, int k,
                 int candidates, const py::object& indptr, const py::object& indices,
                 int num_threads) {
+                 auto lock = self.read_lock();
                  const FlatIndex& flat = self.flat();
                  check_queries(q, flat.nwords());
                  size_t nq = static_cast<size_t>(q.shape(0));
@@ -282,17 +286,46 @@ PYBIND11_MODULE(_core, m) {
              py::arg("queries"), py::arg("query_embeddings"), py::arg("k"), py::arg("candidates"),
              py::arg("indptr") = py::none(), py::arg("indices") = py::none(),
              py::arg("num_threads") = 0)
-        .def("codes", [](const HierarchicalIndex& self) { return export_codes(self.flat()); })
+        .def("add",
+             [](GrowableHierarchicalIndex& self, const CodesArray& codes, const FloatArray& emb) {
+                 check_codes(codes, "codes");
+                 if (static_cast<size_t>(codes.shape(1)) != self.flat().nwords())
+                     throw std::invalid_argument("codes have " + std::to_string(codes.shape(1)) +
+                                                 " words per code, the index has " +
+                                                 std::to_string(self.flat().nwords()));
+                 if (emb.ndim() != 2 || emb.shape(0) != codes.shape(0) ||
+                     static_cast<size_t>(emb.shape(1)) != self.dim())
+                     throw std::invalid_argument("embeddings must be (n, " + std::to_string(self.dim()) +
+                                                 ") with n matching codes");
+                 const uint64_t* cp = codes.data();
+                 const float* ep = emb.data();
+                 const size_t count = static_cast<size_t>(codes.shape(0));
+                 py::gil_scoped_release release;
+                 std::unique_lock<std::shared_mutex> lock(self.rw);
+                 self.add(cp, ep, count);
+             },
+             py::arg("codes"), py::arg("embeddings"))
+        .def("codes", [](const GrowableHierarchicalIndex& self) {
+            auto lock = self.read_lock();
+            return export_codes(self.flat());
+        })
         .def("embeddings",
-             [](const HierarchicalIndex& self) {
+             [](const GrowableHierarchicalIndex& self) {
+                 auto lock = self.read_lock();
                  FloatArray out({self.flat().size(), self.dim()});
                  std::copy(self.embeddings(), self.embeddings() + self.flat().size() * self.dim(),
                            out.mutable_data());
                  return out;
              })
-        .def_property_readonly("ntotal", [](const HierarchicalIndex& s) { return s.flat().size(); })
-        .def_property_readonly("nbits", [](const HierarchicalIndex& s) { return s.flat().nbits(); })
+        .def_property_readonly("ntotal", [](const GrowableHierarchicalIndex& s) {
+            auto lock = s.read_lock();
+            return s.flat().size();
+        })
+        .def_property_readonly("nbits", [](const GrowableHierarchicalIndex& s) { return s.flat().nbits(); })
         .def_property_readonly("dim", &HierarchicalIndex::dim)
         .def_property_readonly("m", &HierarchicalIndex::m)
-        .def("memory_bytes", &HierarchicalIndex::memory_bytes);
+        .def("memory_bytes", [](const GrowableHierarchicalIndex& s) {
+            auto lock = s.read_lock();
+            return s.memory_bytes();
+        });
 }

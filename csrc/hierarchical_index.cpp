@@ -17,6 +17,16 @@ HierarchicalIndex::HierarchicalIndex(const uint64_t* codes, size_t n, size_t nwo
     if (m > 0) mih_ = std::make_unique<MIHIndex>(codes, n, nwords, nbits, m);
 }
 
+void HierarchicalIndex::add(const uint64_t* codes, const float* emb, size_t count) {
+    flat_.add(codes, count);  // validates every code before it changes anything
+    emb_.insert(emb_.end(), emb, emb + count * dim_);
+    if (mih_) {
+        std::vector<uint64_t> all(flat_.size() * flat_.nwords());
+        flat_.copy_codes(all.data());
+        mih_ = std::make_unique<MIHIndex>(all.data(), flat_.size(), flat_.nwords(), flat_.nbits(), mih_->m());
+    }
+}
+
 void HierarchicalIndex::topk(const uint64_t* queries, const float* query_emb, size_t nq, int k,
                              int candidates, const ExcludeList& exclude, int num_threads, float* S,
                              int64_t* I) const {

@@ -24,6 +24,11 @@ public:
     void topk(const uint64_t* queries, const float* query_emb, size_t nq, int k, int candidates,
               const ExcludeList& exclude, int num_threads, float* S, int64_t* I) const;
 
+    // Appends `count` codes with their embeddings (count x dim floats); ids
+    // continue from size(). MIH candidate tables are rebuilt (O(n)). A bad
+    // code leaves the index unchanged.
+    void add(const uint64_t* codes, const float* emb, size_t count);
+
     const FlatIndex& flat() const { return flat_; }
     size_t dim() const { return dim_; }
     const float* embeddings() const { return emb_.data(); }

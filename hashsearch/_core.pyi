@@ -78,6 +78,7 @@ class HierarchicalIndex:
     def __init__(
         self, codes: npt.NDArray[np.uint64], nbits: int, embeddings: npt.NDArray[np.float32], m: int = 0
     ) -> None: ...
+    def add(self, codes: npt.NDArray[np.uint64], embeddings: npt.NDArray[np.float32]) -> None: ...
     def topk(
         self,
         queries: npt.NDArray[np.uint64],

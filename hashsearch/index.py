@@ -342,6 +342,15 @@ class HierarchicalIndex(_HammingBase):
         """A copy of the item embeddings, float32 (n, dim)."""
         return self._native.embeddings()
 
+    def add(self, codes, embeddings) -> None:
+        """Append items: their codes and float (n, dim) embeddings (or one code and a (dim,)
+        vector); they get the ids ``ntotal, ntotal + 1, ...``. With ``candidate_search='mih'``
+        the MIH tables are rebuilt, O(ntotal). A bad code or embedding leaves the index unchanged;
+        searches in other threads finish first."""
+        packed = packed_queries(codes, self.nbits, "codes")
+        emb = float_matrix(embeddings, "embeddings", rows=packed.shape[0], cols=self.dim)
+        self._native.add(packed, emb)
+
     def hamming_topk(self, q, k: int, *, exclude: ExcludeArg = None, num_threads: Optional[int] = None):
         """Plain Hamming ranking over this index's codes (see :meth:`Index.topk`)."""
         return super().topk(q, k, exclude=exclude, num_threads=num_threads)

@@ -166,3 +166,35 @@ def test_add_while_other_threads_search():
         t.join(timeout=120)
     assert failures == []
     np.testing.assert_array_equal(index.topk(queries, 10)[1], refs[bounds[-1]])
+
+
+@pytest.mark.parametrize("candidate_search", ["scan", "mih"])
+def test_hierarchical_add_equals_building_at_once(candidate_search, tmp_path):
+    from hashsearch.reference import topk_hierarchical
+
+    rng = np.random.default_rng(11)
+    n, nbits, dim = 4000, 64, 8
+    codes = hashsearch.pack(rng.integers(0, 2, size=(n, nbits), dtype=np.uint8))
+    emb = rng.standard_normal((n, dim)).astype(np.float32)
+    queries, q_emb = codes[:30] ^ np.uint64(3), rng.standard_normal((30, dim)).astype(np.float32)
+    index = hashsearch.HierarchicalIndex(codes[:1500], emb[:1500], nbits, candidate_search=candidate_search)
+    m = index.m
+    index.add(codes[1500], emb[1500])  # one item
+    index.add(codes[1501:], emb[1501:])
+    assert index.ntotal == n and index.m == m
+    np.testing.assert_array_equal(index.embeddings(), emb)
+    S_ref, I_ref = topk_hierarchical(queries, q_emb, codes, emb, 10, 200)
+    S, I = index.topk(queries, q_emb, 10, candidates=200)
+    np.testing.assert_array_equal(I, I_ref)
+    np.testing.assert_allclose(S, S_ref, rtol=1e-6)
+    with pytest.raises(ValueError, match="embeddings must have 2 rows, got 3"):
+        index.add(codes[:2], emb[:3])
+    with pytest.raises(ValueError, match="embeddings must have 8 columns, got 7"):
+        index.add(codes[:2], emb[:2, :7])
+    with pytest.raises(ValueError, match="embeddings contain NaN"):
+        index.add(codes[:1], np.full((1, dim), np.nan))
+    with pytest.raises(ValueError, match="bits set above nbits=64|1 uint64 words"):
+        index.add(np.zeros((1, 2), dtype=np.uint64), emb[:1])
+    assert index.ntotal == n
+    index.save(tmp_path / "h.hsi")
+    np.testing.assert_array_equal(hashsearch.load(tmp_path / "h.hsi").topk(queries, q_emb, 10, candidates=200)[1], I_ref)
