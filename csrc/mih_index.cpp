@@ -115,6 +115,21 @@ double binomial(int n, int r) {
     return c;
 }
 
+// Calls fn(bucket) for every key of `key_bits` bits at distance exactly rho from
+// `key`, stepping through the rho-bit masks with Gosper's hack.
+template <class Fn>
+void for_each_key_at(uint32_t key, int key_bits, int rho, Fn&& fn) {
+    const uint64_t limit = uint64_t{1} << key_bits;
+    uint64_t mask = rho == 0 ? 0 : (uint64_t{1} << rho) - 1;
+    while (mask < limit) {
+        fn(key ^ static_cast<uint32_t>(mask));
+        if (rho == 0) break;
+        const uint64_t c = mask & (~mask + 1);
+        const uint64_t nx = mask + c;
+        mask = (((nx ^ mask) >> 2) >> __builtin_ctzll(c)) | nx;  // c is a power of two: no divide
+    }
+}
+
 inline uint64_t low_mask(int bits) { return bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1; }
 
 // A one-word code with bits [s, s + kb) cut out (the higher bits move down).
@@ -517,21 +532,14 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
         ring.runs.clear();
         ring.items = 0;
         size_t buckets = 0;
-        const uint64_t limit = uint64_t{1} << t.key_bits;
-        uint64_t mask = (r == 0) ? 0 : (uint64_t{1} << r) - 1;
-        while (mask < limit) {
-            uint32_t bucket = s.qkeys[j] ^ static_cast<uint32_t>(mask);
-            uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
+        for_each_key_at(s.qkeys[j], t.key_bits, r, [&](uint32_t bucket) {
+            const uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
             ++buckets;
             if (b1 > b0) {
                 ring.runs.push_back({b0, b1, bucket});
                 ring.items += b1 - b0;
             }
-            if (r == 0) break;
-            uint64_t c = mask & (~mask + 1);  // Gosper's hack: next mask with r bits
-            uint64_t nx = mask + c;
-            mask = (((nx ^ mask) >> 2) >> __builtin_ctzll(c)) | nx;  // c is a power of two: no divide
-        }
+        });
         s.probes += buckets;
         spent_ns += static_cast<double>(buckets) * kProbeNs;
     };
@@ -744,18 +752,6 @@ void MIHIndex::range_search(const uint64_t* queries, size_t nq, int radius, cons
         for (int rho = 0; rho <= rj[j]; ++rho) probes += binomial(tables_[j].key_bits, rho);
     }
     const double scan_ns = static_cast<double>(n) * (sorted_.compact() ? kCompactScanNs : kScanNsPerWord * nw);
-    // Calls fn(bucket) for each bucket of table j at key distance exactly rho from key.
-    auto for_each_bucket = [](const Table& t, uint32_t key, int rho, auto&& fn) {
-        const uint64_t limit = uint64_t{1} << t.key_bits;
-        uint64_t mask = rho == 0 ? 0 : (uint64_t{1} << rho) - 1;
-        while (mask < limit) {
-            fn(key ^ static_cast<uint32_t>(mask));
-            if (rho == 0) break;
-            const uint64_t c = mask & (~mask + 1);  // next mask with rho bits (Gosper)
-            const uint64_t nx = mask + c;
-            mask = (((nx ^ mask) >> 2) >> __builtin_ctzll(c)) | nx;
-        }
-    };
     std::vector<std::vector<std::pair<int32_t, int64_t>>> hits(nq);
     std::vector<size_t> cands(nq, 0);
     std::vector<uint8_t> scan(nq, probes * kProbeNs > scan_ns && scan_fallback_);
@@ -770,7 +766,7 @@ void MIHIndex::range_search(const uint64_t* queries, size_t nq, int radius, cons
         size_t total = 0;
         for (int j = 0; j < m; ++j)
             for (int rho = 0; rho <= rj[j]; ++rho)
-                for_each_bucket(tables_[j], qkeys[j], rho, [&](uint32_t b) {
+                for_each_key_at(qkeys[j], tables_[j].key_bits, rho, [&](uint32_t b) {
                     total += tables_[j].offsets[b + 1] - tables_[j].offsets[b];
                 });
         if (scan_fallback_ && probes * kProbeNs + static_cast<double>(total) * kRangeCandidateNs > scan_ns) {
@@ -790,7 +786,7 @@ void MIHIndex::range_search(const uint64_t* queries, size_t nq, int radius, cons
         for (int j = 0; j < m; ++j) {
             const Table& t = tables_[j];
             for (int rho = 0; rho <= rj[j]; ++rho)
-                for_each_bucket(t, qkeys[j], rho, [&](uint32_t bucket) {
+                for_each_key_at(qkeys[j], t.key_bits, rho, [&](uint32_t bucket) {
                     const uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
                     for (uint32_t e = b0; e < b1; ++e) {
                         uint32_t rank = 0;  // among equal codes, adjacent in table-0 order
