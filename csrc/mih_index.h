@@ -129,6 +129,9 @@ private:
     // One query by the two-pass byte select, for small indexes (see scan_fallback).
     void scan_small(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
                     const int64_t* ex_end, int32_t* D, int64_t* I) const;
+    // The codes in id order as an Index, for scanning large batches (the
+    // caller holds it only while it scans: one more copy of the codes).
+    FlatIndex id_ordered_copy() const;
     // Position in table 0 of the `rank`-th item (0-based, in table-0 order)
     // whose code is `code`.
     uint32_t locate(const uint64_t* code, uint32_t rank) const;
