@@ -47,8 +47,11 @@ def test_all_commands_write_their_outputs(tmp_path):
 def test_second_run_reuses_cached_training(tmp_path):
     _reproduce(tmp_path, "table2")
     stamp = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/*/metrics.json")}
-    _reproduce(tmp_path, "fig3")
+    _reproduce(tmp_path, "fig3", "--threads", "1")  # another thread count: still the same runs
     assert stamp and all(p.stat().st_mtime_ns == t for p, t in stamp.items())
+    _reproduce(tmp_path, "fig3", "--seed", "1")  # another experiment: fig3's methods retrained
+    hashgnn = next(p for p in stamp if p.parent.name == "hashgnn")
+    assert hashgnn.stat().st_mtime_ns != stamp[hashgnn]
 
 
 def test_recall_at_k_by_hand():
