@@ -332,43 +332,37 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     // next `probe`, and answers the rest the faster way; both are exact. The
     // verdict is reused by the next large batches and re-timed every
     // kRetimeEvery of them (load and query mix change).
-    auto scan_queries = [&](size_t q0, size_t q1) {
-        std::vector<size_t> which(q1 - q0);
-        for (size_t q = q0; q < q1; ++q) which[q - q0] = q;
-        scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
-        scanned_ += q1 - q0;
-    };
-    const uint32_t call = large_calls_.fetch_add(1);
-    const int verdict = verdict_.load();
-    if (verdict != kUntimed && call % kRetimeEvery != 0) {
-        if (verdict == kTablesFaster) return search_tables(kern, queries, 0, nq, k, exclude, num_threads, D, I);
-        return scan_queries(0, nq);
-    }
-    // The scan is timed the way the rest of the batch would be scanned: by
-    // Index's scan over an id-ordered copy of the codes, built once for both
-    // (outside the timing, which it would swamp on a few queries).
-    using clock = std::chrono::steady_clock;
-    auto t0 = clock::now();
-    search_tables(kern, queries, 0, probe, k, exclude, num_threads, D, I);
-    auto t1 = clock::now();
-    const FlatIndex copy = id_ordered_copy();
+    // The scan of a large batch is Index's scan over an id-ordered copy of the
+    // codes (see scan_fallback), built once per batch.
     const size_t nw = sorted_.nwords();
-    auto scan_copy = [&](size_t q0, size_t q1) {
+    auto scan_copy = [&](const FlatIndex& copy, size_t q0, size_t q1) {
         ExcludeList ex = exclude;
         if (ex.indptr) ex.indptr += q0;
         copy.topk(queries + q0 * nw, q1 - q0, k, ex, num_threads, D + q0 * static_cast<size_t>(k),
                   I + q0 * static_cast<size_t>(k));
         scanned_ += q1 - q0;
     };
+    const uint32_t call = large_calls_.fetch_add(1);
+    const int verdict = verdict_.load();
+    if (verdict != kUntimed && call % kRetimeEvery != 0) {
+        if (verdict == kTablesFaster) return search_tables(kern, queries, 0, nq, k, exclude, num_threads, D, I);
+        return scan_copy(id_ordered_copy(), 0, nq);
+    }
+    // The copy is built outside the timing, which it would swamp on a few queries.
+    using clock = std::chrono::steady_clock;
+    auto t0 = clock::now();
+    search_tables(kern, queries, 0, probe, k, exclude, num_threads, D, I);
+    auto t1 = clock::now();
+    const FlatIndex copy = id_ordered_copy();
     auto t2 = clock::now();
-    scan_copy(probe, 2 * probe);
+    scan_copy(copy, probe, 2 * probe);
     auto t3 = clock::now();
     const bool tables_faster = t1 - t0 <= t3 - t2;
     verdict_ = tables_faster ? kTablesFaster : kScanFaster;
     if (tables_faster)
         search_tables(kern, queries, 2 * probe, nq, k, exclude, num_threads, D, I);
     else
-        scan_copy(2 * probe, nq);
+        scan_copy(copy, 2 * probe, nq);
 }
 
 FlatIndex MIHIndex::id_ordered_copy() const {
@@ -745,10 +739,6 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
     }
 }
 
-}  // namespace hashsearch
-
-namespace hashsearch {
-
 void MIHIndex::range_search(const uint64_t* queries, size_t nq, int radius, const ExcludeList& exclude,
                             int num_threads, std::vector<int64_t>& lims, std::vector<int32_t>& D,
                             std::vector<int64_t>& I) const {
@@ -804,23 +794,23 @@ void MIHIndex::range_search(const uint64_t* queries, size_t nq, int radius, cons
                 for_each_key_at(qkeys[j], t.key_bits, rho, [&](uint32_t bucket) {
                     const uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
                     for (uint32_t e = b0; e < b1; ++e) {
-                        uint32_t rank = 0;  // among equal codes, adjacent in table-0 order
-                        if (j == 0) {
-                            sorted_.load_code(e, code);
-                        } else if (nw == 1) {
-                            const uint64_t rest = t.rest.get(e);
-                            code[0] = paste_key(rest, bucket, t.start, t.key_bits);
-                            if (hamming(code, query, 1) > static_cast<uint32_t>(r)) continue;
-                            while (e - rank > b0 && t.rest.get(e - rank - 1) == rest) ++rank;
-                        } else {
-                            const uint64_t* x = t.full.data() + size_t{e} * nw;
-                            std::copy_n(x, nw, code);
-                            if (hamming(code, query, nw) > static_cast<uint32_t>(r)) continue;
-                            while (e - rank > b0 && std::equal(x - (rank + 1) * nw, x - rank * nw, x)) ++rank;
-                        }
+                        if (j == 0) sorted_.load_code(e, code);
+                        else if (nw == 1) code[0] = paste_key(t.rest.get(e), bucket, t.start, t.key_bits);
+                        else std::copy_n(t.full.data() + size_t{e} * nw, nw, code);
                         const uint32_t d = hamming(code, query, nw);
                         if (d > static_cast<uint32_t>(r) || seen_before(j)) continue;
-                        const int64_t id = static_cast<int64_t>(id_of_.get(j == 0 ? e : locate(code, rank)));
+                        uint32_t pos = e;
+                        if (j > 0) {  // its table-0 position: equal codes are adjacent, in table-0 order
+                            uint32_t rank = 0;
+                            if (nw == 1) {
+                                while (e - rank > b0 && t.rest.get(e - rank - 1) == t.rest.get(e)) ++rank;
+                            } else {
+                                const uint64_t* x = t.full.data() + size_t{e} * nw;
+                                while (e - rank > b0 && std::equal(x - (rank + 1) * nw, x - rank * nw, x)) ++rank;
+                            }
+                            pos = locate(code, rank);
+                        }
+                        const int64_t id = static_cast<int64_t>(id_of_.get(pos));
                         if (!is_excluded(eb, ee, id)) out.emplace_back(static_cast<int32_t>(d), id);
                     }
                 });

@@ -193,6 +193,14 @@ def default_mih_m(nbits: int, n: int) -> int:
     return m
 
 
+def _mih_m(m: Optional[int], nbits: int, n: int) -> int:
+    """The number of MIH substrings: ``m`` checked against nbits, or the default for n codes."""
+    m = default_mih_m(nbits, n) if m is None else check_int(m, "m", 1)
+    if m > nbits:
+        raise ValueError(f"m must be <= nbits={nbits}, got {m}")
+    return m
+
+
 class MIHIndex(_RangeSearch, _HammingBase):
     """Exact Hamming search by multi-index hashing (Norouzi, Punjani & Fleet).
 
@@ -225,11 +233,7 @@ class MIHIndex(_RangeSearch, _HammingBase):
         packed, nbits = as_packed(codes, nbits)
         if packed.shape[0] == 0:
             raise ValueError("MIHIndex needs at least one code, got 0")
-        if m is None:
-            m = default_mih_m(nbits, packed.shape[0])
-        m = check_int(m, "m", 1)
-        if m > nbits:
-            raise ValueError(f"m must be <= nbits={nbits}, got {m}")
+        m = _mih_m(m, nbits, packed.shape[0])
         self.num_threads = check_threads(num_threads)
         self._native = _core.MIHIndex(packed, nbits, m)
 
@@ -317,9 +321,7 @@ class HierarchicalIndex(_HammingBase):
         else:
             if packed.shape[0] == 0:
                 raise ValueError("candidate_search='mih' needs at least one code, got 0")
-            m = default_mih_m(nbits, packed.shape[0]) if m is None else check_int(m, "m", 1)
-            if m > nbits:
-                raise ValueError(f"m must be <= nbits={nbits}, got {m}")
+            m = _mih_m(m, nbits, packed.shape[0])
         self.num_threads = check_threads(num_threads)
         self._native = _core.HierarchicalIndex(packed, nbits, emb, m)
 

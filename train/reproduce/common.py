@@ -120,6 +120,10 @@ def data_label(spec: str) -> str:
 _NOT_IN_CACHE_KEY = ("threads", "progress")
 
 
+def _cache_key(config: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _NOT_IN_CACHE_KEY}
+
+
 def ensure_run(base_cfg, method: str, run_dir: Path, dataset=None, encoder: Optional[str] = None,
                rerun: bool = False) -> Dict[str, Any]:
     """Train ``method`` into ``run_dir`` unless a finished run (metrics.json) is there already.
@@ -134,9 +138,7 @@ def ensure_run(base_cfg, method: str, run_dir: Path, dataset=None, encoder: Opti
         metrics = json.loads(metrics_path.read_text())
         # the thread count and the progress bar change how a run goes, not what it trains, so a
         # run trained on one thread serves a timing command that searches on two
-        same = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_CACHE_KEY}
-        cached = {k: v for k, v in (metrics.get("config") or {}).items() if k not in _NOT_IN_CACHE_KEY}
-        if cached == same:
+        if _cache_key(metrics.get("config") or {}) == _cache_key(cfg.to_dict()):
             log.info("reusing %s", run_dir)
             return metrics
         log.info("config changed; retraining %s", run_dir)
