@@ -8,6 +8,7 @@ fewer than k items qualify (only possible with ``exclude``).
 from __future__ import annotations
 
 import math
+import threading
 from typing import Optional, Tuple
 
 import numpy as np
@@ -233,9 +234,32 @@ class MIHIndex(_RangeSearch, _HammingBase):
         packed, nbits = as_packed(codes, nbits)
         if packed.shape[0] == 0:
             raise ValueError("MIHIndex needs at least one code, got 0")
+        self._m_arg = m  # None: re-chosen for the new size on add
         m = _mih_m(m, nbits, packed.shape[0])
         self.num_threads = check_threads(num_threads)
+        self._add_lock = threading.Lock()
         self._native = _core.MIHIndex(packed, nbits, m)
+
+    def add(self, codes) -> None:
+        """Append codes; they get the ids ``ntotal, ntotal + 1, ...`` in order (faiss' ``add``).
+
+        The tables are rebuilt from all codes, O(ntotal) per call, so add in
+        large batches. ``m`` stays as given; a default ``m`` is chosen afresh
+        for the new size. While the new tables are built, searches in other
+        threads go on over the old ones (and never see a partial index); the
+        new index replaces them in one step. Counters (:meth:`stats`) restart.
+
+        Args:
+            codes: one code or a batch, packed uint64 (W,) / (n, W) or unpacked
+                (nbits,) / (n, nbits) in any form :func:`hashsearch.pack` takes.
+                Copied; a bad code leaves the index unchanged.
+        """
+        packed = packed_queries(codes, self.nbits, "codes")
+        with self._add_lock:  # two adds at once must not both start from the same codes
+            old = self._native
+            merged = np.concatenate([old.codes(), packed])
+            m = _mih_m(self._m_arg, self.nbits, merged.shape[0])
+            self._native = _core.MIHIndex(merged, self.nbits, m)  # validates before the swap
 
     @property
     def m(self) -> int:

@@ -94,14 +94,23 @@ def test_forked_child_searches_with_a_fresh_pool(problem):
 
 # ---------------------------------------------------------------- Index.add
 
+def _grown(kind: str, first, nbits: int, **kw):
+    """An Index, or an MIHIndex (which needs one code to start with; ``m`` in kw)."""
+    if kind == "flat":
+        index = hashsearch.Index(first[:0], nbits, num_threads=2)  # empty, as faiss' IndexBinaryFlat(d)
+        index.add(first)
+        return index
+    return hashsearch.MIHIndex(first, nbits, num_threads=2, **kw)
+
+
+@pytest.mark.parametrize("kind", ["flat", "mih"])
 @pytest.mark.parametrize("nbits", [20, 64, 100, 256])
-def test_add_equals_building_at_once(simd, nbits, tmp_path):
+def test_add_equals_building_at_once(simd, kind, nbits, tmp_path):
     rng = np.random.default_rng(nbits)
     bits = rng.integers(0, 2, size=(3000, nbits), dtype=np.uint8)
     codes = hashsearch.pack(bits)
     queries = codes[rng.choice(len(codes), 40, replace=False)] ^ np.uint64(5)
-    index = hashsearch.Index(codes[:0], nbits, num_threads=2)  # empty, as faiss' IndexBinaryFlat(d)
-    index.add(codes[:1000])
+    index = _grown(kind, codes[:1000], nbits)
     index.add(bits[1000])                 # one unpacked code
     index.add(bits[1001:2000].astype(np.int8) * 2 - 1)  # ±1 ints
     for part in np.array_split(codes[2000:], 7):
@@ -115,14 +124,34 @@ def test_add_equals_building_at_once(simd, nbits, tmp_path):
     radius = int(np.median(D_ref[:, 5]))
     for got, want in zip(index.range_search(queries, radius), range_search_hamming(queries, codes, radius)):
         np.testing.assert_array_equal(got, want)
+    if kind == "mih":  # a default m is re-chosen for the grown size
+        assert index.m == hashsearch.default_mih_m(nbits, len(codes))
+        index._native._set_scan_fallback(False)  # the tables themselves, not the scan
+        for got, want in zip(index.topk(queries, 30), (D_ref, I_ref)):
+            np.testing.assert_array_equal(got, want)
     index.save(tmp_path / "grown.hsi")
-    D, I = hashsearch.load(tmp_path / "grown.hsi").topk(queries, 30)
+    loaded = hashsearch.load(tmp_path / "grown.hsi")
+    assert type(loaded) is type(index)
+    np.testing.assert_array_equal(loaded.topk(queries, 30)[1], I_ref)
+
+
+def test_mih_add_keeps_a_given_m():
+    rng = np.random.default_rng(1)
+    codes = hashsearch.pack(rng.integers(0, 2, size=(5000, 64), dtype=np.uint8))
+    index = hashsearch.MIHIndex(codes[:100], 64, m=5)
+    index.add(codes[100:])
+    assert index.m == 5 and index.ntotal == 5000
+    index._native._set_scan_fallback(False)
+    D_ref, I_ref = topk_hamming(codes[:20] ^ np.uint64(9), codes, 10)
+    D, I = index.topk(codes[:20] ^ np.uint64(9), 10)
+    np.testing.assert_array_equal(D, D_ref)
     np.testing.assert_array_equal(I, I_ref)
 
 
-def test_add_rejects_bad_codes_and_keeps_the_index():
+@pytest.mark.parametrize("kind", ["flat", "mih"])
+def test_add_rejects_bad_codes_and_keeps_the_index(kind):
     codes = hashsearch.pack(np.random.default_rng(0).integers(0, 2, size=(50, 40), dtype=np.uint8))
-    index = hashsearch.Index(codes, 40)
+    index = _grown(kind, codes, 40)
     before = index.codes()
     with pytest.raises(ValueError, match="bits set above nbits=40"):
         index.add(np.array([[1], [1 << 41]], dtype=np.uint64))
@@ -136,15 +165,17 @@ def test_add_rejects_bad_codes_and_keeps_the_index():
     np.testing.assert_array_equal(index.codes(), before)
 
 
-def test_add_while_other_threads_search():
-    """add() waits for running searches and searches wait for add(): every result is the exact
-    top-k of the codes added so far, for one of the sizes the index went through."""
+@pytest.mark.parametrize("kind", ["flat", "mih"])
+def test_add_while_other_threads_search(kind):
+    """Searches running beside add() see the index at one of the sizes it went through (Index:
+    add waits for running searches and they for it; MIHIndex: they go on over the old tables
+    until the rebuilt ones replace them): every result is the exact top-k at such a size."""
     rng = np.random.default_rng(3)
     codes = hashsearch.pack(rng.integers(0, 2, size=(60_000, 64), dtype=np.uint8))
     queries = codes[:16] ^ np.uint64(0x3)
     bounds = list(range(10_000, 60_001, 10_000))
     refs = {b: topk_hamming(queries, codes[:b], 10)[1] for b in bounds}
-    index = hashsearch.Index(codes[:bounds[0]], 64, num_threads=2)
+    index = _grown(kind, codes[:bounds[0]], 64)
     failures, done = [], threading.Event()
 
     def searcher():

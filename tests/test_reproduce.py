@@ -49,7 +49,13 @@ def test_second_run_reuses_cached_training(tmp_path):
     stamp = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/*/metrics.json")}
     _reproduce(tmp_path, "fig3", "--threads", "1")  # another thread count: still the same runs
     assert stamp and all(p.stat().st_mtime_ns == t for p, t in stamp.items())
-    _reproduce(tmp_path, "fig3", "--seed", "1")  # another experiment: fig3's methods retrained
+    # a guided-STE knob: only the guided methods (hashgnn, _nr, _sp, the LightGCN one) retrain
+    _reproduce(tmp_path, "fig3", "--p-decay", "0.9")
+    changed = {p.parent.name for p, t in stamp.items() if p.stat().st_mtime_ns != t}
+    assert changed == {"hashgnn", "hashgnn_nr", "hashgnn_sp", "hashgnn-lightgcn"} & {p.parent.name for p in stamp}
+    assert "hashgnn" in changed and "hashnet" in {p.parent.name for p in stamp}
+    stamp = {p: p.stat().st_mtime_ns for p in stamp}
+    _reproduce(tmp_path, "fig3", "--p-decay", "0.9", "--seed", "1")  # another experiment: retrained
     hashgnn = next(p for p in stamp if p.parent.name == "hashgnn")
     assert hashgnn.stat().st_mtime_ns != stamp[hashgnn]
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 METHODS = ("hashgnn", "lsh", "hashnet", "ste", "gumbel", "hashgnn_sp", "hashgnn_nr",
            "graphsage", "lightgcn", "mf")
@@ -210,6 +210,24 @@ class FitConfig:
         if self.code_scale != "auto":
             return self.code_scale
         return "mean" if self.head_kind == "guided" else "one"
+
+    def unused_fields(self) -> Tuple[str, ...]:
+        """Fields that cannot change what this method trains (the knobs of other methods' heads),
+        so a cached run stays valid when only they differ (e.g. ``--p-decay`` given to a whole
+        ``reproduce table2`` retrains the guided-STE methods only)."""
+        head = self.head_kind
+        unused: List[str] = []
+        if head != "guided":
+            unused += ["p_start", "p_decay", "p_every", "p_floor", "q_mode", "p_lr_min"]
+        if head not in ("guided", "ste"):
+            unused += ["code_scale", "quant_weight"]
+        if head != "hashnet":
+            unused.append("hashnet_gamma")
+        if head != "gumbel":
+            unused.append("gumbel_tau")
+        if self.method != "hashgnn_sp":
+            unused.append("sp_pretrain_frac")
+        return tuple(unused)
 
     @property
     def lam_eff(self) -> float:

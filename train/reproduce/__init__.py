@@ -38,6 +38,11 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--lr", type=float, default=None, help="learning rate for every method (default: fit's)")
     p.add_argument("--eval-every", type=int, default=None, help="epochs between validations (default: fit's)")
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience (default: fit's)")
+    # each method's own knob, chosen per data set on validation; a knob retrains only its methods
+    p.add_argument("--p-decay", type=float, default=None,
+                   help="guided STE (the HashGNN methods): p's decay factor (default: fit's)")
+    p.add_argument("--hashnet-gamma", type=float, default=None, help="HashNet: β = (1 + γ t)^0.5 (default: fit's)")
+    p.add_argument("--gumbel-tau", type=float, default=None, help="Gumbel-softmax temperature (default: fit's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median)")
     p.add_argument("--alibaba-users", type=int, default=1000,
@@ -49,7 +54,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
 def _base_config(ns: argparse.Namespace, spec: str):
     from ..config import FitConfig
 
-    optional = {name: getattr(ns, name, None) for name in ("batch_size", "lr", "eval_every", "patience")}
+    optional = {name: getattr(ns, name, None) for name in ("batch_size", "lr", "eval_every", "patience",
+                                                          "p_decay", "hashnet_gamma", "gumbel_tau")}
     return FitConfig(data=spec, bits=ns.bits, seed=ns.seed, epochs=ns.epochs, max_minutes=ns.max_minutes,
                      threads=ns.threads, progress=not ns.no_progress,
                      **{k: v for k, v in optional.items() if v is not None})
