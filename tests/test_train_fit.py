@@ -240,6 +240,28 @@ def test_quant_weight_adds_the_quantisation_loss(tmp_path: Path, tiny) -> None:
         FitConfig(quant_weight=-1.0).validate()
 
 
+def test_cont_weight_adds_the_loss_of_the_continuous_codes(tmp_path: Path, tiny) -> None:
+    """--cont-weight w adds w · (the loss on z alone). At the first step p = 1, so the guided code
+    is z itself and the loss is (1 + w) times the plain one; with p < 1 it differs."""
+    import torch
+
+    users, items = tiny.train.users[:64], tiny.train.items[:64]
+
+    def first_loss(w: float, **kw) -> float:
+        tr = Trainer(_cfg(tmp_path, "hashgnn", cont_weight=w, out=str(tmp_path / f"c{w}"), **kw), tiny)
+        torch.manual_seed(0)
+        return tr.step(users, items)
+
+    base = first_loss(0.0)
+    assert first_loss(0.5) == pytest.approx(1.5 * base, rel=1e-5)
+    # p = 0 (plain STE at the codes' mean magnitude): the binary and continuous losses differ
+    plain, both = first_loss(0.0, p_start=0.0), first_loss(1.0, p_start=0.0)
+    assert both - plain == pytest.approx(base, rel=1e-4)  # + exactly the loss on z (= the p = 1 loss)
+    assert abs(plain - base) > 1e-4
+    with pytest.raises(ValueError, match="cont_weight"):
+        FitConfig(cont_weight=-1.0).validate()
+
+
 def test_time_budget_validates_the_last_epoch(tmp_path: Path, tiny) -> None:
     # eval_every 10 would validate nothing in the 1 epoch the tiny budget allows; the budget's last
     # epoch must be validated so its state can be kept

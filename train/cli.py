@@ -60,6 +60,8 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
       "STE, one for plain STE (default %(default)s)")
     a("--quant-weight", type=float, default=d.quant_weight,
       help="guided STE/STE: weight of the quantisation loss mean (1-|z|)^2 (0: off, the paper)")
+    a("--cont-weight", type=float, default=d.cont_weight,
+      help="guided STE: + this weight x the loss on the continuous codes z alone (0: off, the paper)")
     a("--p-lr-min", type=float, default=d.p_lr_min, help="guided STE: lr x (m + (1-m) p); 1: constant lr")
     a("--hashnet-gamma", type=float, default=d.hashnet_gamma)
     a("--gumbel-tau", type=float, default=d.gumbel_tau)

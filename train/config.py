@@ -135,6 +135,10 @@ class FitConfig:
     # w 0.1 gave valid HieS recall@50 0.203 / 0.169 at epochs 6 / 8 against 0.220 / 0.231 without
     # (stopped there): pulling |z| up saturates the sigmoid scores, as ±1 training codes did.
     quant_weight: float = 0.0
+    # guided STE: + cont_weight · the same loss on the continuous codes z alone (both HashGNN's
+    # outputs trained at once: the abstract's "jointly learn continuous and discrete codes"). Lower p
+    # makes better signs but worse z, and HieS re-ranks with z; this keeps z trained as itself.
+    cont_weight: float = 0.0
     hashnet_gamma: float = 0.005        # β = (1 + γ t)^0.5
     gumbel_tau: float = 1.0
     sp_pretrain_frac: float = 0.5       # hashgnn_sp: share of epochs for the continuous stage
@@ -168,6 +172,8 @@ class FitConfig:
             raise ValueError(f"unknown q_mode {self.q_mode!r} (element, node, pair)")
         if not self.quant_weight >= 0.0:
             raise ValueError(f"quant_weight must be >= 0, got {self.quant_weight}")
+        if not self.cont_weight >= 0.0:
+            raise ValueError(f"cont_weight must be >= 0, got {self.cont_weight}")
         if self.code_scale not in ("auto", "one", "mean"):
             raise ValueError(f"unknown code_scale {self.code_scale!r} (auto, one, mean)")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -218,7 +224,7 @@ class FitConfig:
         head = self.head_kind
         unused: List[str] = []
         if head != "guided":
-            unused += ["p_start", "p_decay", "p_every", "p_floor", "q_mode", "p_lr_min"]
+            unused += ["p_start", "p_decay", "p_every", "p_floor", "q_mode", "p_lr_min", "cont_weight"]
         if head not in ("guided", "ste"):
             unused += ["code_scale", "quant_weight"]
         if head != "hashnet":

@@ -183,6 +183,15 @@ class Trainer:
         rm = head.relax(xm.reshape(-1, xm.shape[-1]), q=qm, **kw)  # type: ignore[union-attr]
         return ru, ri, rm.reshape(*xm.shape[:2], -1)
 
+    def _pair_loss(self, xu: torch.Tensor, xi: torch.Tensor, xm: torch.Tensor) -> torch.Tensor:
+        """The training loss of users (B, d), their positives (B, d) and negatives (B, T, d)."""
+        cfg, s = self.cfg, self._scale()
+        pos = s * (xu * xi).sum(-1)
+        neg = s * (xu[:, None, :] * xm).sum(-1)
+        if cfg.loss_kind == "bpr":
+            return bpr(pos, neg[:, :1]) if cfg.negatives == 1 else bpr(pos, neg)
+        return hashgnn_loss(pos, neg, cfg.lam_eff, cfg.alpha)
+
     def step(self, users: np.ndarray, items: np.ndarray) -> float:
         """One optimisation step on a batch of training pairs (int64 (B,) each); returns the loss."""
         cfg, dev, nu = self.cfg, self.device, self.ds.n_users
@@ -194,21 +203,20 @@ class Trainer:
         i_t = torch.from_numpy(items).to(dev) + nu
         m_t = torch.from_numpy(negs).to(dev) + nu
         xu, xi, xm = x[u_t], x[i_t], x[m_t]
-        quant = None
+        extra = None
         if self._use_head():
+            head = self.model.head
             if cfg.quant_weight > 0 and cfg.head_kind in ("guided", "ste"):
-                z = torch.tanh(self.model.head.pre(torch.cat([xu, xi])))  # type: ignore[union-attr]
-                quant = cfg.quant_weight * (1.0 - z.abs()).pow(2).mean()
+                z = torch.tanh(head.pre(torch.cat([xu, xi])))  # type: ignore[union-attr]
+                extra = cfg.quant_weight * (1.0 - z.abs()).pow(2).mean()
+            if cfg.cont_weight > 0 and cfg.head_kind == "guided":
+                zu, zi, zm = (torch.tanh(head.pre(v)) for v in (xu, xi, xm))  # type: ignore[union-attr]
+                cont = cfg.cont_weight * self._pair_loss(zu, zi, zm)
+                extra = cont if extra is None else extra + cont
             xu, xi, xm = self.relax_batch(xu, xi, xm)
-        s = self._scale()
-        pos = s * (xu * xi).sum(-1)
-        neg = s * (xu[:, None, :] * xm).sum(-1)
-        if cfg.loss_kind == "bpr":
-            loss = bpr(pos, neg[:, :1]) if cfg.negatives == 1 else bpr(pos, neg)
-        else:
-            loss = hashgnn_loss(pos, neg, cfg.lam_eff, cfg.alpha)
-        if quant is not None:
-            loss = loss + quant
+        loss = self._pair_loss(xu, xi, xm)
+        if extra is not None:
+            loss = loss + extra
         if cfg.reg > 0 and not (cfg.method == "hashgnn_sp" and self._stage() == "main"):
             base = self.model.encoder.base.weight
             sq = base[u_t].pow(2).sum() + base[i_t].pow(2).sum() + base[m_t[:, 0]].pow(2).sum()
