@@ -101,3 +101,17 @@ def test_training_flags_reach_every_method():
     d = FitConfig()
     assert (default.batch_size, default.lr, default.eval_every, default.patience) == (
         d.batch_size, d.lr, d.eval_every, d.patience)
+
+
+def test_cache_key_ignores_other_methods_knobs_and_fills_newer_settings():
+    from train.config import FitConfig
+    from train.reproduce.common import _cache_key
+
+    hashnet = FitConfig(method="hashnet").to_dict()
+    assert _cache_key({**hashnet, "p_decay": 0.5, "threads": 7}) == _cache_key(hashnet)
+    assert _cache_key({**hashnet, "hashnet_gamma": 0.5}) != _cache_key(hashnet)
+    hashgnn = FitConfig(method="hashgnn").to_dict()
+    assert _cache_key({**hashgnn, "p_decay": 0.5}) != _cache_key(hashgnn)
+    older = {k: v for k, v in hashgnn.items() if k != "cont_weight"}  # a run from before the setting
+    assert _cache_key(older) == _cache_key(hashgnn)
+    assert _cache_key(older) != _cache_key({**hashgnn, "cont_weight": 1.0})

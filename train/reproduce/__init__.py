@@ -41,6 +41,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     # each method's own knob, chosen per data set on validation; a knob retrains only its methods
     p.add_argument("--p-decay", type=float, default=None,
                    help="guided STE (the HashGNN methods): p's decay factor (default: fit's)")
+    p.add_argument("--cont-weight", type=float, default=None,
+                   help="guided STE: weight of the loss on the continuous codes alone (default: fit's)")
     p.add_argument("--hashnet-gamma", type=float, default=None, help="HashNet: β = (1 + γ t)^0.5 (default: fit's)")
     p.add_argument("--gumbel-tau", type=float, default=None, help="Gumbel-softmax temperature (default: fit's)")
     p.add_argument("--threads", type=int, default=2)
@@ -55,7 +57,8 @@ def _base_config(ns: argparse.Namespace, spec: str):
     from ..config import FitConfig
 
     optional = {name: getattr(ns, name, None) for name in ("batch_size", "lr", "eval_every", "patience",
-                                                          "p_decay", "hashnet_gamma", "gumbel_tau")}
+                                                          "p_decay", "cont_weight", "hashnet_gamma",
+                                                          "gumbel_tau")}
     return FitConfig(data=spec, bits=ns.bits, seed=ns.seed, epochs=ns.epochs, max_minutes=ns.max_minutes,
                      threads=ns.threads, progress=not ns.no_progress,
                      **{k: v for k, v in optional.items() if v is not None})

@@ -122,12 +122,13 @@ _NOT_IN_CACHE_KEY = ("threads", "progress")
 
 def _cache_key(config: Dict[str, Any]) -> Dict[str, Any]:
     """The settings a cached run must match: all but the thread count, the progress bar and the
-    knobs that the run's method does not use (``FitConfig.unused_fields``)."""
+    knobs that the run's method does not use (``FitConfig.unused_fields``). A setting newer than the
+    cached run counts at its default (which is what the run trained with)."""
     from ..config import FitConfig
 
-    known = {k: v for k, v in config.items() if k in FitConfig.__dataclass_fields__}
-    skip = set(_NOT_IN_CACHE_KEY) | set(FitConfig(**known).unused_fields())
-    return {k: v for k, v in config.items() if k not in skip}
+    cfg = FitConfig.from_dict(config)
+    skip = set(_NOT_IN_CACHE_KEY) | set(cfg.unused_fields())
+    return {k: v for k, v in cfg.to_dict().items() if k not in skip}
 
 
 def ensure_run(base_cfg, method: str, run_dir: Path, dataset=None, encoder: Optional[str] = None,
