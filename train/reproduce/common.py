@@ -117,7 +117,9 @@ def data_label(spec: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(spec).name or spec)
 
 
-_NOT_IN_CACHE_KEY = ("threads", "progress")
+# how a run goes and where it was first written, not what it trains: a run trained on one thread
+# serves a timing command that searches on two, and a run copied into the cache is reused
+_NOT_IN_CACHE_KEY = ("threads", "progress", "out")
 
 
 def _cache_key(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -143,8 +145,6 @@ def ensure_run(base_cfg, method: str, run_dir: Path, dataset=None, encoder: Opti
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and not rerun:
         metrics = json.loads(metrics_path.read_text())
-        # the thread count and the progress bar change how a run goes, not what it trains, so a
-        # run trained on one thread serves a timing command that searches on two
         if _cache_key(metrics.get("config") or {}) == _cache_key(cfg.to_dict()):
             log.info("reusing %s", run_dir)
             return metrics
