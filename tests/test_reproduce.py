@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("torch")
 
 from train.reproduce.efficiency import learned_like, table4_rows  # noqa: E402
-from train.reproduce.tradeoff import recall_at_k  # noqa: E402
+from train.reproduce.tradeoff import mips_to_l2, recall_at_k  # noqa: E402
 
 TINY = "synthetic:users=200,items=300,edges=4000"
 
@@ -64,6 +64,18 @@ def test_recall_at_k_by_hand():
     truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     found = np.array([[4, 3, 9, -1], [8, 0, 0, 0]])
     assert recall_at_k(found, truth) == pytest.approx((2 / 4 + 1 / 4) / 2)
+
+
+def test_mips_to_l2_keeps_the_inner_product_order():
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(500, 8)).astype(np.float32) * rng.uniform(0.1, 3, size=(500, 1)).astype(np.float32)
+    queries = rng.normal(size=(40, 8)).astype(np.float32)
+    items_l2, queries_l2 = mips_to_l2(items, queries)
+    assert items_l2.shape == (500, 9) and queries_l2.shape == (40, 9) and items_l2.dtype == np.float32
+    assert np.allclose(np.linalg.norm(items_l2, axis=1), np.linalg.norm(items, axis=1).max(), rtol=1e-5)
+    ip = queries.astype(np.float64) @ items.T.astype(np.float64)
+    l2 = ((queries_l2[:, None, :].astype(np.float64) - items_l2[None].astype(np.float64)) ** 2).sum(-1)
+    assert np.array_equal(np.argsort(-ip, axis=1)[:, :20], np.argsort(l2, axis=1)[:, :20])
 
 
 def test_speedups_and_extrapolation():
