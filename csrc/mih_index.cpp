@@ -104,6 +104,8 @@ constexpr size_t kBatchCopyQueriesLarge = 128;
 // Queries a batch spends timing the tables against the scan (each way).
 constexpr size_t kMinCalibrationQueries = 32;
 constexpr size_t kMaxCalibrationQueries = 512;
+// From this many queries a batch is answered in the order of its queries' keys.
+constexpr size_t kOrderedBatch = 1024;
 constexpr uint32_t kSliceItems = 256;    // items read per threshold update
 constexpr size_t kPrefetchRuns = 16;     // runs fetched ahead of the one being read
 constexpr size_t kPrefetchBytes = 128;   // ... up to this much of each (the rest streams)
@@ -378,8 +380,29 @@ void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_
     const size_t nworkers = static_cast<size_t>(resolve_threads(num_threads));
     std::vector<size_t> probes(nworkers, 0), cands(nworkers, 0);
     std::vector<uint8_t> fell(q1 - q0, 0);
-    parallel_for(q1 - q0, num_threads, [&](size_t i, size_t worker) {
+    // A large batch goes in the order of its queries' table-0 keys (then codes):
+    // neighbouring queries probe the same and nearby buckets, which are then
+    // still in cache. Learned codes cluster, so this pays once a batch holds
+    // many queries per cluster (each query's answer is unchanged).
+    std::vector<uint32_t> order;
+    if (q1 - q0 >= kOrderedBatch) {
+        const Table& t0 = tables_[0];
+        std::vector<std::pair<uint32_t, uint32_t>> keyed(q1 - q0);
+        for (size_t i = 0; i < q1 - q0; ++i)
+            keyed[i] = {substring(queries + (q0 + i) * nw, t0.start, t0.key_bits), static_cast<uint32_t>(i)};
+        std::sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
+            if (a.first != b.first) return a.first < b.first;
+            const uint64_t *x = queries + (q0 + a.second) * nw, *y = queries + (q0 + b.second) * nw;
+            if (code_less(x, y, nw)) return true;
+            if (code_less(y, x, nw)) return false;
+            return a.second < b.second;
+        });
+        order.resize(keyed.size());
+        for (size_t i = 0; i < keyed.size(); ++i) order[i] = keyed[i].second;
+    }
+    parallel_for(q1 - q0, num_threads, [&](size_t task, size_t worker) {
         thread_local Scratch scratch;
+        const size_t i = order.empty() ? task : order[task];
         const size_t q = q0 + i;
         scratch.probes = scratch.candidates = 0;
         bool fell_back = false;

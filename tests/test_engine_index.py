@@ -317,6 +317,28 @@ def test_mih_large_batch_timing_path_is_exact(simd, kind, rng):
 
 
 @pytest.mark.parametrize("nbits", [32, 64, 128])
+def test_mih_key_ordered_batch_is_exact(simd, nbits, rng):
+    """Batches of >= 1024 queries are answered in the order of their table-0 keys:
+    each row must still be its own query's answer, duplicates and exclusions included."""
+    n, nq = 20_000, 1_500
+    codes = clustered_codes(rng, n, nbits)
+    queries = np.concatenate([codes[rng.integers(0, n, 500)], clustered_codes(rng, 900, nbits)])
+    queries = np.concatenate([queries, queries[rng.integers(0, 1_400, nq - 1_400)]])  # repeated queries
+    rng.shuffle(queries)
+    exclude = random_exclude(rng, nq, n, 30)
+    flat = hashsearch.Index(codes, nbits)
+    mih = hashsearch.MIHIndex(codes, nbits, m=3)
+    mih._native._set_scan_fallback(False)  # every query through the (ordered) tables
+    for ex in (None, exclude):
+        Df, If = flat.topk(queries, 20, exclude=ex)
+        for threads in (1, 2):
+            D, I = mih.topk(queries, 20, exclude=ex, num_threads=threads)
+            np.testing.assert_array_equal(D, Df)
+            np.testing.assert_array_equal(I, If)
+    assert mih.stats()["fallbacks"] == 0
+
+
+@pytest.mark.parametrize("nbits", [32, 64, 128])
 def test_mih_scan_paths_break_ties_by_id(simd, nbits, rng):
     """MIH's scan paths: a large batch through a temporary id-ordered copy of the codes;
     a few queries in table-0 (sorted) order, above 65,536 items with collectors that keep
