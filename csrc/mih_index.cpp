@@ -138,7 +138,7 @@ constexpr size_t kBatchCopyQueries = 16;
 // Above kSmallScanItems the copy (~3 ns an item, the codes once more for the
 // call) pays from about this many queries.
 constexpr size_t kBatchCopyQueriesLarge = 128;
-// Queries a batch spends timing the tables against the scan (each way).
+// Queries a batch times both ways (the tables and the scan) to choose between them.
 constexpr size_t kMinCalibrationQueries = 32;
 constexpr size_t kMaxCalibrationQueries = 512;
 // From this many queries a batch is answered in the order of its queries' keys.
@@ -379,8 +379,10 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     // The cost model decides per query, but its constants are one machine's
     // and some code distributions (uniform, or clustered ones at 1M items) make
     // the tables slower than the scan even for queries they answer. So a large
-    // batch times the tables on its first `probe` queries and the scan on the
-    // next `probe`, and answers the rest the faster way; both are exact. The
+    // batch times the tables and the scan on its first `probe` queries (the
+    // same ones: the cost of clustered queries varies several-fold, and timing
+    // each way on different queries picked the scan by chance) and answers the
+    // rest the faster way; both are exact and write the same rows. The
     // verdict is reused by the next large batches and re-timed every
     // kRetimeEvery of them (load and query mix change).
     // The scan of a large batch is Index's scan over an id-ordered copy of the
@@ -406,14 +408,14 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     auto t1 = clock::now();
     const FlatIndex copy = id_ordered_copy();
     auto t2 = clock::now();
-    scan_copy(copy, probe, 2 * probe);
+    scan_copy(copy, 0, probe);
     auto t3 = clock::now();
     const bool tables_faster = t1 - t0 <= t3 - t2;
     verdict_ = tables_faster ? kTablesFaster : kScanFaster;
     if (tables_faster)
-        search_tables(kern, queries, 2 * probe, nq, k, exclude, num_threads, D, I);
+        search_tables(kern, queries, probe, nq, k, exclude, num_threads, D, I);
     else
-        scan_copy(copy, 2 * probe, nq);
+        scan_copy(copy, probe, nq);
 }
 
 FlatIndex MIHIndex::id_ordered_copy() const {
