@@ -269,3 +269,18 @@ def test_time_budget_validates_the_last_epoch(tmp_path: Path, tiny) -> None:
     m = fit(cfg, dataset=tiny)
     assert m["stopped"].startswith("time budget") and m["epochs_run"] == 1
     assert "val" in m["history"][-1] and m["best_epoch"] == 1
+
+
+@pytest.mark.parametrize("method", ["hashgnn", "hashnet"])
+def test_separate_hash_layers_train_both_layers(tmp_path: Path, tiny, method: str) -> None:
+    import torch
+
+    cfg = _cfg(tmp_path, method, separate_hash_layers=True)
+    t = Trainer(cfg, dataset=tiny)
+    head = t.model.head
+    before = [w.detach().clone() for w in (head.lin.weight, head.item_lin.weight)]
+    t.run()
+    after = [head.lin.weight, head.item_lin.weight]
+    assert all(not torch.allclose(b, a) for b, a in zip(before, after))  # both layers learnt
+    m = _check_outputs(Path(cfg.out), tiny, 16)
+    assert m["config"]["separate_hash_layers"] is True

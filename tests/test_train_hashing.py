@@ -157,3 +157,19 @@ def test_negative_sampler_avoids_positives() -> None:
     negs = s.sample(np.arange(20), 30, rng)
     assert negs.shape == (20, 30)
     assert set(np.unique(negs).tolist()) <= {8, 9}
+
+
+def test_separate_hash_layers_route_users_and_items() -> None:
+    torch.manual_seed(4)
+    head = HashHead(8, 16, "guided", n_users=3)
+    e = torch.randn(7, 8)  # a node matrix: 3 users, then 4 items
+    users, items = head.lin(e[:3]), head.item_lin(e[3:])
+    assert not torch.allclose(head.lin(e), head.item_lin(e))
+    assert torch.equal(head.pre(e), torch.cat([users, items]))
+    assert torch.equal(head.pre(e[:3], "user"), users) and torch.equal(head.pre(e[3:], "item"), items)
+    assert torch.equal(head.codes(e), hard_sign(torch.cat([users, items])))
+    assert torch.equal(head.relax(e[3:], p=1.0, side="item"), torch.tanh(items))
+    with pytest.raises(ValueError, match="side must be"):
+        head.pre(e, "items")
+    shared = HashHead(8, 16, "guided")  # one layer: the side does not matter
+    assert shared.item_lin is None and torch.equal(shared.pre(e, "item"), shared.pre(e, "user"))

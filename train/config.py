@@ -154,6 +154,9 @@ class FitConfig:
     # HieS 0.2955 / 0.3168 / 0.3270 / 0.3420 / 0.3497 / 0.3413, HamR 0.2399 / 0.2596 / 0.2471 / 0.2612 /
     # 0.2607 / 0.2207: its table2 uses 0.2). The default stays the paper's.
     hashnet_gamma: float = 0.005
+    # hashing methods: users and items get their own hash layer (W, b), as in the official HashGNN
+    # code (the paper writes one layer); the encoder stays shared.
+    separate_hash_layers: bool = False
     gumbel_tau: float = 1.0
     sp_pretrain_frac: float = 0.5       # hashgnn_sp: share of epochs for the continuous stage
     # evaluation and control
@@ -241,6 +244,8 @@ class FitConfig:
             unused += ["p_start", "p_decay", "p_every", "p_floor", "q_mode", "p_lr_min", "cont_weight"]
         if head not in ("guided", "ste"):
             unused += ["code_scale", "quant_weight"]
+        if head is None:
+            unused.append("separate_hash_layers")
         if head != "hashnet":
             unused.append("hashnet_gamma")
         if head != "gumbel":

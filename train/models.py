@@ -98,20 +98,34 @@ class HashHead(nn.Module):
     kind: ``guided`` (HashGNN), ``ste``, ``hashnet``, ``gumbel`` or ``tanh`` (no binarisation).
     """
 
-    def __init__(self, in_dim: int, bits: int, kind: str) -> None:
+    def __init__(self, in_dim: int, bits: int, kind: str, n_users: Optional[int] = None) -> None:
+        """``n_users``: given, users and items get separate hash layers (as in the official
+        HashGNN code); rows of a whole node matrix are then users first, then items."""
         super().__init__()
         self.lin = nn.Linear(in_dim, bits)
+        self.item_lin = nn.Linear(in_dim, bits) if n_users is not None else None
+        self.n_users = n_users
         self.kind = kind
 
-    def pre(self, e: torch.Tensor) -> torch.Tensor:
-        return self.lin(e)
+    def pre(self, e: torch.Tensor, side: str = "all") -> torch.Tensor:
+        """``W e + b`` (n, K) of embeddings e (n, d); ``side``: ``user``, ``item`` or ``all`` (a whole
+        node matrix, users first), which picks the layer when users and items have their own."""
+        if self.item_lin is None or side == "user":
+            return self.lin(e)
+        if side == "item":
+            return self.item_lin(e)
+        if side != "all":
+            raise ValueError(f"side must be user, item or all, got {side!r}")
+        nu = self.n_users
+        return torch.cat([self.lin(e[:nu]), self.item_lin(e[nu:])])
 
     def relax(self, e: torch.Tensor, *, p: float = 0.0, beta: float = 1.0, tau: float = 1.0,
               generator: Optional[torch.Generator] = None, q: Optional[torch.Tensor] = None,
-              q_rows: bool = False, code_scale: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
+              q_rows: bool = False, code_scale: Union[float, torch.Tensor] = 1.0,
+              side: str = "all") -> torch.Tensor:
         """Training-time code (n, K) of embeddings e (n, d); ``q``/``q_rows``: the guided mask,
         ``code_scale``: magnitude of the binary codes of ``guided``/``ste`` (see guided_ste)."""
-        a = self.pre(e)
+        a = self.pre(e, side)
         if self.kind == "guided":
             return guided_ste(torch.tanh(a), p, generator, q=q, rows=q_rows, scale=code_scale)
         if self.kind == "ste":
@@ -125,14 +139,14 @@ class HashHead(nn.Module):
         raise ValueError(f"unknown hash head kind {self.kind!r}")
 
     @torch.no_grad()
-    def continuous(self, e: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    def continuous(self, e: torch.Tensor, beta: float = 1.0, side: str = "all") -> torch.Tensor:
         """The continuous code used for HieS re-ranking: tanh(β a) (β = 1 except HashNet)."""
-        return torch.tanh((beta if self.kind == "hashnet" else 1.0) * self.pre(e))
+        return torch.tanh((beta if self.kind == "hashnet" else 1.0) * self.pre(e, side))
 
     @torch.no_grad()
-    def codes(self, e: torch.Tensor) -> torch.Tensor:
+    def codes(self, e: torch.Tensor, side: str = "all") -> torch.Tensor:
         """±1 float codes (n, K): sign(a), sign(0) = +1."""
-        return hard_sign(self.pre(e))
+        return hard_sign(self.pre(e, side))
 
 
 class HashModel(nn.Module):

@@ -62,7 +62,9 @@ def build_model(cfg: FitConfig, ds: Dataset, device: torch.device) -> HashModel:
     drop = EdgeDropout(adj, cfg.edge_dropout, device) if kind == "lightgcn" and cfg.edge_dropout > 0 else None
     encoder = build_encoder(kind, ds.n_users + ds.n_items, cfg.emb_dim, sage_dims=list(cfg.sage_dims),
                             layers=cfg.layers, sym_adj=sym, mean=mean, mean_t=mean_t, edge_dropout=drop)
-    head = HashHead(encoder.out_dim, cfg.bits, cfg.head_kind) if cfg.head_kind else None
+    head = (HashHead(encoder.out_dim, cfg.bits, cfg.head_kind,
+                     n_users=ds.n_users if cfg.separate_hash_layers else None)
+            if cfg.head_kind else None)
     return HashModel(encoder, head, ds.n_users, ds.n_items, item_bias=cfg.item_bias).to(device)
 
 
@@ -176,11 +178,12 @@ class Trainer:
             # binary codes at the magnitude of the batch's continuous codes, so that their scores
             # (and the sigmoid's saturation) match those of the continuous pairs
             with torch.no_grad():
-                z = torch.tanh(head.pre(torch.cat([xu, xi, xm.reshape(-1, xm.shape[-1])])))  # type: ignore[union-attr]
+                z = torch.tanh(torch.cat([head.pre(xu, "user"), head.pre(xi, "item"),  # type: ignore[union-attr]
+                                          head.pre(xm.reshape(-1, xm.shape[-1]), "item")]))  # type: ignore[union-attr]
                 kw["code_scale"] = z.abs().mean()
-        ru = head.relax(xu, q=qu, **kw)  # type: ignore[union-attr]
-        ri = head.relax(xi, q=qi, **kw)  # type: ignore[union-attr]
-        rm = head.relax(xm.reshape(-1, xm.shape[-1]), q=qm, **kw)  # type: ignore[union-attr]
+        ru = head.relax(xu, q=qu, side="user", **kw)  # type: ignore[union-attr]
+        ri = head.relax(xi, q=qi, side="item", **kw)  # type: ignore[union-attr]
+        rm = head.relax(xm.reshape(-1, xm.shape[-1]), q=qm, side="item", **kw)  # type: ignore[union-attr]
         return ru, ri, rm.reshape(*xm.shape[:2], -1)
 
     def _pair_loss(self, xu: torch.Tensor, xi: torch.Tensor, xm: torch.Tensor) -> torch.Tensor:
@@ -207,10 +210,11 @@ class Trainer:
         if self._use_head():
             head = self.model.head
             if cfg.quant_weight > 0 and cfg.head_kind in ("guided", "ste"):
-                z = torch.tanh(head.pre(torch.cat([xu, xi])))  # type: ignore[union-attr]
+                z = torch.tanh(torch.cat([head.pre(xu, "user"), head.pre(xi, "item")]))  # type: ignore[union-attr]
                 extra = cfg.quant_weight * (1.0 - z.abs()).pow(2).mean()
             if cfg.cont_weight > 0 and cfg.head_kind == "guided":
-                zu, zi, zm = (torch.tanh(head.pre(v)) for v in (xu, xi, xm))  # type: ignore[union-attr]
+                zu, zi, zm = (torch.tanh(head.pre(v, side))  # type: ignore[union-attr]
+                              for v, side in ((xu, "user"), (xi, "item"), (xm, "item")))
                 cont = cfg.cont_weight * self._pair_loss(zu, zi, zm)
                 extra = cont if extra is None else extra + cont
             xu, xi, xm = self.relax_batch(xu, xi, xm)
