@@ -610,6 +610,7 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
     counts.reset(static_cast<size_t>(k) + nexcluded, sorted_.nbits());
     s.pending.clear();
     s.pending_codes.clear();
+    size_t compact_at = 4 * (static_cast<size_t>(k) + nexcluded) + 256;
     auto threshold = [&] { return counting ? counts.threshold() : top.threshold(); };
     // Drops the pending candidates that fell behind the k-th distance.
     auto compact_pending = [&] {
@@ -635,7 +636,12 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
             s.pending_codes.insert(s.pending_codes.end(), code_or_null, code_or_null + nw);
         }
         s.pending.push_back({d, where, ci});
-        if (s.pending.size() >= 4 * (static_cast<size_t>(k) + nexcluded) + 256) compact_pending();
+        if (s.pending.size() >= compact_at) {
+            compact_pending();
+            // Ties with the k-th distance can outnumber k many times (short codes): compacting
+            // again only after the list has doubled keeps this linear.
+            compact_at = std::max(compact_at, 2 * s.pending.size());
+        }
     };
     const uint32_t q32 = static_cast<uint32_t>(query[0]);
     const double budget_ns =
