@@ -229,7 +229,7 @@ struct MIHIndex::Scratch {
     };
     std::vector<Deferred> deferred;
     std::vector<uint64_t> deferred_codes;
-    // Queries without exclusions: counts instead of ids, and every admitted
+    // Queries with at most k exclusions: counts instead of ids, and every admitted
     // candidate kept with what finds its id (table 0: its position; other
     // tables: its code and rank among equal codes).
     CountingTopK counting;

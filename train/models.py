@@ -139,14 +139,14 @@ class HashHead(nn.Module):
         raise ValueError(f"unknown hash head kind {self.kind!r}")
 
     @torch.no_grad()
-    def continuous(self, e: torch.Tensor, beta: float = 1.0, side: str = "all") -> torch.Tensor:
-        """The continuous code used for HieS re-ranking: tanh(β a) (β = 1 except HashNet)."""
-        return torch.tanh((beta if self.kind == "hashnet" else 1.0) * self.pre(e, side))
+    def continuous(self, e: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+        """The continuous code used for HieS re-ranking of a node matrix: tanh(β a) (β = 1 except HashNet)."""
+        return torch.tanh((beta if self.kind == "hashnet" else 1.0) * self.pre(e))
 
     @torch.no_grad()
-    def codes(self, e: torch.Tensor, side: str = "all") -> torch.Tensor:
-        """±1 float codes (n, K): sign(a), sign(0) = +1."""
-        return hard_sign(self.pre(e, side))
+    def codes(self, e: torch.Tensor) -> torch.Tensor:
+        """±1 float codes (n, K) of a node matrix: sign(a), sign(0) = +1."""
+        return hard_sign(self.pre(e))
 
 
 class HashModel(nn.Module):
