@@ -284,3 +284,34 @@ def test_separate_hash_layers_train_both_layers(tmp_path: Path, tiny, method: st
     assert all(not torch.allclose(b, a) for b, a in zip(before, after))  # both layers learnt
     m = _check_outputs(Path(cfg.out), tiny, 16)
     assert m["config"]["separate_hash_layers"] is True
+
+
+def test_guided_gamma_puts_hashnet_continuation_under_the_guided_mix(tmp_path: Path, tiny) -> None:
+    """--guided-gamma γ: the guided head's continuous code is z = tanh(β a), β = (1 + γ t)^0.5 at
+    iteration t (HashNet's schedule), in training (at p = 1 the relaxed code is z) and in the HieS
+    embeddings; the codes stay sign(a). γ = 0 (the default) is the paper's tanh(a)."""
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.randn(20, 3, 16)
+    plain = Trainer(_cfg(tmp_path, "hashgnn", p_decay=1.0, out=str(tmp_path / "g0")), tiny)
+    tr = Trainer(_cfg(tmp_path, "hashgnn", p_decay=1.0, guided_gamma=0.3, out=str(tmp_path / "g1")), tiny)
+    tr.model.load_state_dict(plain.model.state_dict())
+    assert plain.beta_now() == tr.beta_now() == 1.0
+    tr.it = plain.it = 10
+    assert plain.beta_now() == 1.0 and tr.beta_now() == pytest.approx(2.0)
+    with torch.no_grad():
+        a = tr.model.head.pre(x[:, 0])
+        ru, _, _ = tr.relax_batch(x[:, 0], x[:, 1], x[:, 1:])  # p stays 1: the relaxed code is z
+        ru0, _, _ = plain.relax_batch(x[:, 0], x[:, 1], x[:, 1:])
+    assert torch.allclose(ru, torch.tanh(2.0 * a)) and torch.allclose(ru0, torch.tanh(a))
+    emb, emb0 = tr.embeddings(), plain.embeddings()
+    np.testing.assert_array_equal(emb.user_codes, emb0.user_codes)
+    assert not np.allclose(emb.user_emb, emb0.user_emb)
+    # HashNet keeps its own γ; other heads ignore both
+    assert Trainer(_cfg(tmp_path, "hashnet", guided_gamma=0.3, hashnet_gamma=0.0,
+                        out=str(tmp_path / "h")), tiny).beta_now() == 1.0
+    assert "guided_gamma" in FitConfig(method="hashnet").unused_fields()
+    assert "guided_gamma" not in FitConfig(method="hashgnn").unused_fields()
+    with pytest.raises(ValueError, match="guided_gamma"):
+        FitConfig(guided_gamma=-0.1).validate()

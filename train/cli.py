@@ -64,6 +64,8 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
       help="guided STE: + this weight x the loss on the continuous codes z alone (0: off, the paper)")
     a("--p-lr-min", type=float, default=d.p_lr_min, help="guided STE: lr x (m + (1-m) p); 1: constant lr")
     a("--hashnet-gamma", type=float, default=d.hashnet_gamma)
+    a("--guided-gamma", type=float, default=d.guided_gamma,
+      help="guided STE: z = tanh(β a), β = (1 + γ t)^0.5 as HashNet's (0: off, the paper's tanh(a))")
     a("--separate-hash-layers", action="store_true", default=d.separate_hash_layers,
       help="hashing methods: a hash layer for users and another for items (the official HashGNN code)")
     a("--gumbel-tau", type=float, default=d.gumbel_tau)

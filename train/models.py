@@ -127,7 +127,7 @@ class HashHead(nn.Module):
         ``code_scale``: magnitude of the binary codes of ``guided``/``ste`` (see guided_ste)."""
         a = self.pre(e, side)
         if self.kind == "guided":
-            return guided_ste(torch.tanh(a), p, generator, q=q, rows=q_rows, scale=code_scale)
+            return guided_ste(torch.tanh(beta * a), p, generator, q=q, rows=q_rows, scale=code_scale)
         if self.kind == "ste":
             return code_scale * sign_ste(torch.tanh(a))
         if self.kind == "hashnet":
@@ -140,8 +140,9 @@ class HashHead(nn.Module):
 
     @torch.no_grad()
     def continuous(self, e: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
-        """The continuous code used for HieS re-ranking of a node matrix: tanh(β a) (β = 1 except HashNet)."""
-        return torch.tanh((beta if self.kind == "hashnet" else 1.0) * self.pre(e))
+        """The continuous code used for HieS re-ranking of a node matrix: tanh(β a) (β: HashNet's, or
+        the guided head's with ``guided_gamma``; 1 for the other kinds)."""
+        return torch.tanh((beta if self.kind in ("hashnet", "guided") else 1.0) * self.pre(e))
 
     @torch.no_grad()
     def codes(self, e: torch.Tensor) -> torch.Tensor:

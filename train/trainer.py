@@ -146,7 +146,11 @@ class Trainer:
         return self.p_schedule(max(0, it))
 
     def beta_now(self) -> float:
-        return (1.0 + self.cfg.hashnet_gamma * self.it) ** 0.5
+        """β = (1 + γ t)^0.5 at iteration t: HashNet's continuation (γ = hashnet_gamma), or the guided
+        head's with guided_gamma (0: β = 1, the paper's z = tanh(a)); 1 for other heads."""
+        gamma = {"hashnet": self.cfg.hashnet_gamma, "guided": self.cfg.guided_gamma}.get(
+            self.cfg.head_kind or "", 0.0)
+        return (1.0 + gamma * self.it) ** 0.5
 
     def _use_head(self) -> bool:
         return self.model.head is not None and self._stage() == "main"
@@ -178,7 +182,7 @@ class Trainer:
             # binary codes at the magnitude of the batch's continuous codes, so that their scores
             # (and the sigmoid's saturation) match those of the continuous pairs
             with torch.no_grad():
-                z = torch.tanh(torch.cat([head.pre(xu, "user"), head.pre(xi, "item"),  # type: ignore[union-attr]
+                z = torch.tanh(kw["beta"] * torch.cat([head.pre(xu, "user"), head.pre(xi, "item"),  # type: ignore[union-attr]
                                           head.pre(xm.reshape(-1, xm.shape[-1]), "item")]))  # type: ignore[union-attr]
                 kw["code_scale"] = z.abs().mean()
         ru = head.relax(xu, q=qu, side="user", **kw)  # type: ignore[union-attr]
@@ -210,10 +214,10 @@ class Trainer:
         if self._use_head():
             head = self.model.head
             if cfg.quant_weight > 0 and cfg.head_kind in ("guided", "ste"):
-                z = torch.tanh(torch.cat([head.pre(xu, "user"), head.pre(xi, "item")]))  # type: ignore[union-attr]
+                z = torch.tanh(self.beta_now() * torch.cat([head.pre(xu, "user"), head.pre(xi, "item")]))  # type: ignore[union-attr]
                 extra = cfg.quant_weight * (1.0 - z.abs()).pow(2).mean()
             if cfg.cont_weight > 0 and cfg.head_kind == "guided":
-                zu, zi, zm = (torch.tanh(head.pre(v, side))  # type: ignore[union-attr]
+                zu, zi, zm = (torch.tanh(self.beta_now() * head.pre(v, side))  # type: ignore[union-attr]
                               for v, side in ((xu, "user"), (xi, "item"), (xm, "item")))
                 cont = cfg.cont_weight * self._pair_loss(zu, zi, zm)
                 extra = cont if extra is None else extra + cont

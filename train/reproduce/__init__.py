@@ -44,6 +44,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--cont-weight", type=float, default=None,
                    help="guided STE: weight of the loss on the continuous codes alone (default: fit's)")
     p.add_argument("--hashnet-gamma", type=float, default=None, help="HashNet: β = (1 + γ t)^0.5 (default: fit's)")
+    p.add_argument("--guided-gamma", type=float, default=None,
+                   help="guided STE: z = tanh(β a) with HashNet's β schedule (default: fit's)")
     p.add_argument("--gumbel-tau", type=float, default=None, help="Gumbel-softmax temperature (default: fit's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median)")
@@ -61,7 +63,7 @@ def _base_config(ns: argparse.Namespace, spec: str):
 
     optional = {name: getattr(ns, name, None) for name in ("batch_size", "lr", "eval_every", "patience",
                                                           "p_decay", "cont_weight", "hashnet_gamma",
-                                                          "gumbel_tau")}
+                                                          "guided_gamma", "gumbel_tau")}
     return FitConfig(data=spec, bits=ns.bits, seed=ns.seed, epochs=ns.epochs, max_minutes=ns.max_minutes,
                      threads=ns.threads, progress=not ns.no_progress,
                      **{k: v for k, v in optional.items() if v is not None})
