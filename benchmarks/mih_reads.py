@@ -10,8 +10,22 @@ with sum_j (r_j + 1) > d_k (the pigeonhole bound MIH stops at). An analysis, not
 """
 import itertools
 import sys
-import numpy as np, hashsearch
+
+import numpy as np
+
+import hashsearch
 from train.reproduce.efficiency import learned_like
+
+POP8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def popcnt(a: np.ndarray) -> np.ndarray:
+    """Bits set in each uint64 of a, as uint8."""
+    c = np.zeros(a.shape, np.uint8)
+    for s in range(0, 64, 8):
+        c += POP8[((a >> np.uint64(s)) & np.uint64(255)).astype(np.uint8)]
+    return c
+
 
 n_items = int(sys.argv[1]) if len(sys.argv) > 1 else 4_167_708
 nq = int(sys.argv[2]) if len(sys.argv) > 2 else 40
@@ -21,13 +35,6 @@ mih = hashsearch.MIHIndex(items)
 print("substring bits", mih.substring_bits, "key bits", mih.key_bits)
 D, _ = hashsearch.Index(items).topk(users, 100)
 x = items[:, 0]
-def popcnt(a):
-    a = a.astype(np.uint64)
-    c = np.zeros(a.shape, np.uint8)
-    for s in range(0, 64, 8):
-        c += POP8[((a >> np.uint64(s)) & np.uint64(255)).astype(np.uint8)]
-    return c
-POP8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 starts = np.cumsum([0] + list(mih.substring_bits))[:-1]
 res = {"key": [], "full": []}
 for q in range(nq):

@@ -119,6 +119,11 @@ class HashHead(nn.Module):
         nu = self.n_users
         return torch.cat([self.lin(e[:nu]), self.item_lin(e[nu:])])
 
+    def z(self, e: torch.Tensor, beta: float = 1.0, side: str = "all") -> torch.Tensor:
+        """The continuous code ``tanh(β a)`` (n, K) of embeddings e (n, d); β > 1 only under a
+        continuation (HashNet's, or the guided head's with ``guided_gamma``)."""
+        return torch.tanh(beta * self.pre(e, side))
+
     def relax(self, e: torch.Tensor, *, p: float = 0.0, beta: float = 1.0, tau: float = 1.0,
               generator: Optional[torch.Generator] = None, q: Optional[torch.Tensor] = None,
               q_rows: bool = False, code_scale: Union[float, torch.Tensor] = 1.0,
@@ -140,9 +145,9 @@ class HashHead(nn.Module):
 
     @torch.no_grad()
     def continuous(self, e: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
-        """The continuous code used for HieS re-ranking of a node matrix: tanh(β a) (β: HashNet's, or
-        the guided head's with ``guided_gamma``; 1 for the other kinds)."""
-        return torch.tanh((beta if self.kind in ("hashnet", "guided") else 1.0) * self.pre(e))
+        """The continuous code used for HieS re-ranking of a node matrix: ``z(e, β)`` (the trainer
+        passes β = 1 for heads without a continuation)."""
+        return self.z(e, beta)
 
     @torch.no_grad()
     def codes(self, e: torch.Tensor) -> torch.Tensor:

@@ -182,8 +182,9 @@ class Trainer:
             # binary codes at the magnitude of the batch's continuous codes, so that their scores
             # (and the sigmoid's saturation) match those of the continuous pairs
             with torch.no_grad():
-                z = torch.tanh(kw["beta"] * torch.cat([head.pre(xu, "user"), head.pre(xi, "item"),  # type: ignore[union-attr]
-                                          head.pre(xm.reshape(-1, xm.shape[-1]), "item")]))  # type: ignore[union-attr]
+                beta = kw["beta"]
+                z = torch.cat([head.z(xu, beta, "user"), head.z(xi, beta, "item"),  # type: ignore[union-attr]
+                               head.z(xm.reshape(-1, xm.shape[-1]), beta, "item")])  # type: ignore[union-attr]
                 kw["code_scale"] = z.abs().mean()
         ru = head.relax(xu, q=qu, side="user", **kw)  # type: ignore[union-attr]
         ri = head.relax(xi, q=qi, side="item", **kw)  # type: ignore[union-attr]
@@ -212,12 +213,12 @@ class Trainer:
         xu, xi, xm = x[u_t], x[i_t], x[m_t]
         extra = None
         if self._use_head():
-            head = self.model.head
+            head, beta = self.model.head, self.beta_now()
             if cfg.quant_weight > 0 and cfg.head_kind in ("guided", "ste"):
-                z = torch.tanh(self.beta_now() * torch.cat([head.pre(xu, "user"), head.pre(xi, "item")]))  # type: ignore[union-attr]
+                z = torch.cat([head.z(xu, beta, "user"), head.z(xi, beta, "item")])  # type: ignore[union-attr]
                 extra = cfg.quant_weight * (1.0 - z.abs()).pow(2).mean()
             if cfg.cont_weight > 0 and cfg.head_kind == "guided":
-                zu, zi, zm = (torch.tanh(self.beta_now() * head.pre(v, side))  # type: ignore[union-attr]
+                zu, zi, zm = (head.z(v, beta, side)  # type: ignore[union-attr]
                               for v, side in ((xu, "user"), (xi, "item"), (xm, "item")))
                 cont = cfg.cont_weight * self._pair_loss(zu, zi, zm)
                 extra = cont if extra is None else extra + cont
