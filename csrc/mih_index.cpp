@@ -126,11 +126,13 @@ private:
 // share of them that must be offered to the top-k and have their ids looked up).
 constexpr double kProbeNs = 15.0;        // one bucket: its offsets read
 constexpr double kRunNs = 40.0;          // a non-empty bucket: the miss that starts its run
+constexpr double kSubProbeNs = 2.0;      // one sub-bucket of a sub-directory (a line already fetched)
 constexpr double kCandidateNs = 3.5;     // a candidate
 constexpr double kRangeCandidateNs = 8.0;  // a candidate of range_search (a scalar distance each)
 constexpr double kScanNsPerWord = 0.35;  // the linear scan, per item and code word
 constexpr double kCompactScanNs = 0.2;   // ... for codes of <= 32 bits
 constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
+constexpr int kMaxSubBits = 5;           // sub-directories of at most 32 sub-buckets
 constexpr size_t kFallbackBlock = 8;     // fallback queries sharing one pass over the codes
 constexpr size_t kSmallScanItems = 1 << 16;  // up to here the fallback fills a byte buffer (Index's two-pass)
 // From this many fallback queries on a small index, an id-ordered copy of the
@@ -145,8 +147,8 @@ constexpr size_t kMaxCalibrationQueries = 512;
 // From this many queries a batch is answered in the order of its queries' keys.
 constexpr size_t kOrderedBatch = 1024;
 constexpr uint32_t kSliceItems = 256;    // items read per threshold update
-constexpr size_t kPrefetchRuns = 16;     // runs fetched ahead of the one being read
-constexpr size_t kPrefetchBytes = 128;   // ... up to this much of each (the rest streams)
+constexpr size_t kPrefetchRuns = 64;     // runs fetched ahead of the one being read
+constexpr size_t kPrefetchBytes = 256;   // ... up to this much of each (the rest streams)
 
 double binomial(int n, int r) {
     if (r < 0 || r > n) return 0;
@@ -210,7 +212,13 @@ inline bool code_less(const uint64_t* a, const uint64_t* b, size_t nw) {
 // Per-thread buffers, reused across queries.
 struct MIHIndex::Scratch {
     struct Run {
-        uint32_t b0, b1, key;
+        uint32_t b0, b1, key, key_distance;
+    };
+    // A bucket with a sub-directory, met at some key distance: its
+    // sub-buckets are read at the rings key distance + sub distance.
+    struct Crowded {
+        uint32_t key, b0;
+        const uint16_t* ends;
     };
     struct Ring {
         int radius = -1;  // key radius of the ring held below (-1: none)
@@ -218,8 +226,9 @@ struct MIHIndex::Scratch {
         size_t items = 0;
     };
     std::vector<Ring> rings;
+    std::vector<std::vector<std::vector<Crowded>>> crowded;  // [table][key distance]
     std::vector<int> done;  // per table: key radius searched completely (-1: none)
-    std::vector<uint32_t> qkeys, idx, dist;
+    std::vector<uint32_t> qkeys, qsubs, idx, dist, ring_keys;
     std::vector<uint64_t> qrest;  // per table: the query with that table's key cut out
     UnorderedTopK top;
     // Candidates of tables j >= 1 that tied with the k-th distance when found:
@@ -270,6 +279,7 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
         t.start = static_cast<int>(static_cast<int64_t>(j) * nbits / m);
         t.bits = static_cast<int>(static_cast<int64_t>(j + 1) * nbits / m) - t.start;
         t.key_bits = key_bits_for(t.bits, n, nbits);
+        t.sub_bits = std::min(t.bits - t.key_bits, kMaxSubBits);
         tables_.push_back(std::move(t));
     }
     std::vector<uint64_t> all(n * nw);  // codes in id order, for the sorts below
@@ -290,15 +300,21 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
         std::vector<uint32_t> fill(t.offsets.begin(), t.offsets.end() - 1);
         for (size_t i = 0; i < n; ++i) order[fill[keys[i]]++] = static_cast<uint32_t>(i);
     };
-    // Table 0: by key, then by code (what locate() searches), then by id.
+    // Table 0: by key, then by sub-key, then by code (what locate() searches), then by id.
     bucket_sort(tables_[0], all.data());
     const uint64_t* base = all.data();
-    for (size_t b = 0; b + 1 < tables_[0].offsets.size(); ++b) {
-        auto first = order.begin() + tables_[0].offsets[b], last = order.begin() + tables_[0].offsets[b + 1];
+    const Table& t0 = tables_[0];
+    for (size_t b = 0; b + 1 < t0.offsets.size(); ++b) {
+        auto first = order.begin() + t0.offsets[b], last = order.begin() + t0.offsets[b + 1];
         if (last - first > 1)
             std::sort(first, last, [&](uint32_t a, uint32_t c) {
-                if (code_less(base + size_t{a} * nw, base + size_t{c} * nw, nw)) return true;
-                if (code_less(base + size_t{c} * nw, base + size_t{a} * nw, nw)) return false;
+                const uint64_t *x = base + size_t{a} * nw, *y = base + size_t{c} * nw;
+                if (t0.sub_bits > 0) {
+                    const uint32_t sx = substring(x, t0.key_bits, t0.sub_bits), sy = substring(y, t0.key_bits, t0.sub_bits);
+                    if (sx != sy) return sx < sy;
+                }
+                if (code_less(x, y, nw)) return true;
+                if (code_less(y, x, nw)) return false;
                 return a < c;
             });
     }
@@ -314,6 +330,16 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
     for (int j = 1; j < m; ++j) {
         Table& t = tables_[j];
         bucket_sort(t, all.data());
+        // Inside a bucket by sub-key, then table-0 order (so equal codes stay adjacent, in table-0 order).
+        if (t.sub_bits > 0)
+            for (size_t b = 0; b + 1 < t.offsets.size(); ++b) {
+                auto first = order.begin() + t.offsets[b], last = order.begin() + t.offsets[b + 1];
+                if (last - first > 1)
+                    std::stable_sort(first, last, [&](uint32_t a, uint32_t c) {
+                        return substring(all.data() + size_t{a} * nw, t.start + t.key_bits, t.sub_bits) <
+                               substring(all.data() + size_t{c} * nw, t.start + t.key_bits, t.sub_bits);
+                    });
+            }
         if (nw == 1) {
             t.rest = PackedWords(n, PackedWords::width_for(low_mask(nbits - t.key_bits)));
             for (size_t e = 0; e < n; ++e) t.rest.set(e, cut_key(all[order[e]], t.start, t.key_bits));
@@ -321,6 +347,71 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
             t.full.resize(n * nw);
             for (size_t e = 0; e < n; ++e)
                 std::copy_n(all.data() + size_t{order[e]} * nw, nw, t.full.data() + e * nw);
+        }
+    }
+    build_sub_dirs(all.data());
+}
+
+uint32_t MIHIndex::sub_key_at(int j, size_t e, const uint64_t* table0_codes) const {
+    const Table& t = tables_[j];
+    if (j == 0) return substring(table0_codes + e * sorted_.nwords(), t.key_bits, t.sub_bits);
+    if (sorted_.nwords() == 1) return static_cast<uint32_t>((t.rest.get(e) >> t.start) & low_mask(t.sub_bits));
+    return substring(t.full.data() + e * sorted_.nwords(), t.start + t.key_bits, t.sub_bits);
+}
+
+void MIHIndex::build_sub_dirs(const uint64_t* table0_codes) {
+    // Sub-directories go to the largest buckets, as many as keep the tables
+    // within twice the packed codes: one size threshold for all tables, the
+    // least that fits. (A user's m whose tables already exceed that gets up
+    // to an eighth of the codes.) Buckets of fewer than 2^(sub_bits + 1) items
+    // gain little (about one item a sub-bucket) and those of 2^16 or more are
+    // read whole (uint16 ends).
+    const size_t n = sorted_.size();
+    const double code_bytes = static_cast<double>(n * sorted_.nwords() * 8);
+    const double base = static_cast<double>(table_bytes());
+    const double slack = base <= 2.0 * code_bytes ? 2.0 * code_bytes - base : code_bytes / 8;
+    auto floor_of = [](const Table& t) { return uint32_t{2} << t.sub_bits; };
+    auto qualifies = [&](const Table& t, uint32_t size, uint32_t threshold) {
+        return t.sub_bits > 0 && size >= std::max(threshold, floor_of(t)) && size < (1u << 16);
+    };
+    auto cost = [&](uint32_t threshold) {
+        double bytes = 0;
+        for (const Table& t : tables_) {
+            size_t count = 0;
+            for (size_t b = 0; b + 1 < t.offsets.size(); ++b)
+                count += qualifies(t, t.offsets[b + 1] - t.offsets[b], threshold);
+            const double words = static_cast<double>((t.offsets.size() - 1 + 63) / 64);
+            if (count > 0) bytes += 12.0 * words + 2.0 * static_cast<double>(count << t.sub_bits);
+        }
+        return bytes;
+    };
+    uint32_t lo = 1, hi = 1u << 16;  // cost(hi) = 0; find the least threshold whose cost fits
+    if (slack <= 0) return;
+    while (lo < hi) {
+        const uint32_t mid = lo + (hi - lo) / 2;
+        if (cost(mid) <= slack) hi = mid;
+        else lo = mid + 1;
+    }
+    const uint32_t threshold = lo;
+    for (int j = 0; j < static_cast<int>(tables_.size()); ++j) {
+        Table& t = tables_[j];
+        const size_t nbuckets = t.offsets.size() - 1, words = (nbuckets + 63) / 64;
+        size_t count = 0;
+        for (size_t b = 0; b < nbuckets; ++b) count += qualifies(t, t.offsets[b + 1] - t.offsets[b], threshold);
+        if (count == 0) continue;
+        t.sub_min = std::max(threshold, floor_of(t));
+        t.sub_mask.assign(words, 0);
+        t.sub_rank.assign(words, 0);
+        t.sub_ends.assign(count << t.sub_bits, 0);
+        size_t slot = 0;
+        for (size_t b = 0; b < nbuckets; ++b) {
+            if ((b & 63) == 0) t.sub_rank[b >> 6] = static_cast<uint32_t>(slot);
+            const uint32_t b0 = t.offsets[b], b1 = t.offsets[b + 1];
+            if (!qualifies(t, b1 - b0, threshold)) continue;
+            t.sub_mask[b >> 6] |= uint64_t{1} << (b & 63);
+            uint16_t* ends = t.sub_ends.data() + (slot++ << t.sub_bits);
+            for (uint32_t e = b0; e < b1; ++e) ++ends[sub_key_at(j, e, table0_codes)];
+            for (size_t sk = 1; sk < (size_t{1} << t.sub_bits); ++sk) ends[sk] += ends[sk - 1];
         }
     }
 }
@@ -337,10 +428,29 @@ std::vector<int> MIHIndex::key_bits() const {
     return bits;
 }
 
+std::vector<int> MIHIndex::sub_bits() const {
+    std::vector<int> bits;
+    for (const auto& t : tables_) bits.push_back(t.sub_bits);
+    return bits;
+}
+
+std::vector<uint32_t> MIHIndex::sub_min_items() const {
+    std::vector<uint32_t> v;
+    for (const auto& t : tables_) v.push_back(t.sub_min);
+    return v;
+}
+
+size_t MIHIndex::sub_dir_bytes() const {
+    size_t bytes = 0;
+    for (const auto& t : tables_) bytes += t.sub_bytes();
+    return bytes;
+}
+
 size_t MIHIndex::table_bytes() const {
     size_t bytes = id_of_.bytes() + pos_of_id_.size() * sizeof(uint16_t);
     for (const auto& t : tables_)
-        bytes += t.offsets.size() * sizeof(uint32_t) + t.rest.bytes() + t.full.size() * sizeof(uint64_t);
+        bytes += t.offsets.size() * sizeof(uint32_t) + t.rest.bytes() + t.full.size() * sizeof(uint64_t) +
+                 t.sub_bytes();
     return bytes;
 }
 
@@ -353,8 +463,36 @@ void MIHIndex::copy_codes(uint64_t* out) const {
 uint32_t MIHIndex::locate(const uint64_t* code, uint32_t rank) const {
     const Table& t0 = tables_[0];
     const size_t nw = sorted_.nwords();
-    uint32_t key = substring(code, t0.start, t0.key_bits);
+    const uint32_t key = substring(code, t0.start, t0.key_bits);
     uint32_t lo = t0.offsets[key], hi = t0.offsets[key + 1];
+    // A bucket is ordered by sub-key, then code: the sub-directory, or a
+    // search on the sub-key, narrows it to the code's sub-bucket.
+    const int kb = t0.key_bits, sb = t0.sub_bits;
+    const uint32_t sk = sb > 0 ? substring(code, kb, sb) : 0;
+    const uint64_t smask = low_mask(sb);
+    if (const uint16_t* ends = t0.sub_dir(key)) {
+        hi = lo + ends[sk];
+        lo += sk == 0 ? 0 : ends[sk - 1];
+    } else if (sb > 0) {
+        auto sub_of = [&](uint32_t p) {
+            if (sorted_.compact()) return static_cast<uint32_t>((sorted_.data32()[p] >> kb) & smask);
+            return substring(sorted_.data64() + size_t{p} * nw, kb, sb);
+        };
+        uint32_t a = lo, b = hi;  // first position of a sub-key >= sk
+        while (a < b) {
+            const uint32_t mid = a + (b - a) / 2;
+            if (sub_of(mid) < sk) a = mid + 1;
+            else b = mid;
+        }
+        lo = a;
+        b = hi;  // first position of a sub-key > sk
+        while (a < b) {
+            const uint32_t mid = a + (b - a) / 2;
+            if (sub_of(mid) <= sk) a = mid + 1;
+            else b = mid;
+        }
+        hi = a;
+    }
     // First position whose code is not less than `code`.
     if (sorted_.compact()) {
         const uint32_t* c = sorted_.data32();
@@ -604,10 +742,15 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
     s.rings.resize(static_cast<size_t>(m));
     s.done.assign(static_cast<size_t>(m), -1);
     s.qkeys.resize(static_cast<size_t>(m));
+    s.qsubs.resize(static_cast<size_t>(m));
     s.qrest.resize(static_cast<size_t>(m));
+    s.crowded.resize(static_cast<size_t>(m));
     for (int j = 0; j < m; ++j) {
         const Table& t = tables_[j];
         s.qkeys[j] = substring(query, t.start, t.key_bits);
+        s.qsubs[j] = t.sub_bits > 0 ? substring(query, t.start + t.key_bits, t.sub_bits) : 0;
+        s.crowded[j].resize(static_cast<size_t>(t.key_bits) + 1);
+        for (auto& level : s.crowded[j]) level.clear();
         s.qrest[j] = nw == 1 ? cut_key(query[0], t.start, t.key_bits) : 0;
         s.rings[j].radius = -1;
     }
@@ -661,24 +804,60 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
         static_cast<double>(n) * (compact ? kCompactScanNs : kScanNsPerWord * static_cast<double>(nw));
     double spent_ns = 0;
 
-    // The buckets of table j at key distance exactly r from the query.
+    // Ring r of table j: the buckets at key distance r (whole, or for a bucket
+    // with a sub-directory its sub-bucket at sub distance 0) and the
+    // sub-buckets at sub distance b of the crowded buckets at key distance r - b.
+    // After rings 0..r, every item whose key and sub-key are together within r
+    // of the query's has been read (and every item of a bucket without a
+    // sub-directory whose key is).
     auto load_ring = [&](int j, int r) {
         const Table& t = tables_[j];
         Scratch::Ring& ring = s.rings[j];
         ring.radius = r;
         ring.runs.clear();
         ring.items = 0;
-        size_t buckets = 0;
-        for_each_key_at(s.qkeys[j], t.key_bits, r, [&](uint32_t bucket) {
-            const uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
-            ++buckets;
-            if (b1 > b0) {
-                ring.runs.push_back({b0, b1, bucket});
+        size_t buckets = 0, sub_probes = 0;
+        auto add_sub_runs = [&](const Scratch::Crowded& c, int b, uint32_t key_distance) {
+            for_each_key_at(s.qsubs[j], t.sub_bits, b, [&](uint32_t sk) {
+                const uint32_t e0 = c.b0 + (sk == 0 ? 0 : c.ends[sk - 1]), e1 = c.b0 + c.ends[sk];
+                ++sub_probes;
+                if (e1 > e0) {
+                    ring.runs.push_back({e0, e1, c.key, key_distance});
+                    ring.items += e1 - e0;
+                }
+            });
+        };
+        if (r <= t.key_bits) {
+            // The ring's keys first, their offsets fetched ahead: the directory
+            // (2^17 offsets a table at millions of items) is mostly out of cache.
+            s.ring_keys.clear();
+            for_each_key_at(s.qkeys[j], t.key_bits, r, [&](uint32_t bucket) { s.ring_keys.push_back(bucket); });
+            constexpr size_t kAhead = 16;
+            const size_t nkeys = s.ring_keys.size();
+            for (size_t i = 0; i < std::min(nkeys, kAhead); ++i) __builtin_prefetch(t.offsets.data() + s.ring_keys[i]);
+            for (size_t i = 0; i < nkeys; ++i) {
+                if (i + kAhead < nkeys) __builtin_prefetch(t.offsets.data() + s.ring_keys[i + kAhead]);
+                const uint32_t bucket = s.ring_keys[i];
+                const uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
+                ++buckets;
+                if (b1 <= b0) continue;
+                if (b1 - b0 >= t.sub_min && t.sub_min > 0) {
+                    if (const uint16_t* ends = t.sub_dir(bucket)) {
+                        __builtin_prefetch(ends);  // read below, once the ring's buckets are all known
+                        s.crowded[j][r].push_back({bucket, b0, ends});
+                        continue;
+                    }
+                }
+                ring.runs.push_back({b0, b1, bucket, static_cast<uint32_t>(r)});
                 ring.items += b1 - b0;
             }
-        });
-        s.probes += buckets;
-        spent_ns += static_cast<double>(buckets) * kProbeNs;
+            for (const Scratch::Crowded& c : s.crowded[j][r]) add_sub_runs(c, 0, static_cast<uint32_t>(r));
+        }
+        for (int b = 1; b <= std::min(r, t.sub_bits); ++b)
+            if (r - b <= t.key_bits)
+                for (const Scratch::Crowded& c : s.crowded[j][r - b]) add_sub_runs(c, b, static_cast<uint32_t>(r - b));
+        s.probes += buckets + sub_probes;
+        spent_ns += static_cast<double>(buckets) * kProbeNs + static_cast<double>(sub_probes) * kSubProbeNs;
     };
     auto ring_cost = [&](int j) {
         return static_cast<double>(s.rings[j].items) * kCandidateNs +
@@ -701,7 +880,7 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
             const bool loaded = s.rings[j].radius == s.done[j] + 1;
             const double next = loaded ? ring_cost(j) : 0.0;
             double table_total = 0;
-            for (int r = s.done[j] + 1; r <= kb; ++r) {
+            for (int r = s.done[j] + 1; r <= kb + tables_[j].sub_bits; ++r) {
                 double c = loaded && r == s.done[j] + 1 ? next : std::max(next, binomial(kb, r) * kProbeNs);
                 costs.push_back(c);
                 table_total += c;
@@ -717,13 +896,18 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
         }
         return std::min(pigeonhole, finish_one);
     };
-    // Seen before iff another table has already searched the key radius holding it.
+    // Seen before iff another table has already searched the ring holding it
+    // (see load_ring: the key distance alone unless its bucket there has a sub-directory).
     uint64_t diff[16];  // codes are at most 1024 bits
     auto seen_elsewhere = [&](int j, const uint64_t* code) {
         for (size_t w = 0; w < nw; ++w) diff[w] = code[w] ^ query[w];
         for (int jj = 0; jj < m; ++jj) {
             if (jj == j || s.done[jj] < 0) continue;
-            if (popcount32(substring(diff, tables_[jj].start, tables_[jj].key_bits)) <= s.done[jj]) return true;
+            const Table& t = tables_[jj];
+            const int a = popcount32(substring(diff, t.start, t.key_bits));
+            if (a > s.done[jj]) continue;
+            if (t.sub_min == 0 || t.sub_dir(substring(code, t.start, t.key_bits)) == nullptr) return true;
+            if (a + popcount32(substring(diff, t.start + t.key_bits, t.sub_bits)) <= s.done[jj]) return true;
         }
         return false;
     };
@@ -786,8 +970,8 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
     auto read_other = [&](int j, const Scratch::Run& run, uint32_t b0, uint32_t b1) {
         const Table& t = tables_[j];
         size_t cnt = nw == 1 ? kern.select_within_packed(t.rest.data(), t.rest.width(), b0, b1, s.qrest[j],
-                                                         static_cast<uint32_t>(s.rings[j].radius),
-                                                         threshold(), s.idx.data(), s.dist.data())
+                                                         run.key_distance, threshold(), s.idx.data(),
+                                                         s.dist.data())
                              : kern.select_within(t.full.data(), nw, b0, b1, query, threshold(),
                                                   s.idx.data(), s.dist.data());
         for (size_t c = 0; c < cnt; ++c) {
@@ -854,7 +1038,7 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
         bool all_seen = false;  // a table searched to its full key width holds every item
         for (int j = 0; j < m; ++j) {
             proven += s.done[j] + 1;
-            all_seen = all_seen || s.done[j] == tables_[j].key_bits;
+            all_seen = all_seen || s.done[j] == tables_[j].key_bits + tables_[j].sub_bits;
         }
         int64_t kth = counting ? counts.kth_distance() : top.kth_distance();
         if (all_seen || (kth >= 0 && kth <= proven)) {
@@ -873,7 +1057,7 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
         double best_cost = 0;
         for (int j = 0; j < m; ++j) {
             int r = s.done[j] + 1;
-            if (r > tables_[j].key_bits) continue;
+            if (r > tables_[j].key_bits + tables_[j].sub_bits) continue;
             if (s.rings[j].radius != r) load_ring(j, r);
             double c = ring_cost(j);
             if (best < 0 || c < best_cost) {

@@ -51,6 +51,14 @@ private:
     HugeVector<uint8_t> bytes_;
 };
 
+// Bits set in x (SWAR: this code is built without -mpopcnt).
+inline size_t swar_popcount(uint64_t x) {
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    return static_cast<size_t>((x * 0x0101010101010101ull) >> 56);
+}
+
 class MIHIndex {
 public:
     // m substrings of nearly equal length (1 <= m <= nbits).
@@ -71,6 +79,13 @@ public:
     int m() const { return static_cast<int>(tables_.size()); }
     std::vector<int> substring_bits() const;
     std::vector<int> key_bits() const;
+    // Per table: bits ordering items inside a bucket, and the least bucket
+    // size given a sub-directory (0: none).
+    std::vector<int> sub_bits() const;
+    std::vector<uint32_t> sub_min_items() const;
+    // Bytes of the sub-directories (part of table_bytes; chosen to keep the
+    // tables within twice the packed codes).
+    size_t sub_dir_bytes() const;
     // Directory bits for a substring of `sub_bits` bits of an nbits code in an
     // index of n items.
     static int key_bits_for(int sub_bits, size_t n, int nbits);
@@ -114,6 +129,27 @@ private:
         PackedWords rest;
         // Tables j >= 1, codes of several words: the full codes in bucket order.
         HugeVector<uint64_t> full;
+        // Sub-directories: the next sub_bits bits after the key order the
+        // items inside every bucket, and the largest buckets (those of at
+        // least sub_min items) hold the ends of their 2^sub_bits sub-buckets
+        // (uint16, relative to the bucket's start), so a ring reads a crowded
+        // bucket's sub-bucket at sub distance b only at ring key distance + b.
+        int sub_bits = 0;
+        uint32_t sub_min = 0;            // 0: no sub-directories
+        std::vector<uint64_t> sub_mask;  // per bucket: has a sub-directory
+        std::vector<uint32_t> sub_rank;  // sub-directories before each word of sub_mask
+        std::vector<uint16_t> sub_ends;  // 2^sub_bits ends per sub-directory
+        // The sub-directory of `bucket`, or nullptr.
+        const uint16_t* sub_dir(uint32_t bucket) const {
+            if (sub_min == 0) return nullptr;
+            const uint64_t w = sub_mask[bucket >> 6], bit = uint64_t{1} << (bucket & 63);
+            if (!(w & bit)) return nullptr;
+            const size_t slot = sub_rank[bucket >> 6] + swar_popcount(w & (bit - 1));
+            return sub_ends.data() + (slot << sub_bits);
+        }
+        size_t sub_bytes() const {
+            return sub_mask.size() * 8 + sub_rank.size() * 4 + sub_ends.size() * 2;
+        }
     };
     struct Scratch;
     // Queries [q0, q1) through the tables, each falling back to the scan when
@@ -132,6 +168,9 @@ private:
     // The codes in id order as an Index, for scanning large batches (the
     // caller holds it only while it scans: one more copy of the codes).
     FlatIndex id_ordered_copy() const;
+    // Sub-key of entry e of table j (table 0's codes given in its order).
+    uint32_t sub_key_at(int j, size_t e, const uint64_t* table0_codes) const;
+    void build_sub_dirs(const uint64_t* table0_codes);
     // Position in table 0 of the `rank`-th item (0-based, in table-0 order)
     // whose code is `code`.
     uint32_t locate(const uint64_t* code, uint32_t rank) const;

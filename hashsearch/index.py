@@ -164,11 +164,15 @@ class Index(_RangeSearch, _HammingBase):
 
 def mih_table_bytes(nbits: int, n: int, m: int) -> int:
     """Bytes :class:`MIHIndex` holds beside its one copy of the codes, for ``n``
-    codes of ``nbits`` bits split into ``m`` substrings: an id per item (3 bytes
-    below 2^24 items; up to 2^16 items also a 2-byte position per id), a uint32
-    bucket offset per directory entry of each table,
+    codes of ``nbits`` bits split into ``m`` substrings, before its sub-directories:
+    an id per item (3 bytes below 2^24 items; up to 2^16 items also a 2-byte
+    position per id), a uint32 bucket offset per directory entry of each table,
     and in every table after the first a copy of the codes (codes of <= 64 bits
-    without that table's key bits, in whole bytes)."""
+    without that table's key bits, in whole bytes).
+
+    The sub-directories (:meth:`MIHIndex.sub_dir_bytes`, which depend on how
+    crowded the buckets are) then take what is left of twice the packed codes,
+    or an eighth of the codes when this already exceeds twice them."""
     words = (nbits + 63) // 64
     id_bytes = max(1, ((max(n - 1, 1)).bit_length() + 7) // 8)
     total = n * id_bytes + 8  # + the load padding
@@ -220,6 +224,13 @@ class MIHIndex(_RangeSearch, _HammingBase):
     see :func:`mih_table_bytes`. The default ``m`` keeps that within twice
     the codes; a larger ``m`` is faster on clustered codes and costs a copy
     per table.
+
+    Inside a bucket the items are ordered by the next :attr:`sub_bits` bits
+    of the substring, and the most crowded buckets (learned codes crowd a
+    few) keep where each of their 2^sub_bits sub-buckets ends, within the
+    memory left under twice the codes. A ring then reads only a crowded
+    bucket's sub-buckets at key distance + sub distance = its radius: on
+    4.2M learned-like 64-bit codes 2.5x fewer codes read per query.
 
     Args:
         codes, nbits, num_threads: as for :class:`Index`.
@@ -275,6 +286,20 @@ class MIHIndex(_RangeSearch, _HammingBase):
     def key_bits(self) -> list:
         """Bits of each substring that key its table's buckets."""
         return list(self._native.key_bits)
+
+    @property
+    def sub_bits(self) -> list:
+        """Bits of each substring, after its key, that order the items inside a bucket."""
+        return list(self._native.sub_bits)
+
+    @property
+    def sub_min_items(self) -> list:
+        """Per table, the least bucket size given a sub-directory (0: none)."""
+        return list(self._native.sub_min_items)
+
+    def sub_dir_bytes(self) -> int:
+        """Bytes of the sub-directories (included in :meth:`table_bytes`)."""
+        return int(self._native.sub_dir_bytes())
 
     @property
     def fallback_count(self) -> int:

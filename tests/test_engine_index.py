@@ -266,7 +266,46 @@ def test_mih_default_m_and_memory(rng):
 @pytest.mark.parametrize("nbits,n,m", [(64, 5000, 3), (32, 5000, 2), (20, 3000, 4), (128, 2000, 2), (100, 700, 5)])
 def test_mih_table_bytes_formula(rng, nbits, n, m):
     mih = hashsearch.MIHIndex(random_codes(rng, n, nbits), nbits, m=m)
-    assert mih.table_bytes() == mih_table_bytes(nbits, n, m)
+    assert mih.table_bytes() == mih_table_bytes(nbits, n, m) + mih.sub_dir_bytes()
+
+
+@pytest.mark.parametrize("nbits,m", [(64, None), (64, 3), (32, None), (128, None), (100, 5)])
+def test_mih_sub_directories_are_exact_and_within_memory(simd, nbits, m, rng):
+    """Crowded buckets get sub-directories (sub-buckets read at key + sub distance): results equal
+    the scan's through the tables alone, at 1 and 2 threads, with exclude, duplicates and ties;
+    range_search (which finds table-0 positions through them) too. Memory: the default m stays
+    within twice the codes; an m already over that adds at most an eighth of the codes."""
+    n = 30_000
+    distinct = clustered_codes(rng, 8_000, nbits, clusters=3, flip=0.04)
+    codes = np.concatenate([distinct, distinct[rng.integers(0, 8_000, n - 8_000)]])
+    rng.shuffle(codes)
+    queries = np.concatenate([codes[:10], clustered_codes(rng, 30, nbits, clusters=3, flip=0.06)])
+    exclude = random_exclude(rng, len(queries), n, 200)
+    mih = hashsearch.MIHIndex(codes, nbits, m=m)
+    assert mih.sub_dir_bytes() > 0 and any(mih.sub_min_items)
+    for t, (sb, smin) in enumerate(zip(mih.sub_bits, mih.sub_min_items)):
+        assert sb == min(mih.substring_bits[t] - mih.key_bits[t], 5)
+        assert smin == 0 or smin >= 2 << sb
+    fixed = mih_table_bytes(nbits, n, mih.m)
+    assert mih.table_bytes() == fixed + mih.sub_dir_bytes()
+    if fixed <= 2 * codes.nbytes:
+        assert mih.table_bytes() <= 2 * codes.nbytes
+    else:
+        assert mih.sub_dir_bytes() <= codes.nbytes // 8
+    flat = hashsearch.Index(codes, nbits)
+    mih._native._set_scan_fallback(False)
+    for k in (1, 50, 400):
+        for ex in (None, exclude):
+            Df, If = flat.topk(queries, k, exclude=ex)
+            for threads in (1, 2):
+                D, I = mih.topk(queries, k, exclude=ex, num_threads=threads)
+                np.testing.assert_array_equal(D, Df)
+                np.testing.assert_array_equal(I, If)
+    assert mih.stats()["fallbacks"] == 0
+    for radius in (0, 3, nbits // 6):
+        ref = range_search_hamming(queries, codes, radius, exclude)
+        for got, want in zip(mih.range_search(queries, radius, exclude=exclude), ref):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_mih_stats_count_work(rng):
