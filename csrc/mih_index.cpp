@@ -147,14 +147,24 @@ constexpr size_t kMaxCalibrationQueries = 512;
 // From this many queries a batch is answered in the order of its queries' keys.
 constexpr size_t kOrderedBatch = 1024;
 constexpr uint32_t kSliceItems = 256;    // items read per threshold update
-constexpr size_t kPrefetchRuns = 64;     // runs fetched ahead of the one being read
-constexpr size_t kPrefetchBytes = 256;   // ... up to this much of each (the rest streams)
+constexpr size_t kPrefetchRuns = 16;     // runs fetched ahead of the one being read
+constexpr size_t kPrefetchBytes = 128;   // ... up to this much of each (the rest streams)
 
+// C(n, r) for n <= 64 from a table built once (the search's cost floor asks
+// for it on every ring: computing it by divisions took a tenth of a query).
 double binomial(int n, int r) {
-    if (r < 0 || r > n) return 0;
-    double c = 1;
-    for (int i = 1; i <= r; ++i) c = c * (n - r + i) / i;
-    return c;
+    struct Table {
+        double c[65][65] = {};
+        Table() {
+            for (int a = 0; a <= 64; ++a) {
+                c[a][0] = 1;
+                for (int b = 1; b <= a; ++b) c[a][b] = c[a - 1][b - 1] + (b < a ? c[a - 1][b] : 0);
+            }
+        }
+    };
+    static const Table table;
+    if (r < 0 || r > n || n > 64) return 0;
+    return table.c[n][r];
 }
 
 // Calls fn(bucket) for every key of `key_bits` bits at distance exactly rho from
