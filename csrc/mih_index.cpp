@@ -153,16 +153,16 @@ constexpr size_t kPrefetchBytes = 128;   // ... up to this much of each (the res
 // C(n, r) for n <= 64 from a table built once (the search's cost floor asks
 // for it on every ring: computing it by divisions took a tenth of a query).
 double binomial(int n, int r) {
-    struct Table {
+    struct Binomials {
         double c[65][65] = {};
-        Table() {
+        Binomials() {
             for (int a = 0; a <= 64; ++a) {
                 c[a][0] = 1;
                 for (int b = 1; b <= a; ++b) c[a][b] = c[a - 1][b - 1] + (b < a ? c[a - 1][b] : 0);
             }
         }
     };
-    static const Table table;
+    static const Binomials table;
     if (r < 0 || r > n || n > 64) return 0;
     return table.c[n][r];
 }
@@ -228,7 +228,7 @@ struct MIHIndex::Scratch {
     // sub-buckets are read at the rings key distance + sub distance.
     struct Crowded {
         uint32_t key, b0;
-        const uint16_t* ends;
+        Table::SubDir dir;
     };
     struct Ring {
         int radius = -1;  // key radius of the ring held below (-1: none)
@@ -373,55 +373,76 @@ void MIHIndex::build_sub_dirs(const uint64_t* table0_codes) {
     // Sub-directories go to the largest buckets, as many as keep the tables
     // within twice the packed codes: one size threshold for all tables, the
     // least that fits. (A user's m whose tables already exceed that gets up
-    // to an eighth of the codes.) Buckets of fewer than 2^(sub_bits + 1) items
-    // gain little (about one item a sub-bucket) and those of 2^16 or more are
-    // read whole (uint16 ends).
+    // to an eighth of the codes.) Buckets of fewer than 2^sub_bits items
+    // (under one item a sub-bucket) are read whole, as are those of 2^16 or
+    // more. Ends take one byte below 256 items, else two.
     const size_t n = sorted_.size();
     const double code_bytes = static_cast<double>(n * sorted_.nwords() * 8);
     const double base = static_cast<double>(table_bytes());
     const double slack = base <= 2.0 * code_bytes ? 2.0 * code_bytes - base : code_bytes / 8;
-    auto floor_of = [](const Table& t) { return uint32_t{2} << t.sub_bits; };
-    auto qualifies = [&](const Table& t, uint32_t size, uint32_t threshold) {
-        return t.sub_bits > 0 && size >= std::max(threshold, floor_of(t)) && size < (1u << 16);
+    if (slack <= 0) return;
+    auto floor_of = [](const Table& t) { return uint32_t{1} << t.sub_bits; };
+    // 0: no sub-directory; else the bytes of one end.
+    auto width_of = [&](const Table& t, uint32_t size, uint32_t threshold) -> size_t {
+        if (t.sub_bits == 0 || size < std::max(threshold, floor_of(t)) || size >= (1u << 16)) return 0;
+        return size < 256 ? 1 : 2;
     };
     auto cost = [&](uint32_t threshold) {
         double bytes = 0;
         for (const Table& t : tables_) {
-            size_t count = 0;
+            size_t count[3] = {0, 0, 0};
             for (size_t b = 0; b + 1 < t.offsets.size(); ++b)
-                count += qualifies(t, t.offsets[b + 1] - t.offsets[b], threshold);
+                ++count[width_of(t, t.offsets[b + 1] - t.offsets[b], threshold)];
             const double words = static_cast<double>((t.offsets.size() - 1 + 63) / 64);
-            if (count > 0) bytes += 12.0 * words + 2.0 * static_cast<double>(count << t.sub_bits);
+            for (size_t w = 1; w <= 2; ++w)
+                if (count[w] > 0) bytes += 12.0 * words + static_cast<double>(w * (count[w] << t.sub_bits));
         }
         return bytes;
     };
     uint32_t lo = 1, hi = 1u << 16;  // cost(hi) = 0; find the least threshold whose cost fits
-    if (slack <= 0) return;
     while (lo < hi) {
         const uint32_t mid = lo + (hi - lo) / 2;
         if (cost(mid) <= slack) hi = mid;
         else lo = mid + 1;
     }
     const uint32_t threshold = lo;
+    std::vector<uint32_t> ends;
     for (int j = 0; j < static_cast<int>(tables_.size()); ++j) {
         Table& t = tables_[j];
-        const size_t nbuckets = t.offsets.size() - 1, words = (nbuckets + 63) / 64;
-        size_t count = 0;
-        for (size_t b = 0; b < nbuckets; ++b) count += qualifies(t, t.offsets[b + 1] - t.offsets[b], threshold);
-        if (count == 0) continue;
+        const size_t nbuckets = t.offsets.size() - 1, words = (nbuckets + 63) / 64, nsub = size_t{1} << t.sub_bits;
+        size_t count[3] = {0, 0, 0};
+        for (size_t b = 0; b < nbuckets; ++b) ++count[width_of(t, t.offsets[b + 1] - t.offsets[b], threshold)];
+        if (count[1] + count[2] == 0) continue;
         t.sub_min = std::max(threshold, floor_of(t));
-        t.sub_mask.assign(words, 0);
-        t.sub_rank.assign(words, 0);
-        t.sub_ends.assign(count << t.sub_bits, 0);
-        size_t slot = 0;
+        Table::SubDirs* dirs[3] = {nullptr, &t.narrow, &t.wide};
+        size_t slots[3] = {0, 0, 0};
+        for (size_t w = 1; w <= 2; ++w) {
+            if (count[w] == 0) continue;
+            dirs[w]->width = w;
+            dirs[w]->mask.assign(words, 0);
+            dirs[w]->rank.assign(words, 0);
+            dirs[w]->ends.assign(w * (count[w] << t.sub_bits), 0);
+        }
+        ends.resize(nsub);
         for (size_t b = 0; b < nbuckets; ++b) {
-            if ((b & 63) == 0) t.sub_rank[b >> 6] = static_cast<uint32_t>(slot);
+            if ((b & 63) == 0)
+                for (size_t w = 1; w <= 2; ++w)
+                    if (count[w] > 0) dirs[w]->rank[b >> 6] = static_cast<uint32_t>(slots[w]);
             const uint32_t b0 = t.offsets[b], b1 = t.offsets[b + 1];
-            if (!qualifies(t, b1 - b0, threshold)) continue;
-            t.sub_mask[b >> 6] |= uint64_t{1} << (b & 63);
-            uint16_t* ends = t.sub_ends.data() + (slot++ << t.sub_bits);
+            const size_t w = width_of(t, b1 - b0, threshold);
+            if (w == 0) continue;
+            dirs[w]->mask[b >> 6] |= uint64_t{1} << (b & 63);
+            std::fill(ends.begin(), ends.end(), 0);
             for (uint32_t e = b0; e < b1; ++e) ++ends[sub_key_at(j, e, table0_codes)];
-            for (size_t sk = 1; sk < (size_t{1} << t.sub_bits); ++sk) ends[sk] += ends[sk - 1];
+            for (size_t sk = 1; sk < nsub; ++sk) ends[sk] += ends[sk - 1];
+            const size_t slot = slots[w]++;
+            for (size_t sk = 0; sk < nsub; ++sk) {
+                if (w == 1) dirs[1]->ends[(slot << t.sub_bits) + sk] = static_cast<uint8_t>(ends[sk]);
+                else {
+                    const uint16_t v = static_cast<uint16_t>(ends[sk]);
+                    std::memcpy(dirs[2]->ends.data() + 2 * ((slot << t.sub_bits) + sk), &v, 2);
+                }
+            }
         }
     }
 }
@@ -480,9 +501,9 @@ uint32_t MIHIndex::locate(const uint64_t* code, uint32_t rank) const {
     const int kb = t0.key_bits, sb = t0.sub_bits;
     const uint32_t sk = sb > 0 ? substring(code, kb, sb) : 0;
     const uint64_t smask = low_mask(sb);
-    if (const uint16_t* ends = t0.sub_dir(key)) {
-        hi = lo + ends[sk];
-        lo += sk == 0 ? 0 : ends[sk - 1];
+    if (const Table::SubDir dir = t0.sub_dir(key)) {
+        hi = lo + dir.end(sk);
+        lo += dir.begin(sk);
     } else if (sb > 0) {
         auto sub_of = [&](uint32_t p) {
             if (sorted_.compact()) return static_cast<uint32_t>((sorted_.data32()[p] >> kb) & smask);
@@ -829,7 +850,7 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
         size_t buckets = 0, sub_probes = 0;
         auto add_sub_runs = [&](const Scratch::Crowded& c, int b, uint32_t key_distance) {
             for_each_key_at(s.qsubs[j], t.sub_bits, b, [&](uint32_t sk) {
-                const uint32_t e0 = c.b0 + (sk == 0 ? 0 : c.ends[sk - 1]), e1 = c.b0 + c.ends[sk];
+                const uint32_t e0 = c.b0 + c.dir.begin(sk), e1 = c.b0 + c.dir.end(sk);
                 ++sub_probes;
                 if (e1 > e0) {
                     ring.runs.push_back({e0, e1, c.key, key_distance});
@@ -852,9 +873,9 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
                 ++buckets;
                 if (b1 <= b0) continue;
                 if (b1 - b0 >= t.sub_min && t.sub_min > 0) {
-                    if (const uint16_t* ends = t.sub_dir(bucket)) {
-                        __builtin_prefetch(ends);  // read below, once the ring's buckets are all known
-                        s.crowded[j][r].push_back({bucket, b0, ends});
+                    if (const Table::SubDir dir = t.sub_dir(bucket)) {
+                        __builtin_prefetch(dir.data());  // read below, once the ring's buckets are all known
+                        s.crowded[j][r].push_back({bucket, b0, dir});
                         continue;
                     }
                 }
@@ -916,7 +937,7 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
             const Table& t = tables_[jj];
             const int a = popcount32(substring(diff, t.start, t.key_bits));
             if (a > s.done[jj]) continue;
-            if (t.sub_min == 0 || t.sub_dir(substring(code, t.start, t.key_bits)) == nullptr) return true;
+            if (t.sub_min == 0 || !t.sub_dir(substring(code, t.start, t.key_bits))) return true;
             if (a + popcount32(substring(diff, t.start + t.key_bits, t.sub_bits)) <= s.done[jj]) return true;
         }
         return false;

@@ -132,24 +132,49 @@ private:
         // Sub-directories: the next sub_bits bits after the key order the
         // items inside every bucket, and the largest buckets (those of at
         // least sub_min items) hold the ends of their 2^sub_bits sub-buckets
-        // (uint16, relative to the bucket's start), so a ring reads a crowded
-        // bucket's sub-bucket at sub distance b only at ring key distance + b.
+        // (relative to the bucket's start: uint8 below 256 items, else uint16),
+        // so a ring reads a crowded bucket's sub-bucket at sub distance b only
+        // at ring key distance + b.
         int sub_bits = 0;
-        uint32_t sub_min = 0;            // 0: no sub-directories
-        std::vector<uint64_t> sub_mask;  // per bucket: has a sub-directory
-        std::vector<uint32_t> sub_rank;  // sub-directories before each word of sub_mask
-        std::vector<uint16_t> sub_ends;  // 2^sub_bits ends per sub-directory
-        // The sub-directory of `bucket`, or nullptr.
-        const uint16_t* sub_dir(uint32_t bucket) const {
-            if (sub_min == 0) return nullptr;
-            const uint64_t w = sub_mask[bucket >> 6], bit = uint64_t{1} << (bucket & 63);
-            if (!(w & bit)) return nullptr;
-            const size_t slot = sub_rank[bucket >> 6] + swar_popcount(w & (bit - 1));
-            return sub_ends.data() + (slot << sub_bits);
+        uint32_t sub_min = 0;  // 0: no sub-directories
+        struct SubDirs {
+            std::vector<uint64_t> mask;  // per bucket: has a sub-directory of this width
+            std::vector<uint32_t> rank;  // sub-directories before each word of mask
+            std::vector<uint8_t> ends;   // 2^sub_bits ends of `width` bytes per sub-directory
+            size_t width = 1;
+            // Slot of `bucket`'s sub-directory, or -1.
+            int64_t slot(uint32_t bucket) const {
+                if (mask.empty()) return -1;
+                const uint64_t w = mask[bucket >> 6], bit = uint64_t{1} << (bucket & 63);
+                if (!(w & bit)) return -1;
+                return static_cast<int64_t>(rank[bucket >> 6] + swar_popcount(w & (bit - 1)));
+            }
+            size_t bytes() const { return mask.size() * 8 + rank.size() * 4 + ends.size(); }
+        };
+        SubDirs narrow, wide;  // uint8 and uint16 ends
+        // A bucket's sub-directory: end(s) is where sub-bucket s ends (begin(0) = 0).
+        struct SubDir {
+            const uint8_t* e8 = nullptr;
+            const uint16_t* e16 = nullptr;
+            explicit operator bool() const { return e8 != nullptr || e16 != nullptr; }
+            uint32_t end(uint32_t sk) const { return e8 ? e8[sk] : e16[sk]; }
+            uint32_t begin(uint32_t sk) const { return sk == 0 ? 0 : end(sk - 1); }
+            const void* data() const { return e8 ? static_cast<const void*>(e8) : static_cast<const void*>(e16); }
+        };
+        SubDir sub_dir(uint32_t bucket) const {
+            SubDir d;
+            if (sub_min == 0) return d;
+            int64_t slot = narrow.slot(bucket);
+            if (slot >= 0) {
+                d.e8 = narrow.ends.data() + (static_cast<size_t>(slot) << sub_bits);
+                return d;
+            }
+            slot = wide.slot(bucket);
+            if (slot >= 0)
+                d.e16 = reinterpret_cast<const uint16_t*>(wide.ends.data()) + (static_cast<size_t>(slot) << sub_bits);
+            return d;
         }
-        size_t sub_bytes() const {
-            return sub_mask.size() * 8 + sub_rank.size() * 4 + sub_ends.size() * 2;
-        }
+        size_t sub_bytes() const { return narrow.bytes() + wide.bytes(); }
     };
     struct Scratch;
     // Queries [q0, q1) through the tables, each falling back to the scan when
