@@ -1,11 +1,13 @@
 #include "mih_index.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "parallel.h"
@@ -201,13 +203,9 @@ inline bool is_excluded(const int64_t* begin, const int64_t* end, int64_t id) {
     return begin != end && std::binary_search(begin, end, id);
 }
 
-inline int popcount64_portable(uint64_t x) {
-    return popcount32(static_cast<uint32_t>(x)) + popcount32(static_cast<uint32_t>(x >> 32));
-}
-
 inline uint32_t hamming(const uint64_t* a, const uint64_t* b, size_t nw) {
     int d = 0;
-    for (size_t w = 0; w < nw; ++w) d += popcount64_portable(a[w] ^ b[w]);
+    for (size_t w = 0; w < nw; ++w) d += static_cast<int>(swar_popcount(a[w] ^ b[w]));
     return static_cast<uint32_t>(d);
 }
 
@@ -387,12 +385,16 @@ void MIHIndex::build_sub_dirs(const uint64_t* table0_codes) {
         if (t.sub_bits == 0 || size < std::max(threshold, floor_of(t)) || size >= (1u << 16)) return 0;
         return size < 256 ? 1 : 2;
     };
+    // Buckets of table t without a sub-directory, with uint8 ends and with uint16 ends.
+    auto counts = [&](const Table& t, uint32_t threshold) {
+        std::array<size_t, 3> count{0, 0, 0};
+        for (size_t b = 0; b + 1 < t.offsets.size(); ++b) ++count[width_of(t, t.offsets[b + 1] - t.offsets[b], threshold)];
+        return count;
+    };
     auto cost = [&](uint32_t threshold) {
         double bytes = 0;
         for (const Table& t : tables_) {
-            size_t count[3] = {0, 0, 0};
-            for (size_t b = 0; b + 1 < t.offsets.size(); ++b)
-                ++count[width_of(t, t.offsets[b + 1] - t.offsets[b], threshold)];
+            const std::array<size_t, 3> count = counts(t, threshold);
             const double words = static_cast<double>((t.offsets.size() - 1 + 63) / 64);
             for (size_t w = 1; w <= 2; ++w)
                 if (count[w] > 0) bytes += 12.0 * words + static_cast<double>(w * (count[w] << t.sub_bits));
@@ -410,66 +412,53 @@ void MIHIndex::build_sub_dirs(const uint64_t* table0_codes) {
     for (int j = 0; j < static_cast<int>(tables_.size()); ++j) {
         Table& t = tables_[j];
         const size_t nbuckets = t.offsets.size() - 1, words = (nbuckets + 63) / 64, nsub = size_t{1} << t.sub_bits;
-        size_t count[3] = {0, 0, 0};
-        for (size_t b = 0; b < nbuckets; ++b) ++count[width_of(t, t.offsets[b + 1] - t.offsets[b], threshold)];
+        const std::array<size_t, 3> count = counts(t, threshold);
         if (count[1] + count[2] == 0) continue;
         t.sub_min = std::max(threshold, floor_of(t));
-        Table::SubDirs* dirs[3] = {nullptr, &t.narrow, &t.wide};
+        // Room for each width's sub-directories, then filled bucket by bucket.
+        auto prepare = [&](auto& dirs, size_t n_dirs) {
+            if (n_dirs == 0) return;
+            dirs.mask.assign(words, 0);
+            dirs.rank.assign(words, 0);
+            dirs.ends.assign(n_dirs << t.sub_bits, 0);
+        };
+        prepare(t.narrow, count[1]);
+        prepare(t.wide, count[2]);
         size_t slots[3] = {0, 0, 0};
-        for (size_t w = 1; w <= 2; ++w) {
-            if (count[w] == 0) continue;
-            dirs[w]->width = w;
-            dirs[w]->mask.assign(words, 0);
-            dirs[w]->rank.assign(words, 0);
-            dirs[w]->ends.assign(w * (count[w] << t.sub_bits), 0);
-        }
+        auto fill = [&](auto& dirs, size_t b, size_t slot) {
+            dirs.mask[b >> 6] |= uint64_t{1} << (b & 63);
+            for (size_t sk = 0; sk < nsub; ++sk)
+                dirs.ends[(slot << t.sub_bits) + sk] = static_cast<typename std::decay_t<decltype(dirs.ends)>::value_type>(ends[sk]);
+        };
         ends.resize(nsub);
         for (size_t b = 0; b < nbuckets; ++b) {
-            if ((b & 63) == 0)
-                for (size_t w = 1; w <= 2; ++w)
-                    if (count[w] > 0) dirs[w]->rank[b >> 6] = static_cast<uint32_t>(slots[w]);
+            if ((b & 63) == 0) {
+                if (count[1] > 0) t.narrow.rank[b >> 6] = static_cast<uint32_t>(slots[1]);
+                if (count[2] > 0) t.wide.rank[b >> 6] = static_cast<uint32_t>(slots[2]);
+            }
             const uint32_t b0 = t.offsets[b], b1 = t.offsets[b + 1];
             const size_t w = width_of(t, b1 - b0, threshold);
             if (w == 0) continue;
-            dirs[w]->mask[b >> 6] |= uint64_t{1} << (b & 63);
             std::fill(ends.begin(), ends.end(), 0);
             for (uint32_t e = b0; e < b1; ++e) ++ends[sub_key_at(j, e, table0_codes)];
             for (size_t sk = 1; sk < nsub; ++sk) ends[sk] += ends[sk - 1];
-            const size_t slot = slots[w]++;
-            for (size_t sk = 0; sk < nsub; ++sk) {
-                if (w == 1) dirs[1]->ends[(slot << t.sub_bits) + sk] = static_cast<uint8_t>(ends[sk]);
-                else {
-                    const uint16_t v = static_cast<uint16_t>(ends[sk]);
-                    std::memcpy(dirs[2]->ends.data() + 2 * ((slot << t.sub_bits) + sk), &v, 2);
-                }
-            }
+            if (w == 1) fill(t.narrow, b, slots[1]++);
+            else fill(t.wide, b, slots[2]++);
         }
     }
 }
 
-std::vector<int> MIHIndex::substring_bits() const {
-    std::vector<int> bits;
-    for (const auto& t : tables_) bits.push_back(t.bits);
-    return bits;
-}
-
-std::vector<int> MIHIndex::key_bits() const {
-    std::vector<int> bits;
-    for (const auto& t : tables_) bits.push_back(t.key_bits);
-    return bits;
-}
-
-std::vector<int> MIHIndex::sub_bits() const {
-    std::vector<int> bits;
-    for (const auto& t : tables_) bits.push_back(t.sub_bits);
-    return bits;
-}
-
-std::vector<uint32_t> MIHIndex::sub_min_items() const {
-    std::vector<uint32_t> v;
-    for (const auto& t : tables_) v.push_back(t.sub_min);
+template <class Field>
+std::vector<Field> MIHIndex::per_table(Field Table::*field) const {
+    std::vector<Field> v;
+    for (const auto& t : tables_) v.push_back(t.*field);
     return v;
 }
+
+std::vector<int> MIHIndex::substring_bits() const { return per_table(&Table::bits); }
+std::vector<int> MIHIndex::key_bits() const { return per_table(&Table::key_bits); }
+std::vector<int> MIHIndex::sub_bits() const { return per_table(&Table::sub_bits); }
+std::vector<uint32_t> MIHIndex::sub_min_items() const { return per_table(&Table::sub_min); }
 
 size_t MIHIndex::sub_dir_bytes() const {
     size_t bytes = 0;
@@ -937,7 +926,7 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
             const Table& t = tables_[jj];
             const int a = popcount32(substring(diff, t.start, t.key_bits));
             if (a > s.done[jj]) continue;
-            if (t.sub_min == 0 || !t.sub_dir(substring(code, t.start, t.key_bits))) return true;
+            if (!t.sub_dir(substring(code, t.start, t.key_bits))) return true;
             if (a + popcount32(substring(diff, t.start + t.key_bits, t.sub_bits)) <= s.done[jj]) return true;
         }
         return false;

@@ -137,21 +137,22 @@ private:
         // at ring key distance + b.
         int sub_bits = 0;
         uint32_t sub_min = 0;  // 0: no sub-directories
+        template <class End>
         struct SubDirs {
-            std::vector<uint64_t> mask;  // per bucket: has a sub-directory of this width
+            std::vector<uint64_t> mask;  // per bucket: has a sub-directory with ends of this type
             std::vector<uint32_t> rank;  // sub-directories before each word of mask
-            std::vector<uint8_t> ends;   // 2^sub_bits ends of `width` bytes per sub-directory
-            size_t width = 1;
-            // Slot of `bucket`'s sub-directory, or -1.
-            int64_t slot(uint32_t bucket) const {
-                if (mask.empty()) return -1;
+            std::vector<End> ends;       // 2^sub_bits ends per sub-directory
+            // `bucket`'s 2^sub_bits ends, or nullptr.
+            const End* find(uint32_t bucket, int sub_bits) const {
+                if (mask.empty()) return nullptr;
                 const uint64_t w = mask[bucket >> 6], bit = uint64_t{1} << (bucket & 63);
-                if (!(w & bit)) return -1;
-                return static_cast<int64_t>(rank[bucket >> 6] + swar_popcount(w & (bit - 1)));
+                if (!(w & bit)) return nullptr;
+                return ends.data() + ((rank[bucket >> 6] + swar_popcount(w & (bit - 1))) << sub_bits);
             }
-            size_t bytes() const { return mask.size() * 8 + rank.size() * 4 + ends.size(); }
+            size_t bytes() const { return mask.size() * 8 + rank.size() * 4 + ends.size() * sizeof(End); }
         };
-        SubDirs narrow, wide;  // uint8 and uint16 ends
+        SubDirs<uint8_t> narrow;  // buckets below 256 items
+        SubDirs<uint16_t> wide;
         // A bucket's sub-directory: end(s) is where sub-bucket s ends (begin(0) = 0).
         struct SubDir {
             const uint8_t* e8 = nullptr;
@@ -164,14 +165,7 @@ private:
         SubDir sub_dir(uint32_t bucket) const {
             SubDir d;
             if (sub_min == 0) return d;
-            int64_t slot = narrow.slot(bucket);
-            if (slot >= 0) {
-                d.e8 = narrow.ends.data() + (static_cast<size_t>(slot) << sub_bits);
-                return d;
-            }
-            slot = wide.slot(bucket);
-            if (slot >= 0)
-                d.e16 = reinterpret_cast<const uint16_t*>(wide.ends.data()) + (static_cast<size_t>(slot) << sub_bits);
+            if (!(d.e8 = narrow.find(bucket, sub_bits))) d.e16 = wide.find(bucket, sub_bits);
             return d;
         }
         size_t sub_bytes() const { return narrow.bytes() + wide.bytes(); }
@@ -193,6 +187,9 @@ private:
     // The codes in id order as an Index, for scanning large batches (the
     // caller holds it only while it scans: one more copy of the codes).
     FlatIndex id_ordered_copy() const;
+    // One field of every table, in table order.
+    template <class Field>
+    std::vector<Field> per_table(Field Table::*field) const;
     // Sub-key of entry e of table j (table 0's codes given in its order).
     uint32_t sub_key_at(int j, size_t e, const uint64_t* table0_codes) const;
     void build_sub_dirs(const uint64_t* table0_codes);
