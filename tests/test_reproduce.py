@@ -141,3 +141,42 @@ def test_table4_times_mih_on_all_users_without_extrapolation(tmp_path):
     ces = min(r["all_users_seconds"] for r in sliced if r["method"].startswith("CeS"))
     assert full["speedup_vs_ces"] == pytest.approx(ces / full["all_users_seconds"])
     assert ", all users" in (tmp_path / "table4.md").read_text()
+
+
+def test_seeds_and_methods_give_a_mean_table_beside_the_full_one(tmp_path):
+    """--seeds trains each chosen method once per seed: the seed of the experiment reuses the
+    usual run, the others go to runs/<data>/seed<s>/; cells are mean ± sd of the runs' own metrics."""
+    _reproduce(tmp_path, "table2", "--methods", "lsh,hashgnn")
+    (single,) = tmp_path.glob("table2_*_lsh+hashgnn.json")
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/*/metrics.json")}
+    assert {p.parent.name for p in stamp} == {"lsh", "hashgnn"}
+    _reproduce(tmp_path, "table2", "--seeds", "0", "1", "--methods", "lsh,hashgnn")
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())  # seed 0: the same runs, reused
+    assert not (tmp_path / "table2.md").exists()  # the summary page is the full table's
+    (multi,) = tmp_path.glob("table2_*_seeds0-1_lsh+hashgnn.json")
+    payload = json.loads(multi.read_text())
+    assert payload["seeds"] == [0, 1] and [r["method"] for r in payload["rows"]] == ["lsh", "hashgnn"]
+    runs = next(tmp_path.glob("runs/*"))
+    for row in payload["rows"]:
+        seed0 = json.loads((runs / row["method"] / "metrics.json").read_text())
+        seed1 = json.loads((runs / "seed1" / row["method"] / "metrics.json").read_text())
+        assert seed1["config"]["seed"] == 1 and seed0["config"]["seed"] == 0
+        got = [seed0["hies"]["recall@50"], seed1["hies"]["recall@50"]]
+        assert row["per_seed"]["recall@50"] == got
+        assert row["recall@50"] == pytest.approx(np.mean(got))
+        assert row["sd"]["recall@50"] == pytest.approx(np.std(got, ddof=1))
+    assert len(payload["best_hashing_method_per_seed"]) == 2
+    assert "±" in payload["markdown"] and "Recall@50 per seed" in payload["markdown"]
+    _reproduce(tmp_path, "fig3", "--seeds", "0", "1", "--methods", "lsh,hashgnn")
+    (fig,) = tmp_path.glob("fig3_*_seeds0-1_lsh+hashgnn.json")
+    curves = json.loads(fig.read_text())
+    for label, per_seed in curves["recall_per_seed"].items():
+        assert curves["recall"][label]["50"] == pytest.approx(np.mean([c["50"] for c in per_seed]))
+    assert list(tmp_path.glob("fig3_*_seeds0-1_lsh+hashgnn.png"))
+
+
+@pytest.mark.parametrize("args, message", [(["--methods", "hashgnn,nope"], "unknown method"),
+                                           (["--seeds", "1", "1"], "distinct")])
+def test_bad_seeds_or_methods_are_refused(tmp_path, args, message):
+    with pytest.raises(ValueError, match=message):
+        _reproduce(tmp_path, "table2", *args)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,32 +42,99 @@ def run_key(method: str, encoder) -> str:
     return method if encoder is None else f"{method}-{encoder}"
 
 
-def train_all(base_cfg, runs_dir: Path, rows=TABLE2_ROWS, dataset=None) -> Dict[str, Dict[str, Any]]:
-    """Train (or reuse) every row's run; returns {run key: metrics}."""
+def seed_run_dir(runs_dir: Path, key: str, seed: int, base_seed: int) -> Path:
+    """Where a run of ``key`` trained with ``seed`` lives: ``runs_dir/key`` for the experiment's own
+    seed (the run every other command uses), ``runs_dir/seed<s>/key`` for the extra seeds of
+    ``--seeds``."""
+    return runs_dir / key if seed == base_seed else runs_dir / f"seed{seed}" / key
+
+
+def select_rows(rows, methods: Optional[Sequence[str]]):
+    """The rows whose run key (``hashgnn``, ``hashgnn-lightgcn``, ...) is in ``methods``, in table
+    order; all rows when ``methods`` is None. An unknown key raises ValueError naming the known ones."""
+    if not methods:
+        return list(rows)
+    known = [run_key(m, e) for _, m, e in rows]
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected some of {known}")
+    return [r for r in rows if run_key(r[1], r[2]) in methods]
+
+
+def train_all(base_cfg, runs_dir: Path, rows=TABLE2_ROWS, dataset=None,
+              seeds: Optional[Sequence[int]] = None) -> Dict[str, List[Dict[str, Any]]]:
+    """Train (or reuse) every row's run once per seed (default: the config's own seed).
+
+    Returns {run key: [metrics of each seed, in ``seeds`` order]}.
+    """
     from tqdm import tqdm
 
-    results = {}
-    for label, method, encoder in tqdm(rows, desc="methods", unit="run"):
+    seeds = list(seeds) if seeds else [base_cfg.seed]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    results: Dict[str, List[Dict[str, Any]]] = {}
+    jobs = [(row, seed) for seed in seeds for row in rows]
+    for (label, method, encoder), seed in tqdm(jobs, desc="runs", unit="run", disable=not base_cfg.progress):
         key = run_key(method, encoder)
-        log.info("table2: %s (%s)", label, key)
-        results[key] = ensure_run(base_cfg, method, runs_dir / key, dataset=dataset, encoder=encoder)
+        log.info("table2: %s (%s), seed %d", label, key, seed)
+        cfg = replace(base_cfg, seed=seed)
+        run_dir = seed_run_dir(runs_dir, key, seed, base_cfg.seed)
+        results.setdefault(key, []).append(ensure_run(cfg, method, run_dir, dataset=dataset, encoder=encoder))
     return results
 
 
-def table2(base_cfg, out: Path, runs_dir: Path, rows=TABLE2_ROWS, dataset=None, name: str = "table2"
-           ) -> Dict[str, Any]:
-    """Writes ``table2.{md,json}``: HieS metrics for hashing methods, exact search for continuous ones."""
-    results = train_all(base_cfg, runs_dir, rows, dataset)
+def _mean_sd(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    a = np.asarray(values, np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def _cell(values: Sequence[float]) -> Any:
+    """One seed: the value; several: "mean ± sd"."""
+    if len(values) == 1:
+        return float(values[0])
+    mean, sd = _mean_sd(values)
+    return f"{mean:.4f} ± {sd:.4f}"
+
+
+def _output_name(name: str, seeds: Sequence[int], base_seed: int, rows, all_rows) -> str:
+    """``name``, plus ``_seeds0-1-2`` for seeds other than the experiment's own and ``_<key>+<key>``
+    for a subset of the rows, so a partial or multi-seed run never overwrites the full table."""
+    if list(seeds) != [base_seed]:
+        name += "_seeds" + "-".join(str(s) for s in seeds)
+    if len(rows) < len(all_rows):
+        name += "_" + "+".join(run_key(m, e) for _, m, e in rows)
+    return name
+
+
+def table2(base_cfg, out: Path, runs_dir: Path, rows=TABLE2_ROWS, dataset=None, name: str = "table2",
+           seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """Writes ``table2.{md,json}``: HieS metrics for hashing methods, exact search for continuous ones.
+
+    With several ``seeds`` every method is trained once per seed; a cell is "mean ± sd" over the
+    seeds (sample sd), the best method and the gaps to the continuous models are by the means, and a
+    second table gives each seed's Recall@50 and its best hashing method.
+    """
+    seeds = list(seeds) if seeds else [base_cfg.seed]
+    results = train_all(base_cfg, runs_dir, rows, dataset, seeds)
     table_rows: List[List[Any]] = []
     payload_rows = []
     for label, method, encoder in rows:
-        m = results[run_key(method, encoder)]
+        runs = results[run_key(method, encoder)]
         mode = "continuous" if method in CONTINUOUS_METHODS else "hies"
-        vals = [m[mode][k] for k in TABLE2_METRICS]
-        table_rows.append([label, mode] + vals + [f"{m['train_seconds']:.1f}"])
-        payload_rows.append({"label": label, "method": method, "encoder": encoder, "mode": mode,
-                             **{k: m[mode][k] for k in TABLE2_METRICS}, "train_seconds": m["train_seconds"],
-                             "epochs_run": m.get("epochs_run"), "hamr": m.get("hamr")})
+        per_seed = {k: [m[mode][k] for m in runs] for k in TABLE2_METRICS}
+        train_s = [m["train_seconds"] for m in runs]
+        table_rows.append([label, mode] + [_cell(per_seed[k]) for k in TABLE2_METRICS]
+                          + [f"{np.mean(train_s):.1f}"])
+        row = {"label": label, "method": method, "encoder": encoder, "mode": mode,
+               **{k: _mean_sd(v)[0] for k, v in per_seed.items()}, "train_seconds": float(np.mean(train_s)),
+               "epochs_run": runs[0].get("epochs_run") if len(runs) == 1 else [m.get("epochs_run") for m in runs],
+               "hamr": runs[0].get("hamr") if len(runs) == 1 else [m.get("hamr") for m in runs]}
+        if len(seeds) > 1:
+            row["seeds"] = seeds
+            row["per_seed"] = per_seed
+            row["sd"] = {k: _mean_sd(v)[1] for k, v in per_seed.items()}
+        payload_rows.append(row)
     hashing = [r for r in payload_rows if r["method"] not in CONTINUOUS_METHODS]
     best = max(hashing, key=lambda r: r["recall@50"]) if hashing else None
     gaps = {}
@@ -76,19 +144,34 @@ def table2(base_cfg, out: Path, runs_dir: Path, rows=TABLE2_ROWS, dataset=None, 
         if ref and c and c["recall@50"] > 0:
             gaps[cont] = {"recall@50_ratio": ref["recall@50"] / c["recall@50"],
                           "recall@50_diff": ref["recall@50"] - c["recall@50"]}
-    md = [f"# Table 2: hierarchical search (HieS), {base_cfg.data}, {base_cfg.bits} bits, seed {base_cfg.seed}\n",
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± sd over seeds {', '.join(map(str, seeds))}"
+    md = [f"# Table 2: hierarchical search (HieS), {base_cfg.data}, {base_cfg.bits} bits, {seed_text}\n",
           markdown_table(["method", "search"] + list(TABLE2_METRICS) + ["train s"], table_rows)]
     if best:
-        md.append(f"\nBest hashing method by Recall@50: **{best['label']}** ({best['recall@50']:.4f}).\n")
+        md.append(f"\nBest hashing method by {'mean ' if len(seeds) > 1 else ''}Recall@50: "
+                  f"**{best['label']}** ({best['recall@50']:.4f}).\n")
+    best_per_seed = []
+    if len(seeds) > 1:
+        for i, seed in enumerate(seeds):
+            top = max(hashing, key=lambda r: r["per_seed"]["recall@50"][i]) if hashing else None
+            best_per_seed.append(top["label"] if top else None)
+        md.append("\nRecall@50 per seed:\n\n" + markdown_table(
+            ["method"] + [f"seed {s}" for s in seeds] + ["mean", "sd"],
+            [[r["label"]] + r["per_seed"]["recall@50"] + [r["recall@50"], r["sd"]["recall@50"]]
+             for r in payload_rows]))
+        md.append("\nBest hashing method per seed: "
+                  + ", ".join(f"seed {s}: {b}" for s, b in zip(seeds, best_per_seed)) + ".\n")
     for cont, g in gaps.items():
         md.append(f"HashGNN vs continuous {cont}: Recall@50 {g['recall@50_diff']:+.4f} "
                   f"({100 * g['recall@50_ratio']:.1f}% of it).\n")
     md.append(f"\n{PROTOCOL_NOTE}\n")
-    payload = {"data": base_cfg.data, "bits": base_cfg.bits, "seed": base_cfg.seed, "rows": payload_rows,
-               "best_hashing_method": best["label"] if best else None, "gap_to_continuous": gaps,
+    payload = {"data": base_cfg.data, "bits": base_cfg.bits, "seed": base_cfg.seed, "seeds": seeds,
+               "rows": payload_rows, "best_hashing_method": best["label"] if best else None,
+               "best_hashing_method_per_seed": best_per_seed or None, "gap_to_continuous": gaps,
                "protocol": PROTOCOL_NOTE, "config": base_cfg.to_dict(), "machine": machine_info(base_cfg.threads)}
     payload["markdown"] = "".join(md)
-    write_outputs(out, name, payload["markdown"], payload)
+    payload["name"] = _output_name(name, seeds, base_cfg.seed, rows, TABLE2_ROWS)
+    write_outputs(out, payload["name"], payload["markdown"], payload)
     return payload
 
 
@@ -106,19 +189,30 @@ def hamr_recall_curve(run_dir: Path, dataset, ns: Sequence[int] = FIG3_NS, num_t
     return {n: float((hits[:, n - 1] / n_true[users]).mean()) for n in ns}
 
 
-def fig3(base_cfg, out: Path, runs_dir: Path, dataset, rows=TABLE2_ROWS, name: str = "fig3") -> Dict[str, Any]:
-    """Writes ``fig3.{md,json,png}``: HamR Recall@n, n = 10…100, for every hashing method."""
+def fig3(base_cfg, out: Path, runs_dir: Path, dataset, rows=TABLE2_ROWS, name: str = "fig3",
+         seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """Writes ``fig3.{md,json,png}``: HamR Recall@n, n = 10…100, for every hashing method (with
+    several ``seeds``: the mean curve over the seeds, and each seed's curve in the JSON)."""
+    seeds = list(seeds) if seeds else [base_cfg.seed]
     hashing_rows = [r for r in rows if r[1] not in CONTINUOUS_METHODS]
-    train_all(base_cfg, runs_dir, hashing_rows, dataset)
-    curves = {label: hamr_recall_curve(runs_dir / run_key(m, e), dataset, num_threads=base_cfg.threads)
-              for label, m, e in hashing_rows}
-    table = [[label] + [curves[label][n] for n in FIG3_NS] for label in curves]
-    md = (f"# Figure 3: Hamming ranking (HamR) Recall@n, {base_cfg.data}, {base_cfg.bits} bits\n\n"
+    train_all(base_cfg, runs_dir, hashing_rows, dataset, seeds)
+    per_seed = {label: [hamr_recall_curve(seed_run_dir(runs_dir, run_key(m, e), s, base_cfg.seed), dataset,
+                                          num_threads=base_cfg.threads) for s in seeds]
+                for label, m, e in hashing_rows}
+    curves = {label: {n: _mean_sd([c[n] for c in cs])[0] for n in FIG3_NS} for label, cs in per_seed.items()}
+    table = [[label] + [_cell([c[n] for c in per_seed[label]]) for n in FIG3_NS] for label in curves]
+    seed_text = "" if len(seeds) == 1 else f", mean ± sd over seeds {', '.join(map(str, seeds))}"
+    md = (f"# Figure 3: Hamming ranking (HamR) Recall@n, {base_cfg.data}, {base_cfg.bits} bits{seed_text}\n\n"
           + markdown_table(["method"] + [f"@{n}" for n in FIG3_NS], table) + f"\n{PROTOCOL_NOTE}\n")
-    _plot_curves(out / f"{name}.png", curves, f"HamR on {base_cfg.data} ({base_cfg.bits} bits)")
-    payload = {"data": base_cfg.data, "bits": base_cfg.bits, "seed": base_cfg.seed, "ns": list(FIG3_NS),
-               "recall": curves, "config": base_cfg.to_dict(), "machine": machine_info(base_cfg.threads)}
+    name = _output_name(name, seeds, base_cfg.seed, hashing_rows, [r for r in TABLE2_ROWS if r[1] not in CONTINUOUS_METHODS])
+    _plot_curves(out / f"{name}.png", curves, f"HamR on {base_cfg.data} ({base_cfg.bits} bits{seed_text})")
+    payload = {"data": base_cfg.data, "bits": base_cfg.bits, "seed": base_cfg.seed, "seeds": seeds,
+               "ns": list(FIG3_NS), "recall": curves, "config": base_cfg.to_dict(),
+               "machine": machine_info(base_cfg.threads)}
+    if len(seeds) > 1:
+        payload["recall_per_seed"] = per_seed
     payload["markdown"] = md
+    payload["name"] = name
     write_outputs(out, name, md, payload)
     return payload
 
