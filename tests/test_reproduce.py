@@ -180,3 +180,15 @@ def test_seeds_and_methods_give_a_mean_table_beside_the_full_one(tmp_path):
 def test_bad_seeds_or_methods_are_refused(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):
         _reproduce(tmp_path, "table2", *args)
+
+
+def test_table4_times_extra_mih_table_counts(tmp_path):
+    """--mih-m adds HamR rows by MIH with more tables, naming their memory, on every workload."""
+    _reproduce(tmp_path, "table4", "--bits", "64", "--mih-m", "4", "--alibaba-all-users", "300")
+    payload = json.loads((tmp_path / "table4.json").read_text())
+    assert payload["extra_mih_m"] == [4]
+    extra = [r for r in payload["rows"] if r["method"].startswith("HamR (ours, MIH m=4, tables ")]
+    assert {r["data"].endswith(", all users") for r in extra} == {True, False}
+    assert len({r["data"] for r in extra}) == len({r["data"] for r in payload["rows"]})
+    default = [r for r in payload["rows"] if r["method"].startswith("HamR (ours, MIH m=") and "tables" not in r["method"]]
+    assert default and all("m=4" not in r["method"] for r in default)

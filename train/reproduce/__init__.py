@@ -61,6 +61,10 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--alibaba-all-users", type=int, nargs="?", const=601_946, default=None, metavar="N",
                    help="table4: also time HamR by MIH on all N users (default 601,946) in one call, "
                         "no extrapolation (the other methods stay on the slice)")
+    p.add_argument("--mih-m", type=int, nargs="+", default=(), metavar="M",
+                   help="table4: also time HamR by MIH with M tables (the default m keeps the tables "
+                        "within twice the codes; more tables are faster on learned codes and cost a "
+                        "copy each: the row gives their size)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -127,7 +131,7 @@ def run(ns: argparse.Namespace) -> int:
                                                           n_users=ns.alibaba_all_users or efficiency.ALIBABA_USERS,
                                                           all_users_mih=ns.alibaba_all_users is not None))
         p = efficiency.table4(workloads, out, nbits=ns.bits, threads=ns.threads, repeats=ns.repeats,
-                              seed=ns.seed)
+                              seed=ns.seed, extra_mih_m=ns.mih_m)
         log.info("table4 written")
     for w in what:
         if w == "table4" or (partial and w in ("table2", "fig3")):
