@@ -223,7 +223,8 @@ class MIHIndex(_RangeSearch, _HammingBase):
     table holds a copy without its key bits (48 bytes of 64 for 64-bit codes);
     see :func:`mih_table_bytes`. The default ``m`` keeps that within twice
     the codes; a larger ``m`` is faster on clustered codes and costs a copy
-    per table.
+    per table (4.2M learned-like 64-bit codes, 2 threads: m=3 ~4x the linear
+    scan with tables 2.00x the codes, m=4 ~7x with 2.66x).
 
     Inside a bucket the items are ordered by the next :attr:`sub_bits` bits
     of the substring, and the most crowded buckets (learned codes crowd a

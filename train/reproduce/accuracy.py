@@ -205,7 +205,8 @@ def fig3(base_cfg, out: Path, runs_dir: Path, dataset, rows=TABLE2_ROWS, name: s
     md = (f"# Figure 3: Hamming ranking (HamR) Recall@n, {base_cfg.data}, {base_cfg.bits} bits{seed_text}\n\n"
           + markdown_table(["method"] + [f"@{n}" for n in FIG3_NS], table) + f"\n{PROTOCOL_NOTE}\n")
     name = _output_name(name, seeds, base_cfg.seed, hashing_rows, [r for r in TABLE2_ROWS if r[1] not in CONTINUOUS_METHODS])
-    _plot_curves(out / f"{name}.png", curves, f"HamR on {base_cfg.data} ({base_cfg.bits} bits{seed_text})")
+    plot_seeds = "" if len(seeds) == 1 else f", mean over seeds {', '.join(map(str, seeds))}"
+    _plot_curves(out / f"{name}.png", curves, f"HamR on {base_cfg.data} ({base_cfg.bits} bits{plot_seeds})")
     payload = {"data": base_cfg.data, "bits": base_cfg.bits, "seed": base_cfg.seed, "seeds": seeds,
                "ns": list(FIG3_NS), "recall": curves, "config": base_cfg.to_dict(),
                "machine": machine_info(base_cfg.threads)}
