@@ -92,9 +92,6 @@ def run(ns: argparse.Namespace) -> int:
     specs: List[str] = ns.data or ["ml-1m", "gowalla"]
     what = COMMANDS if ns.what == "all" else (ns.what,)
     rows = accuracy.select_rows(accuracy.TABLE2_ROWS, ns.methods)
-    # A multi-seed or partial table2/fig3 gets its own files (accuracy._output_name); the summary
-    # pages table2.md / fig3.md are left to the full single-seed runs.
-    partial = bool(ns.seeds) and ns.seeds != [ns.seed] or len(rows) < len(accuracy.TABLE2_ROWS)
     sections: Dict[str, List[str]] = {w: [] for w in what}
     payloads: Dict[str, Dict[str, Any]] = {w: {} for w in what}
     workloads = []
@@ -134,7 +131,11 @@ def run(ns: argparse.Namespace) -> int:
                               seed=ns.seed, extra_mih_m=ns.mih_m)
         log.info("table4 written")
     for w in what:
-        if w == "table4" or (partial and w in ("table2", "fig3")):
+        if w == "table4":
+            continue
+        # A multi-seed or partial table2/fig3 was written under its own name (accuracy._output_name);
+        # the summary pages table2.md / fig3.md are left to the full single-seed runs.
+        if w in ("table2", "fig3") and any(p["name"] != f"{w}_{label}" for label, p in payloads[w].items()):
             continue
         # One page per command over all data sets; per-data files sit beside it.
         write_outputs(out, w, "\n".join(sections[w]), payloads[w])

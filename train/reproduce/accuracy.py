@@ -97,6 +97,10 @@ def _cell(values: Sequence[float]) -> Any:
     return f"{mean:.4f} ± {sd:.4f}"
 
 
+def _seeds_text(seeds: Sequence[int]) -> str:
+    return "seeds " + ", ".join(map(str, seeds))
+
+
 def _output_name(name: str, seeds: Sequence[int], base_seed: int, rows, all_rows) -> str:
     """``name``, plus ``_seeds0-1-2`` for seeds other than the experiment's own and ``_<key>+<key>``
     for a subset of the rows, so a partial or multi-seed run never overwrites the full table."""
@@ -144,7 +148,7 @@ def table2(base_cfg, out: Path, runs_dir: Path, rows=TABLE2_ROWS, dataset=None, 
         if ref and c and c["recall@50"] > 0:
             gaps[cont] = {"recall@50_ratio": ref["recall@50"] / c["recall@50"],
                           "recall@50_diff": ref["recall@50"] - c["recall@50"]}
-    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± sd over seeds {', '.join(map(str, seeds))}"
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± sd over {_seeds_text(seeds)}"
     md = [f"# Table 2: hierarchical search (HieS), {base_cfg.data}, {base_cfg.bits} bits, {seed_text}\n",
           markdown_table(["method", "search"] + list(TABLE2_METRICS) + ["train s"], table_rows)]
     if best:
@@ -201,11 +205,11 @@ def fig3(base_cfg, out: Path, runs_dir: Path, dataset, rows=TABLE2_ROWS, name: s
                 for label, m, e in hashing_rows}
     curves = {label: {n: _mean_sd([c[n] for c in cs])[0] for n in FIG3_NS} for label, cs in per_seed.items()}
     table = [[label] + [_cell([c[n] for c in per_seed[label]]) for n in FIG3_NS] for label in curves]
-    seed_text = "" if len(seeds) == 1 else f", mean ± sd over seeds {', '.join(map(str, seeds))}"
+    seed_text = "" if len(seeds) == 1 else f", mean ± sd over {_seeds_text(seeds)}"
     md = (f"# Figure 3: Hamming ranking (HamR) Recall@n, {base_cfg.data}, {base_cfg.bits} bits{seed_text}\n\n"
           + markdown_table(["method"] + [f"@{n}" for n in FIG3_NS], table) + f"\n{PROTOCOL_NOTE}\n")
     name = _output_name(name, seeds, base_cfg.seed, hashing_rows, [r for r in TABLE2_ROWS if r[1] not in CONTINUOUS_METHODS])
-    plot_seeds = "" if len(seeds) == 1 else f", mean over seeds {', '.join(map(str, seeds))}"
+    plot_seeds = "" if len(seeds) == 1 else f", mean over {_seeds_text(seeds)}"
     _plot_curves(out / f"{name}.png", curves, f"HamR on {base_cfg.data} ({base_cfg.bits} bits{plot_seeds})")
     payload = {"data": base_cfg.data, "bits": base_cfg.bits, "seed": base_cfg.seed, "seeds": seeds,
                "ns": list(FIG3_NS), "recall": curves, "config": base_cfg.to_dict(),
