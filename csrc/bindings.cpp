@@ -67,17 +67,26 @@ ExcludeList make_exclude(const py::object& indptr, const py::object& indices, si
 
 // An index that Python can grow: searches (GIL released) share the lock,
 // add() takes it alone, so no search reads codes that add() is reallocating.
+// A waiting add() goes first: the shared_mutex alone (glibc's rwlock) prefers
+// readers, and threads searching back to back kept an add() waiting for minutes.
 template <class Base>
 struct Growable : Base {
     using Base::Base;
     mutable std::shared_mutex rw;
+    mutable std::mutex turnstile;  // held by a writer while it waits, so new readers queue behind it
 
     // The shared lock, waited for with the GIL released (a writer may be waiting on a reader).
     std::shared_lock<std::shared_mutex> read_lock() const {
         std::shared_lock<std::shared_mutex> lock(rw, std::defer_lock);
         py::gil_scoped_release release;
+        { std::lock_guard<std::mutex> queue(turnstile); }
         lock.lock();
         return lock;
+    }
+    // The lock alone; call with the GIL released.
+    std::unique_lock<std::shared_mutex> write_lock() {
+        std::lock_guard<std::mutex> queue(turnstile);
+        return std::unique_lock<std::shared_mutex>(rw);
     }
 };
 using GrowableFlatIndex = Growable<FlatIndex>;
@@ -182,7 +191,7 @@ PYBIND11_MODULE(_core, m) {
                  const uint64_t* p = codes.data();
                  const size_t count = static_cast<size_t>(codes.shape(0));
                  py::gil_scoped_release release;
-                 std::unique_lock<std::shared_mutex> lock(self.rw);
+                 auto lock = self.write_lock();
                  self.add(p, count);
              },
              py::arg("codes"))
@@ -304,7 +313,7 @@ PYBIND11_MODULE(_core, m) {
                  const float* ep = emb.data();
                  const size_t count = static_cast<size_t>(codes.shape(0));
                  py::gil_scoped_release release;
-                 std::unique_lock<std::shared_mutex> lock(self.rw);
+                 auto lock = self.write_lock();
                  self.add(cp, ep, count);
              },
              py::arg("codes"), py::arg("embeddings"))

@@ -2,6 +2,7 @@
 has, single queries, and a forked child (whose pool threads do not exist)."""
 import multiprocessing
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -190,13 +191,17 @@ def test_add_while_other_threads_search(kind):
     threads = [threading.Thread(target=searcher) for _ in range(3)]
     for t in threads:
         t.start()
+    started = time.monotonic()
     for a, b in zip(bounds, bounds[1:]):
         index.add(codes[a:b])
+    adds_s = time.monotonic() - started
     done.set()
     for t in threads:
         t.join(timeout=120)
     assert failures == []
     np.testing.assert_array_equal(index.topk(queries, 10)[1], refs[bounds[-1]])
+    # liveness, not speed: a reader-preferring lock kept these adds waiting 90-140 s (~0.2 s now)
+    assert adds_s < 60, f"add() waited {adds_s:.0f} s behind searching threads"
 
 
 @pytest.mark.parametrize("candidate_search", ["scan", "mih"])
