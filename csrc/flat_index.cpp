@@ -193,10 +193,12 @@ void FlatIndex::range_search(const uint64_t* queries, size_t nq, int radius, con
 }
 
 void FlatIndex::scan_block(const Kernels& kern, const uint64_t* const* queries, size_t count,
-                           TopKCollector* cols, ExcludeCursor* cursors) const {
+                           TopKCollector* cols, ExcludeCursor* cursors, size_t begin,
+                           size_t end) const {
     const size_t tile = tile_items(nwords_);
-    for (size_t start = 0; start < n_; start += tile) {
-        size_t stop = std::min(n_, start + tile);
+    end = std::min(end, n_);
+    for (size_t start = begin; start < end; start += tile) {
+        size_t stop = std::min(end, start + tile);
         for (size_t i = 0; i < count; ++i) {
             if (compact())
                 kern.scan32(half_.data(), start, stop, static_cast<uint32_t>(queries[i][0]), cols[i],

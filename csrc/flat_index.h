@@ -60,10 +60,11 @@ public:
             for (size_t w = 0; w < nwords_; ++w) out[w] = p[w];
         }
     }
-    // Offers every item to cols[i] for query queries[i] (i < count <= 8 or so):
-    // the queries share each tile of codes while it is in L1.
+    // Offers the items [begin, min(end, size())) to cols[i] for query queries[i]
+    // (i < count <= 8 or so): the queries share each tile of codes while it is in L1.
     void scan_block(const Kernels& kern, const uint64_t* const* queries, size_t count,
-                    TopKCollector* cols, ExcludeCursor* cursors) const;
+                    TopKCollector* cols, ExcludeCursor* cursors, size_t begin = 0,
+                    size_t end = SIZE_MAX) const;
     // Offers every item to `col` (one query, all ids in order).
     void scan_all(const Kernels& kern, const uint64_t* query, TopKCollector& col,
                   ExcludeCursor& ex) const;

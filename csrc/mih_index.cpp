@@ -4,6 +4,7 @@
 #include <array>
 #include <chrono>
 #include <limits>
+#include <numeric>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -136,6 +137,7 @@ constexpr double kCompactScanNs = 0.2;   // ... for codes of <= 32 bits
 constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
 constexpr int kMaxSubBits = 5;           // sub-directories of at most 32 sub-buckets
 constexpr size_t kFallbackBlock = 8;     // fallback queries sharing one pass over the codes
+constexpr size_t kSplitItemsMin = 4096;   // the fallback splits items among threads from here (as Index)
 constexpr size_t kSmallScanItems = 1 << 16;  // up to here the fallback fills a byte buffer (Index's two-pass)
 // From this many fallback queries on a small index, an id-ordered copy of the
 // codes (~2 ns an item) costs less than putting each query's distances into id order.
@@ -146,6 +148,16 @@ constexpr size_t kBatchCopyQueriesLarge = 128;
 // Queries a batch times both ways (the tables and the scan) to choose between them.
 constexpr size_t kMinCalibrationQueries = 32;
 constexpr size_t kMaxCalibrationQueries = 512;
+// Small batches (below the timed size) skip the tables while recent queries
+// kept falling back (uniform codes): each query that fell back adds 1 to a
+// score, each the tables answered takes kAnsweredWeight off (so skipping pays
+// once more than ~4 in 5 fall back, each costing the tables' attempt and the
+// scan); from kSkipScore on, small calls go to the scan, one query in every
+// kSkipRetryEvery calls still trying the tables.
+constexpr int kAnsweredWeight = 4;
+constexpr uint32_t kSkipRetryEvery = 32;
+constexpr int kSkipScore = 32;
+constexpr int kMaxFallScore = 64;
 // From this many queries a batch is answered in the order of its queries' keys.
 constexpr size_t kOrderedBatch = 1024;
 constexpr uint32_t kSliceItems = 256;    // items read per threshold update
@@ -534,7 +546,20 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     if (sorted_.size() == 0) throw std::invalid_argument("the index is empty");
     Kernels kern = active_kernels();
     const size_t probe = std::min(kMaxCalibrationQueries, std::max(kMinCalibrationQueries, nq / 32));
-    if (!scan_fallback_ || nq < 4 * probe) return search_tables(kern, queries, 0, nq, k, exclude, num_threads, D, I);
+    if (!scan_fallback_ || nq < 4 * probe) {
+        if (scan_fallback_ && fall_score_.load() >= kSkipScore) {
+            // Recent queries fell back: scan this call's, but let one in every
+            // kSkipRetryEvery calls try the tables, so that the score can fall again.
+            const size_t tried = skip_calls_.fetch_add(1) % kSkipRetryEvery == 0 ? 1 : 0;
+            if (tried) search_tables(kern, queries, 0, 1, k, exclude, num_threads, D, I);
+            std::vector<size_t> which(nq - tried);
+            std::iota(which.begin(), which.end(), tried);
+            if (!which.empty()) scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
+            scanned_ += which.size();
+            return;
+        }
+        return search_tables(kern, queries, 0, nq, k, exclude, num_threads, D, I);
+    }
     // The cost model decides per query, but its constants are one machine's
     // and some code distributions (uniform, or clustered ones at 1M items) make
     // the tables slower than the scan even for queries they answer. So a large
@@ -576,9 +601,10 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     };
     // The scan must win twice: a first search through cold tables (or while another library's
     // threads still spin) can lose by chance, and the verdict holds for the next batches.
+    // Once if most of the timed queries fell back to the scan anyway (uniform codes).
     size_t done = probe;
     bool tables_faster = tables_win(0);
-    if (!tables_faster) {
+    if (!tables_faster && fall_score_.load() < kSkipScore) {
         tables_faster = tables_win(probe);
         done = 2 * probe;
     }
@@ -639,6 +665,10 @@ void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_
         if (fell[i]) which.push_back(q0 + i);
     if (!which.empty()) scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
     fallbacks_ += which.size();
+    const int delta = static_cast<int>(which.size()) - kAnsweredWeight * static_cast<int>(fell.size() - which.size());
+    int score = fall_score_.load();
+    while (!fall_score_.compare_exchange_weak(score, std::clamp(score + delta, 0, kMaxFallScore))) {
+    }
     for (size_t w = 0; w < nworkers; ++w) {
         probes_ += probes[w];
         candidates_ += cands[w];
@@ -691,34 +721,64 @@ void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const
     // The SIMD scan over table 0 offers items in position order, not id order,
     // so each collector keeps every tie with its k-th distance; excluded ids can
     // take at most |exclude| of its places. Ids are then looked up and ties
-    // broken. Blocks of queries share each tile of codes, as in Index.
-    const size_t nblocks = (which.size() + kFallbackBlock - 1) / kFallbackBlock;
-    parallel_for(nblocks, num_threads, [&](size_t block, size_t) {
-        const size_t i0 = block * kFallbackBlock, i1 = std::min(which.size(), i0 + kFallbackBlock);
-        std::vector<TopKCollector> cols;
+    // broken. Blocks of queries share each tile of codes, as in Index; fewer
+    // blocks than threads (one query served alone) also split the items, each
+    // part with its own collectors (their union holds every tie), as Index does.
+    const size_t nq = which.size(), n = sorted_.size();
+    const size_t nblocks = (nq + kFallbackBlock - 1) / kFallbackBlock;
+    const size_t workers = static_cast<size_t>(resolve_threads(num_threads));
+    const size_t nparts = nblocks < workers && n >= kSplitItemsMin ? workers : 1;
+    const size_t part_items = (n + nparts - 1) / nparts;
+    std::vector<TopKCollector> cols;  // part p of query i at p * nq + i
+    cols.reserve(nparts * nq);
+    for (size_t p = 0; p < nparts; ++p)
+        for (size_t i = 0; i < nq; ++i) {
+            const int nex = static_cast<int>(exclude.end(which[i]) - exclude.begin(which[i]));
+            cols.emplace_back(k + nex, sorted_.nbits(), /*keep_ties=*/true);
+        }
+    parallel_for(nblocks * nparts, num_threads, [&](size_t task, size_t) {
+        const size_t block = task / nparts, p = task % nparts;
+        const size_t i0 = block * kFallbackBlock, i1 = std::min(nq, i0 + kFallbackBlock);
         std::vector<ExcludeCursor> none(i1 - i0);
         std::vector<const uint64_t*> qs;
-        for (size_t i = i0; i < i1; ++i) {
-            const size_t q = which[i];
-            const int nex = static_cast<int>(exclude.end(q) - exclude.begin(q));
-            cols.emplace_back(k + nex, sorted_.nbits(), /*keep_ties=*/true);
-            qs.push_back(queries + q * nw);
+        for (size_t i = i0; i < i1; ++i) qs.push_back(queries + which[i] * nw);
+        sorted_.scan_block(kern, qs.data(), i1 - i0, cols.data() + p * nq + i0, none.data(), p * part_items,
+                           (p + 1) * part_items);
+    });
+    parallel_for(nq, num_threads, [&](size_t i, size_t) {
+        const size_t q = which[i];
+        const int64_t *eb = exclude.begin(q), *ee = exclude.end(q);
+        // Every answer is within the (k + |exclude|)-th smallest distance held over all parts:
+        // only those items need their ids, each a likely cache miss (fetched ahead).
+        thread_local std::vector<size_t> hist;
+        thread_local std::vector<std::pair<uint32_t, uint32_t>> held;  // (distance, position)
+        hist.assign(static_cast<size_t>(sorted_.nbits()) + 2, 0);
+        for (size_t p = 0; p < nparts; ++p) {
+            const TopKCollector& col = cols[p * nq + i];
+            for (size_t c = 0; c < col.size(); ++c) ++hist[col.dist_at(c)];
         }
-        sorted_.scan_block(kern, qs.data(), i1 - i0, cols.data(), none.data());
+        const size_t need = static_cast<size_t>(k) + static_cast<size_t>(ee - eb);
+        uint32_t bound = 0;
+        for (size_t below = 0; bound + 1 < hist.size() && below + hist[bound] < need;) below += hist[bound++];
+        held.clear();
+        for (size_t p = 0; p < nparts; ++p) {
+            const TopKCollector& col = cols[p * nq + i];
+            for (size_t c = 0; c < col.size(); ++c)
+                if (col.dist_at(c) <= bound) {
+                    const uint32_t pos = static_cast<uint32_t>(col.id_at(c));
+                    held.push_back({col.dist_at(c), pos});
+                    __builtin_prefetch(id_of_.data() + size_t{pos} * id_of_.width());
+                }
+        }
         UnorderedTopK top;
-        for (size_t i = i0; i < i1; ++i) {
-            const size_t q = which[i];
-            const int64_t *eb = exclude.begin(q), *ee = exclude.end(q);
-            const TopKCollector& col = cols[i - i0];
-            top.reset(static_cast<size_t>(k));
-            for (size_t c = 0; c < col.size(); ++c) {
-                int64_t id = static_cast<int64_t>(id_of_.get(static_cast<size_t>(col.id_at(c))));
-                if (!top.admits(col.dist_at(c), id)) continue;
-                if (is_excluded(eb, ee, id)) continue;
-                top.push(col.dist_at(c), id);
-            }
-            top.finish(D + q * k, I + q * k);
+        top.reset(static_cast<size_t>(k));
+        for (const auto& [d, pos] : held) {
+            const int64_t id = static_cast<int64_t>(id_of_.get(pos));
+            if (!top.admits(d, id)) continue;
+            if (is_excluded(eb, ee, id)) continue;
+            top.push(d, id);
         }
+        top.finish(D + q * k, I + q * k);
     });
 }
 

@@ -101,8 +101,9 @@ public:
     // Queries answered by the linear-scan fallback since construction (a
     // hint for choosing m; not synchronised across concurrent calls).
     size_t fallback_count() const { return fallbacks_.load(); }
-    // Queries of large batches answered by the scan because timing a batch's
-    // first queries showed the scan faster (or to time it).
+    // Queries answered by the scan without trying the tables: in large batches
+    // because timing a batch's first queries showed the scan faster (or to time
+    // it), in small ones because most recent queries fell back.
     size_t scanned_count() const { return scanned_.load(); }
     // Buckets probed and candidates checked since construction.
     size_t probe_count() const { return probes_.load(); }
@@ -209,6 +210,9 @@ private:
     static constexpr uint32_t kRetimeEvery = 8;
     mutable std::atomic<int> verdict_{kUntimed};
     mutable std::atomic<uint32_t> large_calls_{0};
+    // Small calls: recent fallbacks minus answered queries (see kSkipScore), and calls skipped.
+    mutable std::atomic<int> fall_score_{0};
+    mutable std::atomic<uint32_t> skip_calls_{0};
     mutable std::atomic<size_t> probes_{0};
     mutable std::atomic<size_t> candidates_{0};
 };

@@ -314,7 +314,10 @@ class MIHIndex(_RangeSearch, _HammingBase):
         ``fallbacks``: queries the cost model sent from the tables to the scan;
         ``scanned``: queries of large batches (>= 128) answered by the scan because
         timing a batch's first queries showed the scan faster (or to time it; the
-        verdict is reused by later large batches and re-timed every 8th);
+        verdict is reused by later large batches and re-timed every 8th), and
+        queries of smaller calls answered by the scan straight away because most
+        recent queries fell back (uniform codes; one query in every 8th such call
+        still tries the tables, and the tables take over again once they answer);
         ``probes``: buckets probed; ``candidates``: codes compared in the tables.
         """
         return {"fallbacks": int(self._native.fallback_count), "scanned": int(self._native.scanned_count),

@@ -357,6 +357,40 @@ def test_mih_large_batch_timing_path_is_exact(simd, kind, rng):
     assert small.stats()["scanned"] == 0
 
 
+@pytest.mark.parametrize("n", [5_000, 70_000])
+def test_mih_small_calls_skip_the_tables_while_queries_fall_back(simd, n, rng):
+    """Small calls (below the timed batch size) whose queries keep falling back go
+    straight to the scan, and go back to the tables once a tried query is answered
+    there; every answer stays exact (the scan paths below and above 65,536 items)."""
+    nbits = 64
+    codes = random_codes(rng, n, nbits)
+    flat = hashsearch.Index(codes, nbits)
+    mih = hashsearch.MIHIndex(codes, nbits, m=3)
+
+    def check(queries, threads, k=50, max_excluded=20):
+        exclude = random_exclude(rng, len(queries), n, max_excluded)
+        D, I = mih.topk(queries, k, exclude=exclude, num_threads=threads)
+        Df, If = flat.topk(queries, k, exclude=exclude)
+        np.testing.assert_array_equal(D, Df)
+        np.testing.assert_array_equal(I, If)
+
+    for call in range(48):  # uniform codes, far queries: the tables give up on each
+        check(random_codes(rng, 1 + call % 3, nbits), 1 + call % 2)
+    st = mih.stats()
+    assert st["fallbacks"] >= 32  # until the score reached its threshold
+    assert st["scanned"] >= 30  # then scanned without trying the tables
+    assert st["fallbacks"] + st["scanned"] == sum(1 + c % 3 for c in range(48))
+    # an indexed code's nearest item (k=1, nothing excluded: itself at distance 0) is in
+    # its first bucket: once such a query is tried (one call in 32), the tables take over
+    for call in range(70):
+        check(codes[rng.integers(0, n, 4)], 1 + call % 2, k=1, max_excluded=0)
+    before = mih.stats()
+    check(codes[rng.integers(0, n, 4)], 1, k=1, max_excluded=0)
+    after = mih.stats()
+    assert after["scanned"] == before["scanned"] and after["fallbacks"] == before["fallbacks"]
+    assert after["probes"] > before["probes"]
+
+
 @pytest.mark.parametrize("nbits", [32, 64, 128])
 def test_mih_key_ordered_batch_is_exact(simd, nbits, rng):
     """Batches of >= 1024 queries are answered in the order of their table-0 keys:
