@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from train.reproduce.efficiency import learned_like, table4_rows  # noqa: E402
+from train.reproduce.efficiency import learned_like, table4, table4_rows  # noqa: E402
 from train.reproduce.tradeoff import mips_to_l2, recall_at_k  # noqa: E402
 
 TINY = "synthetic:users=200,items=300,edges=4000"
@@ -180,6 +180,13 @@ def test_seeds_and_methods_give_a_mean_table_beside_the_full_one(tmp_path):
 def test_bad_seeds_or_methods_are_refused(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):
         _reproduce(tmp_path, "table2", *args)
+
+
+@pytest.mark.parametrize("m", [0, 65])
+def test_table4_refuses_mih_table_counts_outside_the_code(tmp_path, m):
+    with pytest.raises(ValueError, match=rf"1\.\.nbits=64, got \[{m}\]"):
+        table4([], tmp_path, nbits=64, extra_mih_m=(4, m))
+    assert not (tmp_path / "table4.json").exists()
 
 
 def test_table4_times_extra_mih_table_counts(tmp_path):

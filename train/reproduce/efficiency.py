@@ -94,7 +94,7 @@ def time_methods(data: Dict[str, np.ndarray], nbits: int, k: int, threads: int, 
     mih = hashsearch.MIHIndex(ic, nbits, num_threads=threads)
     methods[f"HamR (ours, MIH m={mih.m})"] = lambda: mih.topk(uc, k)
     for m in extra_mih_m:
-        if m == mih.m or not 1 <= m <= nbits:
+        if m == mih.m:  # the default's row already
             continue
         extra = hashsearch.MIHIndex(ic, nbits, m=m, num_threads=threads)
         ratio = extra.table_bytes() / ic.nbytes
@@ -141,6 +141,9 @@ def table4(workloads: List[Dict[str, Any]], out: Path, *, nbits: int, k: int = 1
     """
     from tqdm import tqdm
 
+    bad = [m for m in extra_mih_m if not 1 <= m <= nbits]
+    if bad:
+        raise ValueError(f"--mih-m: each number of MIH tables must be in 1..nbits={nbits}, got {bad}")
     rows: List[Dict[str, Any]] = []
     for w in tqdm(workloads, desc="table4", unit="data set"):
         measured = w["data"]["user_codes"].shape[0]
