@@ -224,6 +224,41 @@ def _bench_mih(benchmark, w, nbits, dist, m):
     ))
 
 
+@pytest.mark.parametrize("w,nbits,dist", [
+    pytest.param(M1_QUICK, 64, "learned", id="1m_q500-64b-learned"),
+    pytest.param(M1, 64, "learned", marks=full_only(), id="1m-64b-learned"),
+    pytest.param(M1, 64, "uniform", marks=full_only(), id="1m-64b-uniform"),
+    pytest.param(ALIBABA, 64, "learned", marks=full_only(), id="alibaba-64b-learned"),
+    pytest.param(ALIBABA, 128, "learned", marks=full_only(), id="alibaba-128b-learned"),
+])
+def test_cluster_hashsearch(benchmark, w, nbits, dist):
+    """hashsearch.ClusterIndex (exact, cluster pruning); peer: our own linear scan (Index), same
+    run; results must be identical. Records the memory beside the codes and the work per query."""
+    items, queries = _arrays(w, nbits, dist)
+    t0 = time.perf_counter()
+    index = hashsearch.ClusterIndex(items, nbits, num_threads=THREADS)
+    build_s = time.perf_counter() - t0
+    benchmark.group = f"mih {w.name} {nbits}b {dist}"
+    (Dc, Ic), ours_s = run_bench(benchmark, lambda: index.topk(queries, K), est_s=1.0)
+    flat = hashsearch.Index(items, nbits, num_threads=THREADS)
+    scan_s, runs, (D, I) = peer_time(lambda: flat.topk(queries, K))
+    np.testing.assert_array_equal(Dc, D)
+    np.testing.assert_array_equal(Ic, I)
+    s0 = index.stats()
+    index.topk(queries, K)
+    s1 = index.stats()
+    code_bytes = int(w.n * ((nbits + 63) // 64) * 8)
+    benchmark.extra_info.update(_info(
+        w, nbits, dist, engine="hashsearch.ClusterIndex", peer="hashsearch.Index (linear scan)",
+        ours_ms=round(ours_s * 1e3, 3), peer_ms=round(scan_s * 1e3, 3), peer_runs=runs,
+        ratio=ratio(scan_s, ours_s), identical_to_scan=True, nclusters=index.nclusters,
+        build_s=round(build_s, 3), extra_bytes=index.extra_bytes(), code_bytes=code_bytes,
+        extra_over_codes=round(index.extra_bytes() / code_bytes, 3),
+        items_read_per_query=round((s1["items_read"] - s0["items_read"]) / w.nq, 1),
+        clusters_read_per_query=round((s1["clusters_read"] - s0["clusters_read"]) / w.nq, 1),
+    ))
+
+
 @pytest.mark.parametrize("w,nbits,dist", MIH)
 def test_mih_faiss_multihash(benchmark, w, nbits, dist):
     """faiss IndexBinaryMultiHash with our MIH's m tables (nflip=1: it is approximate);

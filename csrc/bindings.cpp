@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cluster_index.h"
 #include "flat_index.h"
 #include "hierarchical_index.h"
 #include "mih_index.h"
@@ -257,6 +258,36 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("candidate_count", &MIHIndex::candidate_count)
         .def("table_bytes", &MIHIndex::table_bytes)
         .def("memory_bytes", [](const MIHIndex& s) { return s.code_bytes() + s.table_bytes(); });
+
+    py::class_<ClusterIndex>(m, "ClusterIndex")
+        .def(py::init([](const CodesArray& codes, int nbits, size_t nclusters, int num_threads) {
+                 check_codes(codes, "codes");
+                 py::gil_scoped_release release;
+                 return new ClusterIndex(codes.data(), codes.shape(0), codes.shape(1), nbits, nclusters, 3,
+                                         num_threads);
+             }),
+             py::arg("codes"), py::arg("nbits"), py::arg("nclusters"), py::arg("num_threads") = 0)
+        .def("topk",
+             [](const ClusterIndex& self, const CodesArray& q, int k, const py::object& indptr,
+                const py::object& indices, int num_threads) {
+                 return hamming_topk(self, self, q, k, indptr, indices, num_threads);
+             },
+             py::arg("queries"), py::arg("k"), py::arg("indptr") = py::none(),
+             py::arg("indices") = py::none(), py::arg("num_threads") = 0)
+        .def("codes",
+             [](const ClusterIndex& self) {
+                 CodesArray out({self.size(), self.nwords()});
+                 self.copy_codes(out.mutable_data());
+                 return out;
+             })
+        .def_property_readonly("ntotal", &ClusterIndex::size)
+        .def_property_readonly("nbits", &ClusterIndex::nbits)
+        .def_property_readonly("nclusters", &ClusterIndex::nclusters)
+        .def_property_readonly("items_read", &ClusterIndex::items_read)
+        .def_property_readonly("clusters_read", &ClusterIndex::clusters_read)
+        .def_property_readonly("scanned", &ClusterIndex::scanned)
+        .def("extra_bytes", &ClusterIndex::extra_bytes)
+        .def("memory_bytes", [](const ClusterIndex& s) { return s.code_bytes() + s.extra_bytes(); });
 
     py::class_<GrowableHierarchicalIndex>(m, "HierarchicalIndex")
         .def(py::init([](const CodesArray& codes, int nbits, const FloatArray& emb, int m) {

@@ -12,6 +12,8 @@
 #include <utility>
 
 #include "parallel.h"
+#include "scan_sorted.h"
+#include "unordered_topk.h"
 
 namespace hashsearch {
 
@@ -34,57 +36,6 @@ inline int popcount32(uint32_t x) {
     x = (x + (x >> 4)) & 0x0F0F0F0Fu;
     return static_cast<int>((x * 0x01010101u) >> 24);
 }
-
-struct Candidate {
-    uint32_t d;
-    int64_t id;
-    bool operator<(const Candidate& o) const { return d != o.d ? d < o.d : id < o.id; }
-};
-
-// Top-k over candidates arriving in any order, ordered by (distance, id).
-class UnorderedTopK {
-public:
-    void reset(size_t k) {
-        k_ = k;
-        buf_.clear();
-        buf_.reserve(2 * k + 1);
-        full_ = false;
-    }
-    // Largest distance that can still enter (equal distances then go by id).
-    uint32_t threshold() const { return full_ ? worst_.d : std::numeric_limits<uint32_t>::max(); }
-    bool full() const { return full_; }
-    bool admits(uint32_t d, int64_t id) const { return !full_ || Candidate{d, id} < worst_; }
-    void push(uint32_t d, int64_t id) {
-        buf_.push_back({d, id});
-        if (buf_.size() >= 2 * k_) shrink();
-    }
-    // k-th smallest distance, or -1 while fewer than k candidates are held.
-    int64_t kth_distance() {
-        if (buf_.size() < k_) return -1;
-        shrink();
-        return worst_.d;
-    }
-    void finish(int32_t* D, int64_t* I) {
-        if (buf_.size() > k_) shrink();
-        std::sort(buf_.begin(), buf_.end());
-        for (size_t r = 0; r < k_; ++r) {
-            D[r] = r < buf_.size() ? static_cast<int32_t>(buf_[r].d) : -1;
-            I[r] = r < buf_.size() ? buf_[r].id : -1;
-        }
-    }
-
-private:
-    void shrink() {
-        std::nth_element(buf_.begin(), buf_.begin() + (k_ - 1), buf_.end());
-        buf_.resize(k_);
-        worst_ = *std::max_element(buf_.begin(), buf_.end());
-        full_ = true;
-    }
-    size_t k_ = 0;
-    std::vector<Candidate> buf_;
-    Candidate worst_{0, 0};
-    bool full_ = false;
-};
 
 // The k-th smallest distance from counts of distances alone: a candidate's id
 // (a random read, or a binary search in table 0 for tables j >= 1) is only
@@ -136,8 +87,6 @@ constexpr double kScanNsPerWord = 0.35;  // the linear scan, per item and code w
 constexpr double kCompactScanNs = 0.2;   // ... for codes of <= 32 bits
 constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
 constexpr int kMaxSubBits = 5;           // sub-directories of at most 32 sub-buckets
-constexpr size_t kFallbackBlock = 8;     // fallback queries sharing one pass over the codes
-constexpr size_t kSplitItemsMin = 4096;   // the fallback splits items among threads from here (as Index)
 constexpr size_t kSmallScanItems = 1 << 16;  // up to here the fallback fills a byte buffer (Index's two-pass)
 // From this many fallback queries on a small index, an id-ordered copy of the
 // codes (~2 ns an item) costs less than putting each query's distances into id order.
@@ -208,11 +157,6 @@ inline uint64_t cut_key(uint64_t x, int s, int kb) {
 inline uint64_t paste_key(uint64_t rest, uint64_t key, int s, int kb) {
     uint64_t high = s + kb >= 64 ? 0 : (rest >> s) << (s + kb);
     return (rest & low_mask(s)) | high | (key << s);
-}
-
-// Whether `id` is in the sorted list [begin, end).
-inline bool is_excluded(const int64_t* begin, const int64_t* end, int64_t id) {
-    return begin != end && std::binary_search(begin, end, id);
 }
 
 inline uint32_t hamming(const uint64_t* a, const uint64_t* b, size_t nw) {
@@ -718,68 +662,9 @@ void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const
         });
         return;
     }
-    // The SIMD scan over table 0 offers items in position order, not id order,
-    // so each collector keeps every tie with its k-th distance; excluded ids can
-    // take at most |exclude| of its places. Ids are then looked up and ties
-    // broken. Blocks of queries share each tile of codes, as in Index; fewer
-    // blocks than threads (one query served alone) also split the items, each
-    // part with its own collectors (their union holds every tie), as Index does.
-    const size_t nq = which.size(), n = sorted_.size();
-    const size_t nblocks = (nq + kFallbackBlock - 1) / kFallbackBlock;
-    const size_t workers = static_cast<size_t>(resolve_threads(num_threads));
-    const size_t nparts = nblocks < workers && n >= kSplitItemsMin ? workers : 1;
-    const size_t part_items = (n + nparts - 1) / nparts;
-    std::vector<TopKCollector> cols;  // part p of query i at p * nq + i
-    cols.reserve(nparts * nq);
-    for (size_t p = 0; p < nparts; ++p)
-        for (size_t i = 0; i < nq; ++i) {
-            const int nex = static_cast<int>(exclude.end(which[i]) - exclude.begin(which[i]));
-            cols.emplace_back(k + nex, sorted_.nbits(), /*keep_ties=*/true);
-        }
-    parallel_for(nblocks * nparts, num_threads, [&](size_t task, size_t) {
-        const size_t block = task / nparts, p = task % nparts;
-        const size_t i0 = block * kFallbackBlock, i1 = std::min(nq, i0 + kFallbackBlock);
-        std::vector<ExcludeCursor> none(i1 - i0);
-        std::vector<const uint64_t*> qs;
-        for (size_t i = i0; i < i1; ++i) qs.push_back(queries + which[i] * nw);
-        sorted_.scan_block(kern, qs.data(), i1 - i0, cols.data() + p * nq + i0, none.data(), p * part_items,
-                           (p + 1) * part_items);
-    });
-    parallel_for(nq, num_threads, [&](size_t i, size_t) {
-        const size_t q = which[i];
-        const int64_t *eb = exclude.begin(q), *ee = exclude.end(q);
-        // Every answer is within the (k + |exclude|)-th smallest distance held over all parts:
-        // only those items need their ids, each a likely cache miss (fetched ahead).
-        thread_local std::vector<size_t> hist;
-        thread_local std::vector<std::pair<uint32_t, uint32_t>> held;  // (distance, position)
-        hist.assign(static_cast<size_t>(sorted_.nbits()) + 2, 0);
-        for (size_t p = 0; p < nparts; ++p) {
-            const TopKCollector& col = cols[p * nq + i];
-            for (size_t c = 0; c < col.size(); ++c) ++hist[col.dist_at(c)];
-        }
-        const size_t need = static_cast<size_t>(k) + static_cast<size_t>(ee - eb);
-        uint32_t bound = 0;
-        for (size_t below = 0; bound + 1 < hist.size() && below + hist[bound] < need;) below += hist[bound++];
-        held.clear();
-        for (size_t p = 0; p < nparts; ++p) {
-            const TopKCollector& col = cols[p * nq + i];
-            for (size_t c = 0; c < col.size(); ++c)
-                if (col.dist_at(c) <= bound) {
-                    const uint32_t pos = static_cast<uint32_t>(col.id_at(c));
-                    held.push_back({col.dist_at(c), pos});
-                    __builtin_prefetch(id_of_.data() + size_t{pos} * id_of_.width());
-                }
-        }
-        UnorderedTopK top;
-        top.reset(static_cast<size_t>(k));
-        for (const auto& [d, pos] : held) {
-            const int64_t id = static_cast<int64_t>(id_of_.get(pos));
-            if (!top.admits(d, id)) continue;
-            if (is_excluded(eb, ee, id)) continue;
-            top.push(d, id);
-        }
-        top.finish(D + q * k, I + q * k);
-    });
+    scan_sorted(kern, sorted_, [&](uint32_t pos) { return static_cast<int64_t>(id_of_.get(pos)); },
+                [&](uint32_t pos) { __builtin_prefetch(id_of_.data() + size_t{pos} * id_of_.width()); }, queries,
+                which, k, exclude, num_threads, D, I);
 }
 
 void MIHIndex::scan_small(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,

@@ -11,7 +11,7 @@ from typing import List
 
 from . import _core
 from ._codes import pack, unpack
-from .index import HierarchicalIndex, Index, MIHIndex, default_mih_m, load
+from .index import ClusterIndex, HierarchicalIndex, Index, MIHIndex, default_mih_m, default_nclusters, load
 from .reference import hamming_distances
 
 __version__ = "0.1.0"
@@ -48,11 +48,13 @@ def set_simd_level(level: str) -> None:
 
 
 __all__ = [
+    "ClusterIndex",
     "HierarchicalIndex",
     "Index",
     "MIHIndex",
     "available_simd_levels",
     "default_mih_m",
+    "default_nclusters",
     "hamming_distances",
     "load",
     "pack",

@@ -34,6 +34,28 @@ class FlatIndex:
     def codes(self) -> npt.NDArray[np.uint64]: ...
     def memory_bytes(self) -> int: ...
 
+class ClusterIndex:
+    ntotal: int
+    nbits: int
+    nclusters: int
+    items_read: int
+    clusters_read: int
+    scanned: int
+    def __init__(
+        self, codes: npt.NDArray[np.uint64], nbits: int, nclusters: int, num_threads: int = 0
+    ) -> None: ...
+    def topk(
+        self,
+        queries: npt.NDArray[np.uint64],
+        k: int,
+        indptr: Optional[npt.NDArray[np.int64]] = None,
+        indices: Optional[npt.NDArray[np.int64]] = None,
+        num_threads: int = 0,
+    ) -> Tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
+    def codes(self) -> npt.NDArray[np.uint64]: ...
+    def extra_bytes(self) -> int: ...
+    def memory_bytes(self) -> int: ...
+
 class MIHIndex:
     ntotal: int
     nbits: int

@@ -24,7 +24,7 @@ from ._validate import (
     float_matrix,
     packed_queries,
 )
-from .io import KIND_FLAT, KIND_HIER, KIND_MIH, KIND_NAMES, IndexFile, PathLike, read_index, write_index
+from .io import KIND_CLUSTER, KIND_FLAT, KIND_HIER, KIND_MIH, KIND_NAMES, IndexFile, PathLike, read_index, write_index
 
 
 class _HammingBase:
@@ -335,6 +335,77 @@ class MIHIndex(_RangeSearch, _HammingBase):
         return cls(data.codes, data.nbits, m=data.m, num_threads=num_threads)
 
 
+def default_nclusters(n: int) -> int:
+    """Clusters of :class:`ClusterIndex` for n codes: the power of two nearest 2 * sqrt(n)
+    (4,096 at 4.2M items), at most n."""
+    if n <= 1:
+        return 1
+    return int(min(n, 2 ** round(math.log2(2 * math.sqrt(n)))))
+
+
+class ClusterIndex(_HammingBase):
+    """Exact Hamming search by cluster pruning: sub-linear on clustered (learned) codes,
+    within half the codes' memory beside them.
+
+    The codes are grouped around ``nclusters`` centroids (Hamming k-medians: three
+    rounds of nearest centroid and majority bit, from a fixed-seed pick, so builds
+    repeat) and held once, sorted by cluster and by distance r to their centroid.
+    By the triangle inequality ``d(q, x) >= |d(q, c) - r(x)|``: with tau the current
+    k-th distance only a cluster's items with r in ``[d(q, c) - tau, d(q, c) + tau]``
+    can enter, one contiguous run. Clusters are read nearest centroid first, and a
+    cluster whose radii miss the window is skipped unread. Every item within the
+    final k-th distance is read, so results equal :class:`Index` exactly (ties by
+    id, ``exclude`` and padding included). A query whose clusters still in reach,
+    once k items are held, hold over half the codes (uniform codes) is answered by
+    a scan instead. Each query runs on one thread (batches spread over ``num_threads``).
+
+    Memory beside the codes: a uint32 id per item, the centroids, and a uint32
+    offset per (cluster, radius): 0.53x the codes at 64 bits and 4.2M items.
+
+    Args:
+        codes, nbits, num_threads: as for :class:`Index` (``num_threads`` also builds).
+        nclusters: number of clusters, 1..n; default :func:`default_nclusters`.
+    """
+
+    _kind = KIND_CLUSTER
+
+    def __init__(
+        self, codes, nbits: Optional[int] = None, *, nclusters: Optional[int] = None, num_threads: int = 0
+    ) -> None:
+        packed, nbits = as_packed(codes, nbits)
+        n = packed.shape[0]
+        if n == 0:
+            raise ValueError("ClusterIndex needs at least one code, got 0")
+        nclusters = default_nclusters(n) if nclusters is None else check_int(nclusters, "nclusters", 1)
+        if nclusters > n:
+            raise ValueError(f"nclusters must be <= the number of codes ({n}), got {nclusters}")
+        self.num_threads = check_threads(num_threads)
+        self._native = _core.ClusterIndex(packed, nbits, nclusters, self.num_threads)
+
+    @property
+    def nclusters(self) -> int:
+        """Number of clusters."""
+        return int(self._native.nclusters)
+
+    def stats(self) -> dict:
+        """Counters since construction: ``items_read`` (codes compared in windows),
+        ``clusters_read``, and ``scanned``: queries answered by a scan because the clusters
+        still in reach once k items were held covered over half the codes (uniform codes)."""
+        return {"items_read": int(self._native.items_read), "clusters_read": int(self._native.clusters_read),
+                "scanned": int(self._native.scanned)}
+
+    def extra_bytes(self) -> int:
+        """Bytes held beside the one copy of the codes (ids, centroids, offsets)."""
+        return int(self._native.extra_bytes())
+
+    def _file(self) -> IndexFile:
+        return IndexFile(kind=self._kind, nbits=self.nbits, codes=self.codes(), m=self.nclusters)
+
+    @classmethod
+    def _from_file(cls, data: IndexFile, num_threads: int) -> "ClusterIndex":
+        return cls(data.codes, data.nbits, nclusters=data.m, num_threads=num_threads)
+
+
 class HierarchicalIndex(_HammingBase):
     """Hierarchical search (HieS): Hamming candidates re-ranked by inner product.
 
@@ -462,5 +533,5 @@ class HierarchicalIndex(_HammingBase):
 def load(path: PathLike, *, num_threads: int = 0):
     """Load any index written by ``save``, returning the matching class."""
     data = read_index(path)
-    cls = {KIND_FLAT: Index, KIND_MIH: MIHIndex, KIND_HIER: HierarchicalIndex}[data.kind]
+    cls = {KIND_FLAT: Index, KIND_MIH: MIHIndex, KIND_HIER: HierarchicalIndex, KIND_CLUSTER: ClusterIndex}[data.kind]
     return cls._from_file(data, num_threads)

@@ -32,8 +32,8 @@ import numpy as np
 
 MAGIC = b"HASHSRCH"
 FORMAT_VERSION = 1
-KIND_FLAT, KIND_MIH, KIND_HIER = 1, 2, 3
-KIND_NAMES = {KIND_FLAT: "Index", KIND_MIH: "MIHIndex", KIND_HIER: "HierarchicalIndex"}
+KIND_FLAT, KIND_MIH, KIND_HIER, KIND_CLUSTER = 1, 2, 3, 4
+KIND_NAMES = {KIND_FLAT: "Index", KIND_MIH: "MIHIndex", KIND_HIER: "HierarchicalIndex", KIND_CLUSTER: "ClusterIndex"}
 _HEADER = struct.Struct("<8sIIIIQIIQI")
 
 PathLike = Union[str, os.PathLike]

@@ -26,7 +26,7 @@ def problems(draw):
 
 @settings(max_examples=150, deadline=None)
 @given(problems(), st.sampled_from([1, 2]))
-def test_index_and_mih_equal_brute_force(problem, threads):
+def test_index_mih_and_cluster_equal_brute_force(problem, threads):
     nbits, codes, queries, k, exclude = problem
     Dr, Ir = topk_hamming(queries, codes, k, exclude=exclude)
     for level in hashsearch.available_simd_levels():
@@ -35,6 +35,12 @@ def test_index_and_mih_equal_brute_force(problem, threads):
             D, I = hashsearch.Index(codes, nbits, num_threads=threads).topk(queries, k, exclude=exclude)
         finally:
             hashsearch.set_simd_level(hashsearch.available_simd_levels()[-1])
+        np.testing.assert_array_equal(D, Dr)
+        np.testing.assert_array_equal(I, Ir)
+    n = codes.shape[0]
+    for nclusters in {None, 1, n, min(n, 7)}:
+        cluster = hashsearch.ClusterIndex(codes, nbits, nclusters=nclusters, num_threads=threads)
+        D, I = cluster.topk(queries, k, exclude=exclude)
         np.testing.assert_array_equal(D, Dr)
         np.testing.assert_array_equal(I, Ir)
     for m in (None, min(nbits, 3)):

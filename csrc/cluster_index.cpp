@@ -1,0 +1,258 @@
+#include "cluster_index.h"
+
+#include <algorithm>
+#include <random>
+#include <stdexcept>
+#include <string>
+
+#include "parallel.h"
+#include "scan_sorted.h"
+#include "unordered_topk.h"
+
+namespace hashsearch {
+
+namespace {
+constexpr size_t kSliceItems = 256;  // items read per threshold update
+constexpr size_t kAheadClusters = 8;  // clusters whose first codes are fetched ahead
+constexpr size_t kSamplePerCluster = 256;  // codes a cluster in the k-medians rounds
+// A query whose clusters still in reach (once k items are held) hold more than this
+// share of the codes is scanned instead: reading a window costs a query's own pass over memory,
+// while the scan shares each tile of codes among a block of queries.
+constexpr double kScanShare = 0.5;
+// ... checked once a query has read 1/kCheckAfter of the codes (most clustered queries
+// finish before: the check, a bound over every cluster, is not free).
+constexpr size_t kCheckAfter = 32;
+constexpr uint64_t kInitSeed = 0x9e3779b97f4a7c15ull;  // the initial centroids' pick: fixed, so builds repeat
+
+// Nearest centroid of every code (ties: the smaller centroid) and its distance.
+void assign(const FlatIndex& centroids, const uint64_t* codes, size_t n, int num_threads,
+            std::vector<uint32_t>& cluster, std::vector<uint16_t>& radius) {
+    std::vector<int32_t> d(n);
+    std::vector<int64_t> c(n);
+    centroids.topk(codes, n, 1, ExcludeList(), num_threads, d.data(), c.data());
+    cluster.resize(n);
+    radius.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+        cluster[i] = static_cast<uint32_t>(c[i]);
+        radius[i] = static_cast<uint16_t>(d[i]);
+    }
+}
+}  // namespace
+
+struct ClusterIndex::Scratch {
+    std::vector<uint32_t> idx, dist;  // kernel output, one slice (or every centroid)
+    std::vector<uint32_t> order;       // clusters by distance to the query
+    std::vector<uint32_t> start;       // counting sort by distance
+    std::vector<uint32_t> dq;          // distance from the query to each centroid
+    UnorderedTopK top;
+};
+
+ClusterIndex::ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, size_t nclusters,
+                           int rounds, int num_threads)
+    : sorted_(codes, n, nwords, nbits), centroids_(codes, 0, nwords, nbits) {
+    if (n == 0) throw std::invalid_argument("ClusterIndex needs at least one code, got 0");
+    if (nclusters < 1 || nclusters > n)
+        throw std::invalid_argument("nclusters must be in [1, n=" + std::to_string(n) + "], got " +
+                                    std::to_string(nclusters));
+    if (n >= (size_t{1} << 32)) throw std::invalid_argument("ClusterIndex holds fewer than 2^32 codes");
+    const size_t C = nclusters, nb = static_cast<size_t>(nbits);
+    // The k-medians rounds run on a sample of kSamplePerCluster codes a cluster (faiss'
+    // k-means does the same), the first C of them the initial centroids; all codes are
+    // assigned once at the end.
+    const size_t S = std::min(n, C * kSamplePerCluster);
+    std::vector<uint32_t> pick(n);
+    for (size_t i = 0; i < n; ++i) pick[i] = static_cast<uint32_t>(i);
+    std::mt19937_64 rng(kInitSeed);
+    for (size_t i = 0; i < S; ++i) std::swap(pick[i], pick[i + rng() % (n - i)]);
+    std::vector<uint64_t> sample(S * nwords), cent(C * nwords);
+    for (size_t i = 0; i < S; ++i) sorted_.load_code(pick[i], sample.data() + i * nwords);
+    std::copy_n(sample.data(), C * nwords, cent.data());
+    std::vector<uint32_t> cluster;
+    std::vector<uint16_t> radius;
+    for (int round = 0; round < rounds; ++round) {
+        assign(FlatIndex(cent.data(), C, nwords, nbits), sample.data(), S, num_threads, cluster, radius);
+        // Each centroid becomes the majority bit of its cluster (an empty one stays).
+        std::vector<uint32_t> ones(C * nb, 0), count(C, 0);
+        for (size_t i = 0; i < S; ++i) {
+            const uint32_t c = cluster[i];
+            ++count[c];
+            uint32_t* o = ones.data() + c * nb;
+            for (size_t w = 0; w < nwords; ++w)
+                for (uint64_t x = sample[i * nwords + w]; x; x &= x - 1) ++o[64 * w + static_cast<size_t>(__builtin_ctzll(x))];
+        }
+        for (size_t c = 0; c < C; ++c) {
+            if (count[c] == 0) continue;
+            uint64_t* out = cent.data() + c * nwords;
+            std::fill(out, out + nwords, 0);
+            for (size_t b = 0; b < nb; ++b)
+                if (2 * ones[c * nb + b] > count[c]) out[b / 64] |= uint64_t{1} << (b % 64);
+        }
+    }
+    centroids_ = FlatIndex(cent.data(), C, nwords, nbits);
+    {
+        std::vector<uint64_t> all(n * nwords);  // the codes as validated, in id order
+        sorted_.copy_codes(all.data());
+        assign(centroids_, all.data(), n, num_threads, cluster, radius);
+    }
+    // Counting sort by (cluster, radius), ids ascending inside each.
+    offsets_.assign(C * (nb + 1) + 1, 0);
+    for (size_t i = 0; i < n; ++i) ++offsets_[cluster[i] * (nb + 1) + radius[i] + 1];
+    for (size_t j = 1; j < offsets_.size(); ++j) offsets_[j] += offsets_[j - 1];
+    std::vector<uint32_t> next(offsets_.begin(), offsets_.end() - 1);
+    id_of_.resize(n);
+    for (size_t i = 0; i < n; ++i) id_of_[next[cluster[i] * (nb + 1) + radius[i]]++] = static_cast<uint32_t>(i);
+    sorted_.permute(id_of_);
+    cluster_start_.resize(C + 1);
+    for (size_t c = 0; c <= C; ++c) cluster_start_[c] = offsets_[c * (nb + 1)];
+    rmin_.assign(C, static_cast<uint16_t>(nb + 1));
+    rmax_.assign(C, 0);
+    for (size_t i = 0; i < n; ++i) {
+        rmin_[cluster[i]] = std::min(rmin_[cluster[i]], radius[i]);
+        rmax_[cluster[i]] = std::max(rmax_[cluster[i]], radius[i]);
+    }
+}
+
+size_t ClusterIndex::extra_bytes() const {
+    return id_of_.size() * 4 + centroids_.memory_bytes() + (offsets_.size() + cluster_start_.size()) * 4 +
+           (rmin_.size() + rmax_.size()) * 2;
+}
+
+void ClusterIndex::copy_codes(uint64_t* out) const {
+    const size_t nw = nwords();
+    for (size_t p = 0; p < size(); ++p) sorted_.load_code(p, out + size_t{id_of_[p]} * nw);
+}
+
+size_t ClusterIndex::select(const Kernels& kern, const FlatIndex& codes, size_t b0, size_t b1,
+                            const uint64_t* query, uint32_t thr, uint32_t* idx, uint32_t* dist) const {
+    if (codes.compact())
+        return kern.select_within32(codes.data32(), b0, b1, static_cast<uint32_t>(query[0]), thr, idx, dist);
+    return kern.select_within(codes.data64(), codes.nwords(), b0, b1, query, thr, idx, dist);
+}
+
+void ClusterIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude, int num_threads,
+                        int32_t* D, int64_t* I) const {
+    if (k <= 0) throw std::invalid_argument("k must be positive, got " + std::to_string(k));
+    if (size() == 0) throw std::invalid_argument("the index is empty");
+    const Kernels kern = active_kernels();
+    const size_t nw = nwords();
+    std::vector<uint8_t> fell(nq, 0);
+    parallel_for(nq, num_threads, [&](size_t q, size_t) {
+        thread_local Scratch scratch;
+        fell[q] = !search_one(kern, queries + q * nw, k, exclude.begin(q), exclude.end(q),
+                              D + q * static_cast<size_t>(k), I + q * static_cast<size_t>(k), scratch);
+    });
+    std::vector<size_t> which;
+    for (size_t q = 0; q < nq; ++q)
+        if (fell[q]) which.push_back(q);
+    if (which.empty()) return;
+    scanned_ += which.size();
+    scan_sorted(kern, sorted_, [&](uint32_t pos) { return static_cast<int64_t>(id_of_[pos]); },
+                [&](uint32_t pos) { __builtin_prefetch(id_of_.data() + pos); }, queries, which, k, exclude,
+                num_threads, D, I);
+}
+
+bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                              const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s) const {
+    const size_t C = nclusters(), nb = static_cast<size_t>(nbits());
+    const size_t buf = std::max(C, kSliceItems);
+    if (s.idx.size() < buf) {
+        s.idx.resize(buf);
+        s.dist.resize(buf);
+    }
+    // Distances to every centroid, then the clusters in increasing distance (counting sort).
+    // (every centroid is within nbits, so all C come back, in centroid order)
+    select(kern, centroids_, 0, C, query, static_cast<uint32_t>(nb), s.idx.data(), s.dist.data());
+    std::vector<uint32_t>& dq = s.dq;
+    dq.assign(s.dist.begin(), s.dist.begin() + static_cast<std::ptrdiff_t>(C));
+    s.start.assign(nb + 2, 0);
+    for (size_t c = 0; c < C; ++c) ++s.start[dq[c] + 1];
+    for (size_t r = 1; r < s.start.size(); ++r) s.start[r] += s.start[r - 1];
+    s.order.resize(C);
+    for (size_t c = 0; c < C; ++c) s.order[s.start[dq[c]]++] = static_cast<uint32_t>(c);
+
+    UnorderedTopK& top = s.top;
+    top.reset(static_cast<size_t>(k));
+    uint32_t tau = static_cast<uint32_t>(nb);  // distances above it cannot enter
+    const size_t row = nb + 1;
+    // The run of cluster c that can hold items within tau, [b0, b1); empty if its radii miss it.
+    auto window = [&](uint32_t c, uint32_t t, uint32_t& b0, uint32_t& b1) {
+        const int d = static_cast<int>(dq[c]), ti = static_cast<int>(t);
+        if (d - static_cast<int>(rmax_[c]) > ti || static_cast<int>(rmin_[c]) - d > ti) return false;
+        const size_t lo = static_cast<size_t>(std::max(0, d - ti));
+        const size_t hi = static_cast<size_t>(std::min(static_cast<int>(nb), d + ti));
+        b0 = offsets_[c * row + lo];
+        b1 = offsets_[c * row + hi + 1];
+        return b1 > b0;
+    };
+    auto prefetch = [&](size_t j) {
+        const uint32_t c = s.order[j];
+        uint32_t b0, b1;
+        if (!window(c, tau, b0, b1)) return;
+        if (sorted_.compact()) __builtin_prefetch(sorted_.data32() + b0);
+        else __builtin_prefetch(sorted_.data64() + size_t{b0} * nwords());
+        __builtin_prefetch(id_of_.data() + b0);
+    };
+    size_t items = 0, clusters = 0, since_select = 0;
+    bool checked = false;  // the windows' total, once k items are held
+    // Two stages: a cluster's offsets 2 * kAheadClusters ahead, its first codes and ids
+    // kAheadClusters ahead (by then its offsets are in cache).
+    auto prefetch_offsets = [&](size_t j) {
+        const uint32_t c = s.order[j];
+        const int d = static_cast<int>(dq[c]);
+        __builtin_prefetch(offsets_.data() + c * row + static_cast<size_t>(std::max(0, d - static_cast<int>(tau))));
+    };
+    for (size_t j = 0; j < std::min(C, 2 * kAheadClusters); ++j) prefetch_offsets(j);
+    for (size_t j = 0; j < std::min(C, kAheadClusters); ++j) prefetch(j);
+    for (size_t j = 0; j < C; ++j) {
+        if (!checked && top.full() && items * kCheckAfter >= size()) {
+            checked = true;
+            // Whole clusters whose radii meet their window: an upper bound from small
+            // arrays (the windows' own offsets would be a cache miss per cluster).
+            size_t total = items;
+            for (size_t jj = j; jj < C; ++jj) {
+                const uint32_t c = s.order[jj];
+                const int d = static_cast<int>(dq[c]), t = static_cast<int>(tau);
+                if (d - static_cast<int>(rmax_[c]) <= t && static_cast<int>(rmin_[c]) - d <= t)
+                    total += cluster_start_[c + 1] - cluster_start_[c];
+            }
+            if (static_cast<double>(total) > kScanShare * static_cast<double>(size())) {
+                items_read_ += items;
+                clusters_read_ += clusters;
+                return false;  // the caller scans this query
+            }
+        }
+        if (j + 2 * kAheadClusters < C) prefetch_offsets(j + 2 * kAheadClusters);
+        if (j + kAheadClusters < C) prefetch(j + kAheadClusters);
+        uint32_t b0, b1;
+        if (!window(s.order[j], tau, b0, b1)) continue;
+        ++clusters;
+        for (uint32_t a = b0; a < b1; a += kSliceItems) {
+            const uint32_t e = std::min<uint32_t>(b1, a + static_cast<uint32_t>(kSliceItems));
+            // window() took tau when the run was found; a tighter tau filters the slice
+            const size_t cnt = select(kern, sorted_, a, e, query, tau, s.idx.data(), s.dist.data());
+            items += e - a;
+            size_t pushed = 0;
+            for (size_t i = 0; i < cnt; ++i) {
+                const uint32_t d = s.dist[i];
+                if (d > tau) continue;
+                const int64_t id = static_cast<int64_t>(id_of_[s.idx[i]]);
+                if (!top.admits(d, id) || is_excluded(ex_begin, ex_end, id)) continue;
+                top.push(d, id);
+                ++pushed;
+            }
+            // The k-th distance by a selection among the held items, once a few have
+            // arrived since the last (a selection per slice cost more than the reads).
+            since_select += pushed;
+            if (since_select == 0 || (top.full() && since_select * 4 < static_cast<size_t>(k))) continue;
+            since_select = 0;
+            const int64_t kth = top.kth_distance();  // -1 until k items are held
+            if (kth >= 0) tau = std::min(tau, static_cast<uint32_t>(kth));
+        }
+    }
+    items_read_ += items;
+    clusters_read_ += clusters;
+    top.finish(D, I);
+    return true;
+}
+
+}  // namespace hashsearch

@@ -1,0 +1,70 @@
+// Exact Hamming top-k by cluster pruning.
+//
+// The codes are grouped around C centroids (a few rounds of Hamming
+// k-medians: nearest centroid, then the majority bit of each cluster) and held
+// once, sorted by (cluster, r = distance to the centroid, id). By the triangle
+// inequality d(q, x) >= |d(q, c) - r(x)|, so while tau is the current k-th
+// distance only the items of cluster c with r in [d(q, c) - tau, d(q, c) + tau]
+// can enter the top-k: one contiguous run, found from per-(cluster, r) offsets.
+// Clusters are read nearest centroid first, so tau falls fast; a cluster whose
+// radii miss the window is skipped unread. Every item within the final k-th
+// distance is read, so results equal FlatIndex::topk exactly (ties by id).
+// A query whose windows hold too many codes (uniform codes) is scanned instead.
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "flat_index.h"
+
+namespace hashsearch {
+
+class ClusterIndex {
+public:
+    // nclusters in [1, n]; rounds of k-medians after the seeded initial pick.
+    ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, size_t nclusters,
+                 int rounds = 3, int num_threads = 0);
+
+    // Same output as FlatIndex::topk, bit for bit. Each query runs on one thread.
+    void topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude, int num_threads,
+              int32_t* D, int64_t* I) const;
+
+    size_t size() const { return sorted_.size(); }
+    size_t nwords() const { return sorted_.nwords(); }
+    int nbits() const { return sorted_.nbits(); }
+    size_t nclusters() const { return centroids_.size(); }
+    // Codes in id order, (n, nwords) uint64 into `out`.
+    void copy_codes(uint64_t* out) const;
+    size_t code_bytes() const { return sorted_.memory_bytes(); }
+    // Bytes beside the one copy of the codes: ids, centroids, offsets, radius bounds.
+    size_t extra_bytes() const;
+    // Items compared and clusters read since construction (not synchronised
+    // across concurrent calls).
+    size_t items_read() const { return items_read_.load(); }
+    size_t clusters_read() const { return clusters_read_.load(); }
+    // Queries answered by a scan because their windows held too many codes (uniform codes).
+    size_t scanned() const { return scanned_.load(); }
+
+private:
+    struct Scratch;
+    // False if the query's windows hold too many codes: the caller scans it instead.
+    bool search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                    const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s) const;
+    // Items [b0, b1) of the sorted codes within distance thr of the query.
+    size_t select(const Kernels& kern, const FlatIndex& codes, size_t b0, size_t b1, const uint64_t* query,
+                  uint32_t thr, uint32_t* idx, uint32_t* dist) const;
+
+    FlatIndex sorted_;           // codes ordered by (cluster, r, id)
+    FlatIndex centroids_;        // (C, nwords)
+    std::vector<uint32_t> id_of_;  // position in sorted_ -> item id
+    // Start of the items of (cluster c, radius r) at c * (nbits + 1) + r; one more entry ends it.
+    std::vector<uint32_t> offsets_;
+    std::vector<uint32_t> cluster_start_;  // C + 1: where each cluster starts (offsets_ at r = 0)
+    std::vector<uint16_t> rmin_, rmax_;  // least / largest radius per cluster (rmin > rmax: empty)
+    mutable std::atomic<size_t> items_read_{0};
+    mutable std::atomic<size_t> clusters_read_{0};
+    mutable std::atomic<size_t> scanned_{0};
+};
+
+}  // namespace hashsearch

@@ -1,0 +1,118 @@
+"""ClusterIndex (exact search by cluster pruning) against the flat index and the numpy twin,
+at every SIMD level and at 1 and 2 threads."""
+import numpy as np
+import pytest
+
+import hashsearch
+from hashsearch.reference import topk_hamming
+
+
+def random_codes(rng, n, nbits):
+    return hashsearch.pack(rng.integers(0, 2, size=(n, nbits), dtype=np.uint8))
+
+
+def clustered_codes(rng, n, nbits, clusters=20, flip=0.06):
+    """Noisy copies of a few centres: small distances, many ties, what the pruning is for."""
+    centres = rng.integers(0, 2, size=(clusters, nbits), dtype=np.uint8)
+    bits = centres[rng.integers(0, clusters, n)] ^ (rng.random((n, nbits)) < flip).astype(np.uint8)
+    return hashsearch.pack(bits)
+
+
+def random_exclude(rng, nq, n, max_len):
+    return [rng.choice(n, size=rng.integers(0, max_len + 1), replace=False) for _ in range(nq)]
+
+
+@pytest.mark.parametrize("nbits", [13, 32, 64, 100, 128, 256])
+@pytest.mark.parametrize("kind", ["random", "clustered"])
+def test_cluster_index_equals_the_scan(simd, nbits, kind, rng):
+    make = random_codes if kind == "random" else clustered_codes
+    n = 6000
+    codes = make(rng, n, nbits)
+    queries = np.concatenate([codes[rng.integers(0, n, 20)], make(rng, 20, nbits)])
+    exclude = random_exclude(rng, len(queries), n, 40)
+    flat = hashsearch.Index(codes, nbits)
+    index = hashsearch.ClusterIndex(codes, nbits)
+    for k in (1, 10, 300):
+        for ex in (None, exclude):
+            Df, If = flat.topk(queries, k, exclude=ex)
+            for threads in (1, 2):
+                D, I = index.topk(queries, k, exclude=ex, num_threads=threads)
+                np.testing.assert_array_equal(D, Df)
+                np.testing.assert_array_equal(I, If)
+    st = index.stats()
+    if kind == "clustered":  # pruning reads far fewer codes than a scan would, and answers itself
+        index.topk(queries[:20], 10)
+        assert index.stats()["items_read"] - st["items_read"] < 20 * n / 2
+        assert index.stats()["scanned"] == st["scanned"]
+    else:  # uniform codes: the windows cover most codes, so queries go to the scan
+        assert st["scanned"] > 0
+
+
+def test_cluster_index_ties_padding_and_extreme_cluster_counts(simd, rng):
+    """Few distinct codes (ties everywhere go to the smaller id), k = n with exclusions (-1
+    padding), one cluster and one cluster per code."""
+    n, nbits = 2000, 64
+    distinct = clustered_codes(rng, 40, nbits)
+    codes = distinct[rng.integers(0, 40, n)]
+    queries = np.concatenate([distinct[:10], random_codes(rng, 10, nbits)])
+    exclude = random_exclude(rng, len(queries), n, 100)
+    for nclusters in (1, 16, n):
+        index = hashsearch.ClusterIndex(codes, nbits, nclusters=nclusters)
+        assert index.nclusters == nclusters
+        for k in (5, 250, n):
+            Dr, Ir = topk_hamming(queries, codes, k, exclude=exclude)
+            D, I = index.topk(queries, k, exclude=exclude, num_threads=2)
+            np.testing.assert_array_equal(D, Dr)
+            np.testing.assert_array_equal(I, Ir)
+
+
+def test_cluster_index_codes_memory_and_round_trip(tmp_path, rng):
+    codes = clustered_codes(rng, 5000, 64)
+    index = hashsearch.ClusterIndex(codes, 64, nclusters=64)
+    np.testing.assert_array_equal(index.codes(), codes)  # back in id order
+    assert index.memory_bytes() == codes.nbytes + index.extra_bytes()
+    # ids (4 bytes), centroids and (cluster, radius) offsets: well within twice the codes
+    assert index.extra_bytes() < 0.6 * codes.nbytes + 64 * 65 * 4 + 64 * 12 + 8
+    path = tmp_path / "cluster.hsi"
+    index.save(path)
+    for loaded in (hashsearch.ClusterIndex.load(path), hashsearch.load(path)):
+        assert isinstance(loaded, hashsearch.ClusterIndex) and loaded.nclusters == 64
+        q = codes[:7] ^ np.uint64(5)
+        for got, want in zip(loaded.topk(q, 30), index.topk(q, 30)):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="holds a ClusterIndex, not a MIHIndex"):
+        hashsearch.MIHIndex.load(path)
+
+
+def test_default_nclusters():
+    assert hashsearch.default_nclusters(1) == 1
+    assert hashsearch.default_nclusters(4_167_708) == 4096
+    assert hashsearch.default_nclusters(1_000_000) == 2048
+    assert hashsearch.default_nclusters(3) == 3  # 2 * sqrt(3) ~ 3.5 -> 4, capped at n
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"nclusters": 0}, ValueError, "nclusters must be >= 1, got 0"),
+        ({"nclusters": 11}, ValueError, r"nclusters must be <= the number of codes \(10\), got 11"),
+        ({"nclusters": 2.5}, TypeError, "nclusters"),
+    ],
+)
+def test_cluster_index_bad_arguments(kwargs, exc, match, rng):
+    with pytest.raises(exc, match=match):
+        hashsearch.ClusterIndex(random_codes(rng, 10, 64), 64, **kwargs)
+
+
+def test_cluster_index_bad_input(rng):
+    with pytest.raises(ValueError, match="at least one code"):
+        hashsearch.ClusterIndex(np.zeros((0, 1), np.uint64), 64)
+    index = hashsearch.ClusterIndex(random_codes(rng, 50, 64), 64)
+    with pytest.raises(ValueError, match="k"):
+        index.topk(random_codes(rng, 2, 64), 51)
+    with pytest.raises(ValueError, match="k"):
+        index.topk(random_codes(rng, 2, 64), 0)
+    with pytest.raises(ValueError):
+        index.topk(random_codes(rng, 2, 100), 5)  # 100-bit queries against 64-bit codes
+    with pytest.raises(ValueError, match="exclude"):
+        index.topk(random_codes(rng, 2, 64), 5, exclude=[np.array([50]), np.array([], np.int64)])
