@@ -93,6 +93,8 @@ def time_methods(data: Dict[str, np.ndarray], nbits: int, k: int, threads: int, 
     methods["HamR (ours, linear scan)"] = lambda: flat.topk(uc, k)
     mih = hashsearch.MIHIndex(ic, nbits, num_threads=threads)
     methods[f"HamR (ours, MIH m={mih.m})"] = lambda: mih.topk(uc, k)
+    clusters = hashsearch.ClusterIndex(ic, nbits, num_threads=threads)
+    methods[f"HamR (ours, ClusterIndex C={clusters.nclusters})"] = lambda: clusters.topk(uc, k)
     for m in extra_mih_m:
         if m == mih.m:  # the default's row already
             continue

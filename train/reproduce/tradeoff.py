@@ -118,6 +118,9 @@ def tradeoff(data: Dict[str, np.ndarray], out: Path, *, label: str, nbits: int, 
     mih = hashsearch.MIHIndex(ic, nbits, num_threads=threads)
     qps, (_, ids) = _qps(lambda: mih.topk(uc, k), nq)
     add("HamR (ours, MIH)", f"m={mih.m}", qps, ids)
+    clusters = hashsearch.ClusterIndex(ic, nbits, num_threads=threads)
+    qps, (_, ids) = _qps(lambda: clusters.topk(uc, k), nq)
+    add("HamR (ours, ClusterIndex)", f"C={clusters.nclusters}", qps, ids)
 
     target = target_factor * exact_qps
     fixed = {}
