@@ -37,6 +37,14 @@ void assign(const FlatIndex& centroids, const uint64_t* codes, size_t n, int num
         radius[i] = static_cast<uint16_t>(d[i]);
     }
 }
+
+// Codes [b0, b1) of `codes` within distance thr of the query (positions and distances).
+size_t select(const Kernels& kern, const FlatIndex& codes, size_t b0, size_t b1, const uint64_t* query,
+              uint32_t thr, uint32_t* idx, uint32_t* dist) {
+    if (codes.compact())
+        return kern.select_within32(codes.data32(), b0, b1, static_cast<uint32_t>(query[0]), thr, idx, dist);
+    return kern.select_within(codes.data64(), codes.nwords(), b0, b1, query, thr, idx, dist);
+}
 }  // namespace
 
 struct ClusterIndex::Scratch {
@@ -122,13 +130,6 @@ void ClusterIndex::copy_codes(uint64_t* out) const {
     for (size_t p = 0; p < size(); ++p) sorted_.load_code(p, out + size_t{id_of_[p]} * nw);
 }
 
-size_t ClusterIndex::select(const Kernels& kern, const FlatIndex& codes, size_t b0, size_t b1,
-                            const uint64_t* query, uint32_t thr, uint32_t* idx, uint32_t* dist) const {
-    if (codes.compact())
-        return kern.select_within32(codes.data32(), b0, b1, static_cast<uint32_t>(query[0]), thr, idx, dist);
-    return kern.select_within(codes.data64(), codes.nwords(), b0, b1, query, thr, idx, dist);
-}
-
 void ClusterIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude, int num_threads,
                         int32_t* D, int64_t* I) const {
     if (k <= 0) throw std::invalid_argument("k must be positive, got " + std::to_string(k));
@@ -174,10 +175,15 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
     top.reset(static_cast<size_t>(k));
     uint32_t tau = static_cast<uint32_t>(nb);  // distances above it cannot enter
     const size_t row = nb + 1;
+    // Whether some radius of cluster c lies within t of the query's distance to its centroid.
+    auto reaches = [&](uint32_t c, uint32_t t) {
+        const int d = static_cast<int>(dq[c]), ti = static_cast<int>(t);
+        return d - static_cast<int>(rmax_[c]) <= ti && static_cast<int>(rmin_[c]) - d <= ti;
+    };
     // The run of cluster c that can hold items within tau, [b0, b1); empty if its radii miss it.
     auto window = [&](uint32_t c, uint32_t t, uint32_t& b0, uint32_t& b1) {
+        if (!reaches(c, t)) return false;
         const int d = static_cast<int>(dq[c]), ti = static_cast<int>(t);
-        if (d - static_cast<int>(rmax_[c]) > ti || static_cast<int>(rmin_[c]) - d > ti) return false;
         const size_t lo = static_cast<size_t>(std::max(0, d - ti));
         const size_t hi = static_cast<size_t>(std::min(static_cast<int>(nb), d + ti));
         b0 = offsets_[c * row + lo];
@@ -193,7 +199,7 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
         __builtin_prefetch(id_of_.data() + b0);
     };
     size_t items = 0, clusters = 0, since_select = 0;
-    bool checked = false;  // the windows' total, once k items are held
+    bool checked = false;  // whether the scan check (below) has run
     // Two stages: a cluster's offsets 2 * kAheadClusters ahead, its first codes and ids
     // kAheadClusters ahead (by then its offsets are in cache).
     auto prefetch_offsets = [&](size_t j) {
@@ -211,9 +217,7 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
             size_t total = items;
             for (size_t jj = j; jj < C; ++jj) {
                 const uint32_t c = s.order[jj];
-                const int d = static_cast<int>(dq[c]), t = static_cast<int>(tau);
-                if (d - static_cast<int>(rmax_[c]) <= t && static_cast<int>(rmin_[c]) - d <= t)
-                    total += cluster_start_[c + 1] - cluster_start_[c];
+                if (reaches(c, tau)) total += cluster_start_[c + 1] - cluster_start_[c];
             }
             if (static_cast<double>(total) > kScanShare * static_cast<double>(size())) {
                 items_read_ += items;

@@ -51,9 +51,6 @@ private:
     // False if the query's windows hold too many codes: the caller scans it instead.
     bool search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
                     const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s) const;
-    // Items [b0, b1) of the sorted codes within distance thr of the query.
-    size_t select(const Kernels& kern, const FlatIndex& codes, size_t b0, size_t b1, const uint64_t* query,
-                  uint32_t thr, uint32_t* idx, uint32_t* dist) const;
 
     FlatIndex sorted_;           // codes ordered by (cluster, r, id)
     FlatIndex centroids_;        // (C, nwords)
