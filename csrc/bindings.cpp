@@ -267,6 +267,33 @@ PYBIND11_MODULE(_core, m) {
                                          num_threads);
              }),
              py::arg("codes"), py::arg("nbits"), py::arg("nclusters"), py::arg("num_threads") = 0)
+        .def_static(
+            "from_clusters",
+            [](const CodesArray& codes, int nbits, const CodesArray& centroids,
+               const py::array_t<uint32_t, py::array::c_style>& labels) {
+                check_codes(codes, "codes");
+                check_codes(centroids, "centroids");
+                if (centroids.shape(1) != codes.shape(1))
+                    throw std::invalid_argument("centroids must have as many words as the codes");
+                if (labels.ndim() != 1 || labels.shape(0) != codes.shape(0))
+                    throw std::invalid_argument("labels must be one per code");
+                py::gil_scoped_release release;
+                return new ClusterIndex(codes.data(), codes.shape(0), codes.shape(1), nbits, centroids.data(),
+                                        centroids.shape(0), labels.data());
+            },
+            py::arg("codes"), py::arg("nbits"), py::arg("centroids"), py::arg("labels"))
+        .def("centroids",
+             [](const ClusterIndex& self) {
+                 CodesArray out({self.nclusters(), self.nwords()});
+                 self.copy_centroids(out.mutable_data());
+                 return out;
+             })
+        .def("labels",
+             [](const ClusterIndex& self) {
+                 py::array_t<uint32_t> out(self.size());
+                 self.copy_labels(out.mutable_data());
+                 return out;
+             })
         .def("topk",
              [](const ClusterIndex& self, const CodesArray& q, int k, const py::object& indptr,
                 const py::object& indices, int num_threads) {

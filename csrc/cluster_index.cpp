@@ -55,14 +55,20 @@ struct ClusterIndex::Scratch {
     UnorderedTopK top;
 };
 
-ClusterIndex::ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, size_t nclusters,
-                           int rounds, int num_threads)
-    : sorted_(codes, n, nwords, nbits), centroids_(codes, 0, nwords, nbits) {
+namespace {
+void check_sizes(size_t n, size_t nclusters) {
     if (n == 0) throw std::invalid_argument("ClusterIndex needs at least one code, got 0");
     if (nclusters < 1 || nclusters > n)
         throw std::invalid_argument("nclusters must be in [1, n=" + std::to_string(n) + "], got " +
                                     std::to_string(nclusters));
     if (n >= (size_t{1} << 32)) throw std::invalid_argument("ClusterIndex holds fewer than 2^32 codes");
+}
+}  // namespace
+
+ClusterIndex::ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, size_t nclusters,
+                           int rounds, int num_threads)
+    : sorted_(codes, n, nwords, nbits), centroids_(codes, 0, nwords, nbits) {
+    check_sizes(n, nclusters);
     const size_t C = nclusters, nb = static_cast<size_t>(nbits);
     // The k-medians rounds run on a sample of kSamplePerCluster codes a cluster (faiss'
     // k-means does the same), the first C of them the initial centroids; all codes are
@@ -102,6 +108,32 @@ ClusterIndex::ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int n
         sorted_.copy_codes(all.data());
         assign(centroids_, all.data(), n, num_threads, cluster, radius);
     }
+    arrange(cluster, radius);
+}
+
+ClusterIndex::ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, const uint64_t* centroids,
+                           size_t nclusters, const uint32_t* labels)
+    : sorted_(codes, n, nwords, nbits), centroids_(centroids, nclusters, nwords, nbits) {
+    check_sizes(n, nclusters);
+    std::vector<uint32_t> cluster(labels, labels + n);
+    std::vector<uint16_t> radius(n);
+    std::vector<uint64_t> code(nwords);
+    for (size_t i = 0; i < n; ++i) {
+        if (cluster[i] >= nclusters)
+            throw std::invalid_argument("cluster label " + std::to_string(cluster[i]) + " of item " +
+                                        std::to_string(i) + " is not below nclusters=" + std::to_string(nclusters));
+        // The radius is recomputed, not trusted: pruning is exact for any assignment.
+        sorted_.load_code(i, code.data());
+        uint32_t r = 0;
+        for (size_t w = 0; w < nwords; ++w)
+            r += static_cast<uint32_t>(__builtin_popcountll(code[w] ^ centroids[cluster[i] * nwords + w]));
+        radius[i] = static_cast<uint16_t>(r);
+    }
+    arrange(cluster, radius);
+}
+
+void ClusterIndex::arrange(const std::vector<uint32_t>& cluster, const std::vector<uint16_t>& radius) {
+    const size_t n = size(), C = nclusters(), nb = static_cast<size_t>(nbits());
     // Counting sort by (cluster, radius), ids ascending inside each.
     offsets_.assign(C * (nb + 1) + 1, 0);
     for (size_t i = 0; i < n; ++i) ++offsets_[cluster[i] * (nb + 1) + radius[i] + 1];
@@ -118,6 +150,15 @@ ClusterIndex::ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int n
         rmin_[cluster[i]] = std::min(rmin_[cluster[i]], radius[i]);
         rmax_[cluster[i]] = std::max(rmax_[cluster[i]], radius[i]);
     }
+}
+
+void ClusterIndex::copy_centroids(uint64_t* out) const {
+    for (size_t c = 0; c < nclusters(); ++c) centroids_.load_code(c, out + c * nwords());
+}
+
+void ClusterIndex::copy_labels(uint32_t* out) const {
+    for (size_t c = 0; c < nclusters(); ++c)
+        for (uint32_t p = cluster_start_[c]; p < cluster_start_[c + 1]; ++p) out[id_of_[p]] = static_cast<uint32_t>(c);
 }
 
 size_t ClusterIndex::extra_bytes() const {

@@ -26,6 +26,12 @@ public:
     ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, size_t nclusters,
                  int rounds = 3, int num_threads = 0);
 
+    // From a previous build's clusters (a saved index): centroids (nclusters, nwords) and
+    // each item's cluster; skips the k-medians and the assignment. Labels must be below
+    // nclusters; radii are recomputed, so any labels give exact results.
+    ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, const uint64_t* centroids,
+                 size_t nclusters, const uint32_t* labels);
+
     // Same output as FlatIndex::topk, bit for bit. Each query runs on one thread.
     void topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude, int num_threads,
               int32_t* D, int64_t* I) const;
@@ -37,6 +43,10 @@ public:
     // Codes in id order, (n, nwords) uint64 into `out`.
     void copy_codes(uint64_t* out) const;
     size_t code_bytes() const { return sorted_.memory_bytes(); }
+    // Centroids (nclusters, nwords) and each item's cluster, in id order (what the
+    // second constructor takes).
+    void copy_centroids(uint64_t* out) const;
+    void copy_labels(uint32_t* out) const;
     // Bytes beside the one copy of the codes: ids, centroids, offsets, radius bounds.
     size_t extra_bytes() const;
     // Items compared and clusters read since construction (not synchronised
@@ -48,6 +58,8 @@ public:
 
 private:
     struct Scratch;
+    // Sorts the codes by (cluster, radius, id) and fills the offsets and radius bounds.
+    void arrange(const std::vector<uint32_t>& cluster, const std::vector<uint16_t>& radius);
     // False if the query's windows hold too many codes: the caller scans it instead.
     bool search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
                     const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s) const;

@@ -44,6 +44,15 @@ class ClusterIndex:
     def __init__(
         self, codes: npt.NDArray[np.uint64], nbits: int, nclusters: int, num_threads: int = 0
     ) -> None: ...
+    @staticmethod
+    def from_clusters(
+        codes: npt.NDArray[np.uint64],
+        nbits: int,
+        centroids: npt.NDArray[np.uint64],
+        labels: npt.NDArray[np.uint32],
+    ) -> "ClusterIndex": ...
+    def centroids(self) -> npt.NDArray[np.uint64]: ...
+    def labels(self) -> npt.NDArray[np.uint32]: ...
     def topk(
         self,
         queries: npt.NDArray[np.uint64],

@@ -399,11 +399,20 @@ class ClusterIndex(_HammingBase):
         return int(self._native.extra_bytes())
 
     def _file(self) -> IndexFile:
-        return IndexFile(kind=self._kind, nbits=self.nbits, codes=self.codes(), m=self.nclusters)
+        return IndexFile(kind=self._kind, nbits=self.nbits, codes=self.codes(), m=self.nclusters,
+                         centroids=self._native.centroids(), labels=self._native.labels())
 
     @classmethod
     def _from_file(cls, data: IndexFile, num_threads: int) -> "ClusterIndex":
-        return cls(data.codes, data.nbits, nclusters=data.m, num_threads=num_threads)
+        if data.centroids is None:  # a file from before the clusters were stored
+            return cls(data.codes, data.nbits, nclusters=data.m, num_threads=num_threads)
+        index = cls.__new__(cls)
+        index.num_threads = check_threads(num_threads)
+        try:
+            index._native = _core.ClusterIndex.from_clusters(data.codes, data.nbits, data.centroids, data.labels)
+        except ValueError as e:  # the checksum held, yet the clusters do not fit the codes
+            raise ValueError(f"index file holds inconsistent clusters (corrupt file): {e}") from None
+        return index
 
 
 class HierarchicalIndex(_HammingBase):

@@ -4,19 +4,23 @@ Layout (format version 1)::
 
     magic    8s   b"HASHSRCH"
     version  u32  1
-    kind     u32  1 = Index, 2 = MIHIndex, 3 = HierarchicalIndex
+    kind     u32  1 = Index, 2 = MIHIndex, 3 = HierarchicalIndex, 4 = ClusterIndex
     nbits    u32
     nwords   u32
     n        u64  number of codes
-    m        u32  MIH substrings of kind 2, or of kind 3's candidate search (0: scan)
+    m        u32  MIH substrings of kind 2, or of kind 3's candidate search (0: scan);
+                  clusters of kind 4
     dim      u32  embedding columns (0 otherwise)
     nbytes   u64  payload length
     crc32    u32  zlib.crc32 of the payload
-    payload       codes uint64 (n, nwords) then, for kind 3, embeddings float32 (n, dim)
+    payload       codes uint64 (n, nwords) then, for kind 3, embeddings float32 (n, dim);
+                  for kind 4, centroids uint64 (m, nwords) and each code's cluster uint32 (n,)
 
 Files are written to a temporary file in the target directory, fsynced and
 renamed over the target, so a crash never leaves a half-written index.
-MIH tables are rebuilt on load (deterministically) rather than stored.
+MIH tables are rebuilt on load (deterministically) rather than stored; a
+ClusterIndex keeps its clusters, whose k-medians build costs seconds per million
+codes (kind-4 files holding the codes alone, as first written, are rebuilt).
 """
 from __future__ import annotations
 
@@ -46,6 +50,8 @@ class IndexFile:
     codes: np.ndarray  # uint64 (n, nwords)
     m: int = 0
     embeddings: Optional[np.ndarray] = None  # float32 (n, dim)
+    centroids: Optional[np.ndarray] = None   # kind 4: uint64 (m, nwords)
+    labels: Optional[np.ndarray] = None      # kind 4: uint32 (n,), each code's cluster
 
 
 def write_index(path: PathLike, data: IndexFile) -> None:
@@ -57,6 +63,13 @@ def write_index(path: PathLike, data: IndexFile) -> None:
         emb = np.ascontiguousarray(data.embeddings, dtype="<f4")
         dim = emb.shape[1]
         parts.append(emb.tobytes())
+    if data.centroids is not None:
+        centroids = np.ascontiguousarray(data.centroids, dtype="<u8")
+        labels = np.ascontiguousarray(data.labels, dtype="<u4")
+        if centroids.shape != (data.m, codes.shape[1]) or labels.shape != (codes.shape[0],):
+            raise ValueError(f"centroids must be ({data.m}, {codes.shape[1]}) and labels ({codes.shape[0]},), "
+                             f"got {centroids.shape} and {labels.shape}")
+        parts += [centroids.tobytes(), labels.tobytes()]
     payload = b"".join(parts)
     header = _HEADER.pack(
         MAGIC, FORMAT_VERSION, data.kind, data.nbits, codes.shape[1], codes.shape[0],
@@ -94,6 +107,10 @@ def read_index(path: PathLike) -> IndexFile:
         if kind not in KIND_NAMES:
             raise ValueError(f"{path} has unknown index kind {kind}")
         expected = n * nwords * 8 + n * dim * 4
+        clusters_bytes = m * nwords * 8 + n * 4 if kind == KIND_CLUSTER else 0
+        has_clusters = clusters_bytes > 0 and nbytes == expected + clusters_bytes
+        if has_clusters:
+            expected += clusters_bytes
         if nbytes != expected or nwords != (nbits + 63) // 64 or not 1 <= nbits <= 1024:
             raise ValueError(f"{path} has an inconsistent header (corrupt file)")
         payload = f.read(nbytes + 1)
@@ -105,5 +122,12 @@ def read_index(path: PathLike) -> IndexFile:
     emb = None
     if dim:
         emb = np.frombuffer(payload, dtype="<f4", offset=n * nwords * 8).reshape(n, dim)
+    centroids = labels = None
+    if has_clusters:
+        offset = n * nwords * 8
+        centroids = np.frombuffer(payload, dtype="<u8", offset=offset, count=m * nwords).reshape(m, nwords)
+        labels = np.frombuffer(payload, dtype="<u4", offset=offset + m * nwords * 8, count=n)
+        centroids, labels = centroids.astype(np.uint64), labels.astype(np.uint32)
     return IndexFile(kind=kind, nbits=nbits, codes=codes.astype(np.uint64), m=m,
-                     embeddings=None if emb is None else emb.astype(np.float32))
+                     embeddings=None if emb is None else emb.astype(np.float32),
+                     centroids=centroids, labels=labels)

@@ -84,6 +84,60 @@ def test_cluster_index_codes_memory_and_round_trip(tmp_path, rng):
         hashsearch.MIHIndex.load(path)
 
 
+def test_cluster_index_file_keeps_its_clusters(tmp_path, rng):
+    """A saved ClusterIndex stores its centroids and each code's cluster, so loading skips the
+    k-medians build; pruning stays exact for any assignment (radii are recomputed), so clusters
+    unlike any build's (labels i % 37) load unchanged and still answer exactly."""
+    from hashsearch import _core
+
+    n, nbits, C = 3000, 64, 37
+    codes = clustered_codes(rng, n, nbits)
+    centroids = codes[rng.choice(n, C, replace=False)]
+    labels = (np.arange(n) % C).astype(np.uint32)
+    index = hashsearch.ClusterIndex.__new__(hashsearch.ClusterIndex)
+    index.num_threads = 0
+    index._native = _core.ClusterIndex.from_clusters(codes, nbits, centroids, labels)
+    queries = np.concatenate([codes[:10] ^ np.uint64(3), random_codes(rng, 10, nbits)])
+    exclude = random_exclude(rng, len(queries), n, 30)
+    Df, If = hashsearch.Index(codes, nbits).topk(queries, 50, exclude=exclude)
+    path = tmp_path / "clusters.hsi"
+    index.save(path)
+    loaded = hashsearch.load(path)
+    np.testing.assert_array_equal(loaded._native.centroids(), centroids)
+    np.testing.assert_array_equal(loaded._native.labels(), labels)
+    for ix in (index, loaded):
+        D, I = ix.topk(queries, 50, exclude=exclude, num_threads=2)
+        np.testing.assert_array_equal(D, Df)
+        np.testing.assert_array_equal(I, If)
+
+
+def test_cluster_index_files_without_clusters_and_with_corrupt_ones(tmp_path, rng):
+    from hashsearch.io import KIND_CLUSTER, IndexFile, write_index
+
+    n, nbits = 2000, 64
+    codes = clustered_codes(rng, n, nbits)
+    q = codes[:5] ^ np.uint64(9)
+    want = hashsearch.Index(codes, nbits).topk(q, 20)
+    # a kind-4 file as first written (codes only) is rebuilt on load
+    old = tmp_path / "old.hsi"
+    write_index(old, IndexFile(kind=KIND_CLUSTER, nbits=nbits, codes=codes, m=32))
+    loaded = hashsearch.load(old)
+    assert loaded.nclusters == 32
+    for got, exp in zip(loaded.topk(q, 20), want):
+        np.testing.assert_array_equal(got, exp)
+    # a label beyond the clusters (written with a valid checksum) is refused, not trusted
+    labels = np.zeros(n, np.uint32)
+    labels[7] = 32
+    bad = tmp_path / "bad.hsi"
+    write_index(bad, IndexFile(kind=KIND_CLUSTER, nbits=nbits, codes=codes, m=32, centroids=codes[:32],
+                               labels=labels))
+    with pytest.raises(ValueError, match=r"inconsistent clusters.*label 32 of item 7 is not below nclusters=32"):
+        hashsearch.load(bad)
+    with pytest.raises(ValueError, match=r"centroids must be \(32, 1\) and labels \(2000,\)"):
+        write_index(bad, IndexFile(kind=KIND_CLUSTER, nbits=nbits, codes=codes, m=32, centroids=codes[:31],
+                                   labels=labels))
+
+
 def test_default_nclusters():
     assert hashsearch.default_nclusters(1) == 1
     assert hashsearch.default_nclusters(4_167_708) == 4096
