@@ -380,7 +380,40 @@ class ClusterIndex(_HammingBase):
         if nclusters > n:
             raise ValueError(f"nclusters must be <= the number of codes ({n}), got {nclusters}")
         self.num_threads = check_threads(num_threads)
+        self._add_lock = threading.Lock()
         self._native = _core.ClusterIndex(packed, nbits, nclusters, self.num_threads)
+
+    @classmethod
+    def _from_native(cls, native, num_threads: int) -> "ClusterIndex":
+        index = cls.__new__(cls)
+        index.num_threads = check_threads(num_threads)
+        index._add_lock = threading.Lock()
+        index._native = native
+        return index
+
+    def add(self, codes) -> None:
+        """Append codes; they get the ids ``ntotal, ntotal + 1, ...`` in order (faiss' ``add``).
+
+        New codes join their nearest centroid (ties: the smaller one); the centroids are
+        not retrained, like faiss' IVF after ``train`` (pruning stays exact whatever the
+        clusters; rebuild from :meth:`codes` if the data drift far from them). The sorted
+        layout is rebuilt, O(ntotal) per call, so add in large batches. While it is built,
+        searches in other threads go on over the old index (never a partial one), which
+        the new one replaces in one step. Counters (:meth:`stats`) restart.
+
+        Args:
+            codes: one code or a batch, packed uint64 (W,) / (n, W) or unpacked
+                (nbits,) / (n, nbits) in any form :func:`hashsearch.pack` takes.
+                Copied; a bad code leaves the index unchanged.
+        """
+        packed = packed_queries(codes, self.nbits, "codes")
+        with self._add_lock:  # two adds at once must not both start from the same codes
+            old = self._native
+            centroids = old.centroids()
+            nearest = _core.FlatIndex(centroids, self.nbits).topk(packed, 1, None, None, self.num_threads)[1]
+            labels = np.concatenate([old.labels(), nearest[:, 0].astype(np.uint32)])
+            merged = np.concatenate([old.codes(), packed])
+            self._native = _core.ClusterIndex.from_clusters(merged, self.nbits, centroids, labels)
 
     @property
     def nclusters(self) -> int:
@@ -406,13 +439,11 @@ class ClusterIndex(_HammingBase):
     def _from_file(cls, data: IndexFile, num_threads: int) -> "ClusterIndex":
         if data.centroids is None:  # a file from before the clusters were stored
             return cls(data.codes, data.nbits, nclusters=data.m, num_threads=num_threads)
-        index = cls.__new__(cls)
-        index.num_threads = check_threads(num_threads)
         try:
-            index._native = _core.ClusterIndex.from_clusters(data.codes, data.nbits, data.centroids, data.labels)
+            native = _core.ClusterIndex.from_clusters(data.codes, data.nbits, data.centroids, data.labels)
         except ValueError as e:  # the checksum held, yet the clusters do not fit the codes
             raise ValueError(f"index file holds inconsistent clusters (corrupt file): {e}") from None
-        return index
+        return cls._from_native(native, num_threads)
 
 
 class HierarchicalIndex(_HammingBase):

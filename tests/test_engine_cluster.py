@@ -94,9 +94,7 @@ def test_cluster_index_file_keeps_its_clusters(tmp_path, rng):
     codes = clustered_codes(rng, n, nbits)
     centroids = codes[rng.choice(n, C, replace=False)]
     labels = (np.arange(n) % C).astype(np.uint32)
-    index = hashsearch.ClusterIndex.__new__(hashsearch.ClusterIndex)
-    index.num_threads = 0
-    index._native = _core.ClusterIndex.from_clusters(codes, nbits, centroids, labels)
+    index = hashsearch.ClusterIndex._from_native(_core.ClusterIndex.from_clusters(codes, nbits, centroids, labels), 0)
     queries = np.concatenate([codes[:10] ^ np.uint64(3), random_codes(rng, 10, nbits)])
     exclude = random_exclude(rng, len(queries), n, 30)
     Df, If = hashsearch.Index(codes, nbits).topk(queries, 50, exclude=exclude)
@@ -136,6 +134,27 @@ def test_cluster_index_files_without_clusters_and_with_corrupt_ones(tmp_path, rn
     with pytest.raises(ValueError, match=r"centroids must be \(32, 1\) and labels \(2000,\)"):
         write_index(bad, IndexFile(kind=KIND_CLUSTER, nbits=nbits, codes=codes, m=32, centroids=codes[:31],
                                    labels=labels))
+
+
+def test_cluster_index_add_joins_the_nearest_centroids_and_keeps_pruning(rng):
+    n, nbits = 9000, 64
+    codes = clustered_codes(rng, n, nbits)
+    index = hashsearch.ClusterIndex(codes[:3000], nbits, nclusters=32)
+    centroids = index._native.centroids()
+    index.add(codes[3000:6000])
+    index.add(codes[6000:])
+    assert index.ntotal == n and index.nclusters == 32
+    np.testing.assert_array_equal(index._native.centroids(), centroids)  # not retrained
+    _, nearest = topk_hamming(codes[3000:], centroids, 1)  # ties to the smaller centroid
+    np.testing.assert_array_equal(index._native.labels()[3000:], nearest[:, 0])
+    queries = codes[rng.integers(0, n, 30)] ^ np.uint64(0x11)
+    exclude = random_exclude(rng, 30, n, 50)
+    D, I = index.topk(queries, 40, exclude=exclude, num_threads=2)
+    Dr, Ir = topk_hamming(queries, codes, 40, exclude=exclude)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+    st = index.stats()  # counters restart with the rebuilt index; pruning still reads a fraction
+    assert st["scanned"] == 0 and st["items_read"] < 30 * n / 2
 
 
 def test_default_nclusters():

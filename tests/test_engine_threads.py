@@ -96,15 +96,17 @@ def test_forked_child_searches_with_a_fresh_pool(problem):
 # ---------------------------------------------------------------- Index.add
 
 def _grown(kind: str, first, nbits: int, **kw):
-    """An Index, or an MIHIndex (which needs one code to start with; ``m`` in kw)."""
+    """An Index, or an MIHIndex / ClusterIndex (which need codes to start with; ``m`` in kw)."""
     if kind == "flat":
         index = hashsearch.Index(first[:0], nbits, num_threads=2)  # empty, as faiss' IndexBinaryFlat(d)
         index.add(first)
         return index
+    if kind == "cluster":
+        return hashsearch.ClusterIndex(first, nbits, num_threads=2)
     return hashsearch.MIHIndex(first, nbits, num_threads=2, **kw)
 
 
-@pytest.mark.parametrize("kind", ["flat", "mih"])
+@pytest.mark.parametrize("kind", ["flat", "mih", "cluster"])
 @pytest.mark.parametrize("nbits", [20, 64, 100, 256])
 def test_add_equals_building_at_once(simd, kind, nbits, tmp_path):
     rng = np.random.default_rng(nbits)
@@ -123,8 +125,9 @@ def test_add_equals_building_at_once(simd, kind, nbits, tmp_path):
     np.testing.assert_array_equal(D, D_ref)
     np.testing.assert_array_equal(I, I_ref)
     radius = int(np.median(D_ref[:, 5]))
-    for got, want in zip(index.range_search(queries, radius), range_search_hamming(queries, codes, radius)):
-        np.testing.assert_array_equal(got, want)
+    if kind != "cluster":  # ClusterIndex has no range_search
+        for got, want in zip(index.range_search(queries, radius), range_search_hamming(queries, codes, radius)):
+            np.testing.assert_array_equal(got, want)
     if kind == "mih":  # a default m is re-chosen for the grown size
         assert index.m == hashsearch.default_mih_m(nbits, len(codes))
         index._native._set_scan_fallback(False)  # the tables themselves, not the scan
@@ -149,7 +152,7 @@ def test_mih_add_keeps_a_given_m():
     np.testing.assert_array_equal(I, I_ref)
 
 
-@pytest.mark.parametrize("kind", ["flat", "mih"])
+@pytest.mark.parametrize("kind", ["flat", "mih", "cluster"])
 def test_add_rejects_bad_codes_and_keeps_the_index(kind):
     codes = hashsearch.pack(np.random.default_rng(0).integers(0, 2, size=(50, 40), dtype=np.uint8))
     index = _grown(kind, codes, 40)
@@ -166,11 +169,11 @@ def test_add_rejects_bad_codes_and_keeps_the_index(kind):
     np.testing.assert_array_equal(index.codes(), before)
 
 
-@pytest.mark.parametrize("kind", ["flat", "mih"])
+@pytest.mark.parametrize("kind", ["flat", "mih", "cluster"])
 def test_add_while_other_threads_search(kind):
     """Searches running beside add() see the index at one of the sizes it went through (Index:
-    add waits for running searches and they for it; MIHIndex: they go on over the old tables
-    until the rebuilt ones replace them): every result is the exact top-k at such a size."""
+    add waits for running searches and they for it; MIHIndex, ClusterIndex: they go on over the
+    old index until the rebuilt one replaces it): every result is the exact top-k at such a size."""
     rng = np.random.default_rng(3)
     codes = hashsearch.pack(rng.integers(0, 2, size=(60_000, 64), dtype=np.uint8))
     queries = codes[:16] ^ np.uint64(0x3)
