@@ -282,6 +282,13 @@ PYBIND11_MODULE(_core, m) {
                                         centroids.shape(0), labels.data());
             },
             py::arg("codes"), py::arg("nbits"), py::arg("centroids"), py::arg("labels"))
+        .def("range_search",
+             [](const ClusterIndex& self, const CodesArray& q, int radius, const py::object& indptr,
+                const py::object& indices, int num_threads) {
+                 return hamming_range(self, self.nwords(), self.size(), q, radius, indptr, indices, num_threads);
+             },
+             py::arg("queries"), py::arg("radius"), py::arg("indptr") = py::none(),
+             py::arg("indices") = py::none(), py::arg("num_threads") = 0)
         .def("centroids",
              [](const ClusterIndex& self) {
                  CodesArray out({self.nclusters(), self.nwords()});

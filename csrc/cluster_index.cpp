@@ -193,19 +193,119 @@ void ClusterIndex::topk(const uint64_t* queries, size_t nq, int k, const Exclude
                 num_threads, D, I);
 }
 
-bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
-                              const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s) const {
-    const size_t C = nclusters(), nb = static_cast<size_t>(nbits());
+void ClusterIndex::centroid_distances(const Kernels& kern, const uint64_t* query, Scratch& s) const {
+    const size_t C = nclusters();
     const size_t buf = std::max(C, kSliceItems);
     if (s.idx.size() < buf) {
         s.idx.resize(buf);
         s.dist.resize(buf);
     }
-    // Distances to every centroid, then the clusters in increasing distance (counting sort).
     // (every centroid is within nbits, so all C come back, in centroid order)
-    select(kern, centroids_, 0, C, query, static_cast<uint32_t>(nb), s.idx.data(), s.dist.data());
+    select(kern, centroids_, 0, C, query, static_cast<uint32_t>(nbits()), s.idx.data(), s.dist.data());
+    s.dq.assign(s.dist.begin(), s.dist.begin() + static_cast<std::ptrdiff_t>(C));
+}
+
+bool ClusterIndex::cluster_reaches(uint32_t dqc, uint32_t c, uint32_t t) const {
+    const int d = static_cast<int>(dqc), ti = static_cast<int>(t);
+    return d - static_cast<int>(rmax_[c]) <= ti && static_cast<int>(rmin_[c]) - d <= ti;
+}
+
+bool ClusterIndex::run_within(uint32_t dqc, uint32_t c, uint32_t t, uint32_t& b0, uint32_t& b1) const {
+    if (!cluster_reaches(dqc, c, t)) return false;
+    const int d = static_cast<int>(dqc), ti = static_cast<int>(t), nb = nbits();
+    const size_t row = static_cast<size_t>(nb) + 1;
+    const size_t lo = static_cast<size_t>(std::max(0, d - ti));
+    const size_t hi = static_cast<size_t>(std::min(nb, d + ti));
+    b0 = offsets_[c * row + lo];
+    b1 = offsets_[c * row + hi + 1];
+    return b1 > b0;
+}
+
+void ClusterIndex::range_search(const uint64_t* queries, size_t nq, int radius, const ExcludeList& exclude,
+                                int num_threads, std::vector<int64_t>& lims, std::vector<int32_t>& D,
+                                std::vector<int64_t>& I) const {
+    if (radius < 0) throw std::invalid_argument("radius must be >= 0, got " + std::to_string(radius));
+    if (size() == 0) throw std::invalid_argument("the index is empty");
+    const Kernels kern = active_kernels();
+    const size_t nw = nwords(), C = nclusters();
+    const uint32_t r = static_cast<uint32_t>(std::min(radius, nbits()));
+    std::vector<std::vector<std::pair<int32_t, int64_t>>> hits(nq);
+    std::vector<uint8_t> scan(nq, 0);
+    std::atomic<size_t> items{0}, clusters{0};
+    parallel_for(nq, num_threads, [&](size_t q, size_t) {
+        thread_local Scratch s;
+        const uint64_t* query = queries + q * nw;
+        centroid_distances(kern, query, s);
+        // Clusters in reach hold most codes (uniform codes, a wide radius): the scan is cheaper.
+        size_t total = 0;
+        for (size_t c = 0; c < C; ++c)
+            if (cluster_reaches(s.dq[c], static_cast<uint32_t>(c), r)) total += cluster_start_[c + 1] - cluster_start_[c];
+        if (static_cast<double>(total) > kScanShare * static_cast<double>(size())) {
+            scan[q] = 1;
+            return;
+        }
+        const int64_t *eb = exclude.begin(q), *ee = exclude.end(q);
+        auto& out = hits[q];
+        size_t read = 0, touched = 0;
+        for (size_t c = 0; c < C; ++c) {
+            uint32_t b0, b1;
+            if (!run_within(s.dq[c], static_cast<uint32_t>(c), r, b0, b1)) continue;
+            ++touched;
+            for (uint32_t a = b0; a < b1; a += kSliceItems) {
+                const uint32_t e = std::min<uint32_t>(b1, a + static_cast<uint32_t>(kSliceItems));
+                const size_t cnt = select(kern, sorted_, a, e, query, r, s.idx.data(), s.dist.data());
+                read += e - a;
+                for (size_t i = 0; i < cnt; ++i) {
+                    const int64_t id = static_cast<int64_t>(id_of_[s.idx[i]]);
+                    if (!is_excluded(eb, ee, id)) out.emplace_back(static_cast<int32_t>(s.dist[i]), id);
+                }
+            }
+        }
+        std::sort(out.begin(), out.end());
+        items += read;
+        clusters += touched;
+    });
+    // The scanned queries: sorted order, then ids, sorted by (distance, id).
+    std::vector<size_t> which;
+    for (size_t q = 0; q < nq; ++q)
+        if (scan[q]) which.push_back(q);
+    if (!which.empty()) {
+        std::vector<uint64_t> qs(which.size() * nw);
+        for (size_t i = 0; i < which.size(); ++i) std::copy_n(queries + which[i] * nw, nw, qs.data() + i * nw);
+        std::vector<int64_t> sl, si;
+        std::vector<int32_t> sd;
+        sorted_.range_search(qs.data(), which.size(), radius, ExcludeList(), num_threads, sl, sd, si);
+        parallel_for(which.size(), num_threads, [&](size_t i, size_t) {
+            const size_t q = which[i];
+            auto& out = hits[q];
+            for (int64_t c = sl[i]; c < sl[i + 1]; ++c) {
+                const int64_t id = static_cast<int64_t>(id_of_[static_cast<size_t>(si[c])]);
+                if (!is_excluded(exclude.begin(q), exclude.end(q), id)) out.emplace_back(sd[c], id);
+            }
+            std::sort(out.begin(), out.end());
+        });
+        scanned_ += which.size();
+    }
+    lims.assign(nq + 1, 0);
+    for (size_t q = 0; q < nq; ++q) lims[q + 1] = lims[q] + static_cast<int64_t>(hits[q].size());
+    D.resize(static_cast<size_t>(lims[nq]));
+    I.resize(static_cast<size_t>(lims[nq]));
+    parallel_for(nq, num_threads, [&](size_t q, size_t) {
+        for (size_t c = 0; c < hits[q].size(); ++c) {
+            D[static_cast<size_t>(lims[q]) + c] = hits[q][c].first;
+            I[static_cast<size_t>(lims[q]) + c] = hits[q][c].second;
+        }
+    });
+    items_read_ += items.load();
+    clusters_read_ += clusters.load();
+}
+
+bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                              const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s) const {
+    const size_t C = nclusters(), nb = static_cast<size_t>(nbits());
+    centroid_distances(kern, query, s);
+    // The clusters in increasing distance (counting sort).
     std::vector<uint32_t>& dq = s.dq;
-    dq.assign(s.dist.begin(), s.dist.begin() + static_cast<std::ptrdiff_t>(C));
     s.start.assign(nb + 2, 0);
     for (size_t c = 0; c < C; ++c) ++s.start[dq[c] + 1];
     for (size_t r = 1; r < s.start.size(); ++r) s.start[r] += s.start[r - 1];
@@ -216,21 +316,8 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
     top.reset(static_cast<size_t>(k));
     uint32_t tau = static_cast<uint32_t>(nb);  // distances above it cannot enter
     const size_t row = nb + 1;
-    // Whether some radius of cluster c lies within t of the query's distance to its centroid.
-    auto reaches = [&](uint32_t c, uint32_t t) {
-        const int d = static_cast<int>(dq[c]), ti = static_cast<int>(t);
-        return d - static_cast<int>(rmax_[c]) <= ti && static_cast<int>(rmin_[c]) - d <= ti;
-    };
-    // The run of cluster c that can hold items within tau, [b0, b1); empty if its radii miss it.
-    auto window = [&](uint32_t c, uint32_t t, uint32_t& b0, uint32_t& b1) {
-        if (!reaches(c, t)) return false;
-        const int d = static_cast<int>(dq[c]), ti = static_cast<int>(t);
-        const size_t lo = static_cast<size_t>(std::max(0, d - ti));
-        const size_t hi = static_cast<size_t>(std::min(static_cast<int>(nb), d + ti));
-        b0 = offsets_[c * row + lo];
-        b1 = offsets_[c * row + hi + 1];
-        return b1 > b0;
-    };
+    auto reaches = [&](uint32_t c, uint32_t t) { return cluster_reaches(dq[c], c, t); };
+    auto window = [&](uint32_t c, uint32_t t, uint32_t& b0, uint32_t& b1) { return run_within(dq[c], c, t, b0, b1); };
     auto prefetch = [&](size_t j) {
         const uint32_t c = s.order[j];
         uint32_t b0, b1;

@@ -36,6 +36,13 @@ public:
     void topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude, int num_threads,
               int32_t* D, int64_t* I) const;
 
+    // Same output as FlatIndex::range_search: every item within `radius`, CSR (lims, D, I)
+    // sorted by (distance, id); the clusters' runs within radius of the query's distance to
+    // their centroid, or a scan when those clusters hold over half the codes.
+    void range_search(const uint64_t* queries, size_t nq, int radius, const ExcludeList& exclude,
+                      int num_threads, std::vector<int64_t>& lims, std::vector<int32_t>& D,
+                      std::vector<int64_t>& I) const;
+
     size_t size() const { return sorted_.size(); }
     size_t nwords() const { return sorted_.nwords(); }
     int nbits() const { return sorted_.nbits(); }
@@ -58,6 +65,12 @@ public:
 
 private:
     struct Scratch;
+    // The query's distance to every centroid into s.dq (and the buffers sized).
+    void centroid_distances(const Kernels& kern, const uint64_t* query, Scratch& s) const;
+    // Whether some radius of cluster c lies within t of dqc, the query's distance to its centroid.
+    bool cluster_reaches(uint32_t dqc, uint32_t c, uint32_t t) const;
+    // The run of cluster c that can hold items within t, [b0, b1); false if empty.
+    bool run_within(uint32_t dqc, uint32_t c, uint32_t t, uint32_t& b0, uint32_t& b1) const;
     // Sorts the codes by (cluster, radius, id) and fills the offsets and radius bounds.
     void arrange(const std::vector<uint32_t>& cluster, const std::vector<uint16_t>& radius);
     // False if the query's windows hold too many codes: the caller scans it instead.

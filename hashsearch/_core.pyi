@@ -53,6 +53,14 @@ class ClusterIndex:
     ) -> "ClusterIndex": ...
     def centroids(self) -> npt.NDArray[np.uint64]: ...
     def labels(self) -> npt.NDArray[np.uint32]: ...
+    def range_search(
+        self,
+        queries: npt.NDArray[np.uint64],
+        radius: int,
+        indptr: Optional[npt.NDArray[np.int64]] = None,
+        indices: Optional[npt.NDArray[np.int64]] = None,
+        num_threads: int = 0,
+    ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
     def topk(
         self,
         queries: npt.NDArray[np.uint64],

@@ -97,7 +97,7 @@ class _HammingBase:
 
 
 class _RangeSearch:
-    """``range_search`` for the indexes whose native core has it (Index, MIHIndex)."""
+    """``range_search`` for the indexes whose native core has it (Index, MIHIndex, ClusterIndex)."""
 
     def range_search(
         self, q, radius: int, *, exclude: ExcludeArg = None, num_threads: Optional[int] = None
@@ -343,7 +343,7 @@ def default_nclusters(n: int) -> int:
     return int(min(n, 2 ** round(math.log2(2 * math.sqrt(n)))))
 
 
-class ClusterIndex(_HammingBase):
+class ClusterIndex(_RangeSearch, _HammingBase):
     """Exact Hamming search by cluster pruning: sub-linear on clustered (learned) codes,
     within half the codes' memory beside them.
 

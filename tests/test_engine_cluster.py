@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import hashsearch
-from hashsearch.reference import topk_hamming
+from hashsearch.reference import range_search_hamming, topk_hamming
 
 
 def random_codes(rng, n, nbits):
@@ -155,6 +155,35 @@ def test_cluster_index_add_joins_the_nearest_centroids_and_keeps_pruning(rng):
     np.testing.assert_array_equal(I, Ir)
     st = index.stats()  # counters restart with the rebuilt index; pruning still reads a fraction
     assert st["scanned"] == 0 and st["items_read"] < 30 * n / 2
+
+
+@pytest.mark.parametrize("nbits", [20, 64, 128])
+def test_cluster_range_search_matches_reference(simd, nbits, rng):
+    """range_search through the clusters' windows (small radii) and through the scan (radii whose
+    clusters hold most codes) equals the numpy twin: sorted by (distance, id), exclude, 1 and 2
+    threads, one cluster per code and a single cluster."""
+    n = 6000
+    codes = np.concatenate([clustered_codes(rng, n - 500, nbits), random_codes(rng, 500, nbits)])
+    queries = np.concatenate([codes[:6] ^ np.uint64(1), clustered_codes(rng, 6, nbits)])
+    exclude = random_exclude(rng, len(queries), n, 200)
+    for nclusters in (None, 1, n):
+        index = hashsearch.ClusterIndex(codes, nbits, nclusters=nclusters)
+        for radius in (0, 2, nbits // 8, nbits // 2, nbits):
+            for ex in (None, exclude):
+                ref = range_search_hamming(queries, codes, radius, ex)
+                for threads in (1, 2):
+                    got = index.range_search(queries, radius, exclude=ex, num_threads=threads)
+                    for g, want in zip(got, ref):
+                        np.testing.assert_array_equal(g, want)
+    index = hashsearch.ClusterIndex(codes, nbits)
+    st = index.stats()
+    index.range_search(queries, 2)  # clustered: the windows answer, reading a fraction of the codes
+    assert index.stats()["scanned"] == st["scanned"]
+    assert index.stats()["items_read"] - st["items_read"] < len(queries) * n / 2
+    index.range_search(queries, nbits)  # every code qualifies: scanned
+    assert index.stats()["scanned"] - st["scanned"] == len(queries)
+    with pytest.raises(ValueError, match="radius must be >= 0, got -1"):
+        index.range_search(queries, -1)
 
 
 def test_default_nclusters():
