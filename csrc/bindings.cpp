@@ -401,6 +401,46 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("nbits", [](const GrowableHierarchicalIndex& s) { return s.flat().nbits(); })
         .def_property_readonly("dim", &HierarchicalIndex::dim)
         .def_property_readonly("m", &HierarchicalIndex::m)
+        .def("use_clusters",
+             [](GrowableHierarchicalIndex& self, size_t nclusters, int num_threads) {
+                 py::gil_scoped_release release;
+                 auto lock = self.write_lock();
+                 self.use_clusters(nclusters, num_threads);
+             },
+             py::arg("nclusters"), py::arg("num_threads") = 0)
+        .def("use_saved_clusters",
+             [](GrowableHierarchicalIndex& self, const CodesArray& centroids,
+                const py::array_t<uint32_t, py::array::c_style>& labels) {
+                 check_codes(centroids, "centroids");
+                 if (static_cast<size_t>(centroids.shape(1)) != self.flat().nwords())
+                     throw std::invalid_argument("centroids must have as many words as the codes");
+                 if (labels.ndim() != 1 || static_cast<size_t>(labels.shape(0)) != self.flat().size())
+                     throw std::invalid_argument("labels must be one per code");
+                 py::gil_scoped_release release;
+                 auto lock = self.write_lock();
+                 self.use_clusters(centroids.data(), centroids.shape(0), labels.data());
+             },
+             py::arg("centroids"), py::arg("labels"))
+        .def_property_readonly("nclusters", [](const GrowableHierarchicalIndex& s) {
+            auto lock = s.read_lock();
+            return s.clusters() ? s.clusters()->nclusters() : size_t{0};
+        })
+        .def("centroids",
+             [](const GrowableHierarchicalIndex& self) {
+                 auto lock = self.read_lock();
+                 if (!self.clusters()) throw std::invalid_argument("the index has no cluster candidates");
+                 CodesArray out({self.clusters()->nclusters(), self.flat().nwords()});
+                 self.clusters()->copy_centroids(out.mutable_data());
+                 return out;
+             })
+        .def("labels",
+             [](const GrowableHierarchicalIndex& self) {
+                 auto lock = self.read_lock();
+                 if (!self.clusters()) throw std::invalid_argument("the index has no cluster candidates");
+                 py::array_t<uint32_t> out(self.flat().size());
+                 self.clusters()->copy_labels(out.mutable_data());
+                 return out;
+             })
         .def("memory_bytes", [](const GrowableHierarchicalIndex& s) {
             auto lock = s.read_lock();
             return s.memory_bytes();

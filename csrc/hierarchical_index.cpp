@@ -17,13 +17,47 @@ HierarchicalIndex::HierarchicalIndex(const uint64_t* codes, size_t n, size_t nwo
     if (m > 0) mih_ = std::make_unique<MIHIndex>(codes, n, nwords, nbits, m);
 }
 
+void HierarchicalIndex::use_clusters(size_t nclusters, int num_threads) {
+    if (mih_) throw std::invalid_argument("an index with MIH candidates cannot also use clusters");
+    std::vector<uint64_t> all(flat_.size() * flat_.nwords());
+    flat_.copy_codes(all.data());
+    cluster_ = std::make_unique<ClusterIndex>(all.data(), flat_.size(), flat_.nwords(), flat_.nbits(), nclusters, 3,
+                                              num_threads);
+}
+
+void HierarchicalIndex::use_clusters(const uint64_t* centroids, size_t nclusters, const uint32_t* labels) {
+    if (mih_) throw std::invalid_argument("an index with MIH candidates cannot also use clusters");
+    std::vector<uint64_t> all(flat_.size() * flat_.nwords());
+    flat_.copy_codes(all.data());
+    cluster_ = std::make_unique<ClusterIndex>(all.data(), flat_.size(), flat_.nwords(), flat_.nbits(), centroids,
+                                              nclusters, labels);
+}
+
 void HierarchicalIndex::add(const uint64_t* codes, const float* emb, size_t count) {
+    const size_t old_n = flat_.size(), nw = flat_.nwords();
+    std::vector<uint64_t> centroids;
+    std::vector<uint32_t> labels;
+    if (cluster_) {  // the new codes' nearest centroids (ties: the smaller), before anything changes
+        const size_t C = cluster_->nclusters();
+        centroids.resize(C * nw);
+        cluster_->copy_centroids(centroids.data());
+        FlatIndex cents(centroids.data(), C, nw, flat_.nbits());
+        std::vector<int32_t> d(count);
+        std::vector<int64_t> c(count);
+        if (count > 0) cents.topk(codes, count, 1, ExcludeList(), 0, d.data(), c.data());  // validates the codes
+        labels.resize(old_n + count);
+        cluster_->copy_labels(labels.data());
+        for (size_t i = 0; i < count; ++i) labels[old_n + i] = static_cast<uint32_t>(c[i]);
+    }
     flat_.add(codes, count);  // validates every code before it changes anything
     emb_.insert(emb_.end(), emb, emb + count * dim_);
-    if (mih_) {
-        std::vector<uint64_t> all(flat_.size() * flat_.nwords());
+    if (mih_ || cluster_) {
+        std::vector<uint64_t> all(flat_.size() * nw);
         flat_.copy_codes(all.data());
-        mih_ = std::make_unique<MIHIndex>(all.data(), flat_.size(), flat_.nwords(), flat_.nbits(), mih_->m());
+        if (mih_) mih_ = std::make_unique<MIHIndex>(all.data(), flat_.size(), nw, flat_.nbits(), mih_->m());
+        else
+            cluster_ = std::make_unique<ClusterIndex>(all.data(), flat_.size(), nw, flat_.nbits(), centroids.data(),
+                                                      cluster_->nclusters(), labels.data());
     }
 }
 
@@ -47,6 +81,8 @@ void HierarchicalIndex::topk(const uint64_t* queries, const float* query_emb, si
         if (ex.indptr) ex.indptr += q0;
         if (mih_)
             mih_->topk(queries + q0 * nw, nb, candidates, ex, num_threads, cd.data(), ci.data());
+        else if (cluster_)
+            cluster_->topk(queries + q0 * nw, nb, candidates, ex, num_threads, cd.data(), ci.data());
         else
             flat_.topk(queries + q0 * nw, nb, candidates, ex, num_threads, cd.data(), ci.data());
         Kernels kern = active_kernels();

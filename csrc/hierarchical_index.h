@@ -1,12 +1,13 @@
 // Hierarchical search (HieS, HashGNN paper Sec. 4.4): Hamming top-C candidates
-// by linear scan (or by multi-index hashing, m > 0), re-ranked by the inner
-// product of continuous embeddings.
+// by linear scan (or by multi-index hashing, m > 0, or by cluster pruning),
+// re-ranked by the inner product of continuous embeddings.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "cluster_index.h"
 #include "flat_index.h"
 #include "mih_index.h"
 
@@ -24,9 +25,17 @@ public:
     void topk(const uint64_t* queries, const float* query_emb, size_t nq, int k, int candidates,
               const ExcludeList& exclude, int num_threads, float* S, int64_t* I) const;
 
+    // Candidates by a ClusterIndex of the codes instead (identical output, its own
+    // copy of the codes): built here, or from saved clusters (see ClusterIndex).
+    // Only for an index without MIH.
+    void use_clusters(size_t nclusters, int num_threads);
+    void use_clusters(const uint64_t* centroids, size_t nclusters, const uint32_t* labels);
+    const ClusterIndex* clusters() const { return cluster_.get(); }
+
     // Appends `count` codes with their embeddings (count x dim floats); ids
-    // continue from size(). MIH candidate tables are rebuilt (O(n)). A bad
-    // code leaves the index unchanged.
+    // continue from size(). MIH candidate tables are rebuilt (O(n)); with
+    // cluster candidates the new codes join their nearest centroid and the
+    // layout is rebuilt (O(n)). A bad code leaves the index unchanged.
     void add(const uint64_t* codes, const float* emb, size_t count);
 
     const FlatIndex& flat() const { return flat_; }
@@ -35,12 +44,14 @@ public:
     int m() const { return mih_ ? mih_->m() : 0; }
     size_t memory_bytes() const {
         return flat_.memory_bytes() + emb_.size() * sizeof(float) +
-               (mih_ ? mih_->code_bytes() + mih_->table_bytes() : 0);
+               (mih_ ? mih_->code_bytes() + mih_->table_bytes() : 0) +
+               (cluster_ ? cluster_->code_bytes() + cluster_->extra_bytes() : 0);
     }
 
 private:
     FlatIndex flat_;
     std::unique_ptr<MIHIndex> mih_;
+    std::unique_ptr<ClusterIndex> cluster_;
     std::vector<float> emb_;
     size_t dim_;
 };

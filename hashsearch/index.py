@@ -453,10 +453,12 @@ class HierarchicalIndex(_HammingBase):
         codes, nbits, num_threads: as for :class:`Index`.
         embeddings: float (n, dim) continuous item embeddings (stored as float32).
         candidate_search: how the Hamming candidates are found: ``"scan"`` (the linear scan
-            of :class:`Index`) or ``"mih"`` (an internal :class:`MIHIndex`: the same
-            candidates, faster on millions of learned codes, at the cost of its tables and
-            a second copy of the codes).
+            of :class:`Index`), ``"mih"`` (an internal :class:`MIHIndex`) or ``"cluster"``
+            (an internal :class:`ClusterIndex`): the same candidates, faster on millions of
+            learned codes, at the cost of a second copy of the codes and MIH's tables (2x
+            the codes) or the clusters' ids and offsets (about 0.5x).
         m: MIH substrings for ``candidate_search="mih"``; default :func:`default_mih_m`.
+        nclusters: clusters for ``candidate_search="cluster"``; default :func:`default_nclusters`.
     """
 
     _kind = KIND_HIER
@@ -469,6 +471,7 @@ class HierarchicalIndex(_HammingBase):
         *,
         candidate_search: str = "scan",
         m: Optional[int] = None,
+        nclusters: Optional[int] = None,
         num_threads: int = 0,
     ) -> None:
         packed, nbits = as_packed(codes, nbits)
@@ -477,23 +480,36 @@ class HierarchicalIndex(_HammingBase):
             raise ValueError(
                 f"embeddings have {emb.shape[0]} rows but there are {packed.shape[0]} codes"
             )
-        if candidate_search not in ("scan", "mih"):
-            raise ValueError(f"candidate_search must be 'scan' or 'mih', got {candidate_search!r}")
-        if candidate_search == "scan":
-            if m is not None:
-                raise ValueError("m applies to candidate_search='mih' only")
-            m = 0
-        else:
-            if packed.shape[0] == 0:
-                raise ValueError("candidate_search='mih' needs at least one code, got 0")
-            m = _mih_m(m, nbits, packed.shape[0])
+        if candidate_search not in ("scan", "mih", "cluster"):
+            raise ValueError(f"candidate_search must be 'scan', 'mih' or 'cluster', got {candidate_search!r}")
+        if m is not None and candidate_search != "mih":
+            raise ValueError("m applies to candidate_search='mih' only")
+        if nclusters is not None and candidate_search != "cluster":
+            raise ValueError("nclusters applies to candidate_search='cluster' only")
+        n = packed.shape[0]
+        if candidate_search != "scan" and n == 0:
+            raise ValueError(f"candidate_search={candidate_search!r} needs at least one code, got 0")
+        m = _mih_m(m, nbits, n) if candidate_search == "mih" else 0
+        if candidate_search == "cluster":
+            nclusters = default_nclusters(n) if nclusters is None else check_int(nclusters, "nclusters", 1)
+            if nclusters > n:
+                raise ValueError(f"nclusters must be <= the number of codes ({n}), got {nclusters}")
         self.num_threads = check_threads(num_threads)
         self._native = _core.HierarchicalIndex(packed, nbits, emb, m)
+        if candidate_search == "cluster":
+            self._native.use_clusters(nclusters, self.num_threads)
+
+    @property
+    def nclusters(self) -> int:
+        """Clusters of the candidate search (0 unless ``candidate_search='cluster'``)."""
+        return int(self._native.nclusters)
 
     @property
     def candidate_search(self) -> str:
-        """``"scan"`` or ``"mih"``: how the Hamming candidates are found."""
-        return "mih" if self._native.m > 0 else "scan"
+        """``"scan"``, ``"mih"`` or ``"cluster"``: how the Hamming candidates are found."""
+        if self._native.m > 0:
+            return "mih"
+        return "cluster" if self._native.nclusters > 0 else "scan"
 
     @property
     def m(self) -> int:
@@ -512,8 +528,9 @@ class HierarchicalIndex(_HammingBase):
     def add(self, codes, embeddings) -> None:
         """Append items: their codes and float (n, dim) embeddings (or one code and a (dim,)
         vector); they get the ids ``ntotal, ntotal + 1, ...``. With ``candidate_search='mih'``
-        the MIH tables are rebuilt, O(ntotal). A bad code or embedding leaves the index unchanged;
-        searches in other threads finish first."""
+        the MIH tables are rebuilt, O(ntotal); with ``'cluster'`` the new codes join their
+        nearest centroid (see :meth:`ClusterIndex.add`) and the layout is rebuilt, O(ntotal).
+        A bad code or embedding leaves the index unchanged; searches in other threads finish first."""
         packed = packed_queries(codes, self.nbits, "codes")
         emb = float_matrix(embeddings, "embeddings", rows=packed.shape[0], cols=self.dim)
         self._native.add(packed, emb)
@@ -559,11 +576,22 @@ class HierarchicalIndex(_HammingBase):
         return self._native.topk(queries, qe, k, candidates, indptr, indices, self._threads(num_threads))
 
     def _file(self) -> IndexFile:
+        if self.nclusters > 0:  # m holds the clusters, and the file the clusters themselves
+            return IndexFile(kind=self._kind, nbits=self.nbits, codes=self.codes(), m=self.nclusters,
+                             embeddings=self.embeddings(), centroids=self._native.centroids(),
+                             labels=self._native.labels())
         return IndexFile(kind=self._kind, nbits=self.nbits, codes=self.codes(), m=self.m,
                          embeddings=self.embeddings())
 
     @classmethod
     def _from_file(cls, data: IndexFile, num_threads: int) -> "HierarchicalIndex":
+        if data.centroids is not None:
+            index = cls(data.codes, data.embeddings, data.nbits, num_threads=num_threads)
+            try:
+                index._native.use_saved_clusters(data.centroids, data.labels)
+            except ValueError as e:  # the checksum held, yet the clusters do not fit the codes
+                raise ValueError(f"index file holds inconsistent clusters (corrupt file): {e}") from None
+            return index
         if data.m > 0:
             return cls(data.codes, data.embeddings, data.nbits, candidate_search="mih", m=data.m,
                        num_threads=num_threads)

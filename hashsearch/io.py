@@ -9,12 +9,14 @@ Layout (format version 1)::
     nwords   u32
     n        u64  number of codes
     m        u32  MIH substrings of kind 2, or of kind 3's candidate search (0: scan);
-                  clusters of kind 4
+                  clusters of kind 4, or of kind 3 when its payload holds clusters
     dim      u32  embedding columns (0 otherwise)
     nbytes   u64  payload length
     crc32    u32  zlib.crc32 of the payload
     payload       codes uint64 (n, nwords) then, for kind 3, embeddings float32 (n, dim);
-                  for kind 4, centroids uint64 (m, nwords) and each code's cluster uint32 (n,)
+                  for kind 4 and kind 3 with cluster candidates, centroids uint64
+                  (m, nwords) and each code's cluster uint32 (n,) (the payload length
+                  tells whether they are there: they always take bytes, n >= 1)
 
 Files are written to a temporary file in the target directory, fsynced and
 renamed over the target, so a crash never leaves a half-written index.
@@ -107,7 +109,7 @@ def read_index(path: PathLike) -> IndexFile:
         if kind not in KIND_NAMES:
             raise ValueError(f"{path} has unknown index kind {kind}")
         expected = n * nwords * 8 + n * dim * 4
-        clusters_bytes = m * nwords * 8 + n * 4 if kind == KIND_CLUSTER else 0
+        clusters_bytes = m * nwords * 8 + n * 4 if kind in (KIND_CLUSTER, KIND_HIER) else 0
         has_clusters = clusters_bytes > 0 and nbytes == expected + clusters_bytes
         if has_clusters:
             expected += clusters_bytes
@@ -121,10 +123,10 @@ def read_index(path: PathLike) -> IndexFile:
     codes = np.frombuffer(payload, dtype="<u8", count=n * nwords).reshape(n, nwords)
     emb = None
     if dim:
-        emb = np.frombuffer(payload, dtype="<f4", offset=n * nwords * 8).reshape(n, dim)
+        emb = np.frombuffer(payload, dtype="<f4", offset=n * nwords * 8, count=n * dim).reshape(n, dim)
     centroids = labels = None
     if has_clusters:
-        offset = n * nwords * 8
+        offset = n * nwords * 8 + n * dim * 4
         centroids = np.frombuffer(payload, dtype="<u8", offset=offset, count=m * nwords).reshape(m, nwords)
         labels = np.frombuffer(payload, dtype="<u4", offset=offset + m * nwords * 8, count=n)
         centroids, labels = centroids.astype(np.uint64), labels.astype(np.uint32)

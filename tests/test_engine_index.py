@@ -509,12 +509,50 @@ def test_hierarchical_mih_candidates_match_reference(nbits, m, rng, tmp_path):
     np.testing.assert_array_equal(back.topk(queries, q_emb, 20, candidates=300, exclude=exclude)[1], Ir)
 
 
+@pytest.mark.parametrize("nbits", [32, 64, 128])
+def test_hierarchical_cluster_candidates_match_reference(simd, nbits, rng, tmp_path):
+    """candidate_search='cluster' finds the same candidates as the scan (ClusterIndex is exact,
+    ties by id), so HieS output equals the numpy twin; a save/load round trip keeps the clusters
+    themselves (not rebuilt: the file's centroids and labels come back)."""
+    n, dim = 6000, 16
+    codes = clustered_codes(rng, n, nbits)
+    emb = rng.standard_normal((n, dim)).astype(np.float32)
+    queries = np.concatenate([codes[:150], clustered_codes(rng, 50, nbits)])
+    q_emb = rng.standard_normal((len(queries), dim)).astype(np.float32)
+    exclude = random_exclude(rng, len(queries), n, 100)
+    index = hashsearch.HierarchicalIndex(codes, emb, nbits, candidate_search="cluster", nclusters=40)
+    assert index.candidate_search == "cluster" and index.nclusters == 40 and index.m == 0
+    assert hashsearch.HierarchicalIndex(codes, emb, nbits).nclusters == 0
+    assert index.memory_bytes() > hashsearch.HierarchicalIndex(codes, emb, nbits).memory_bytes() + codes.nbytes
+    for ex in (None, exclude):
+        Sr, Ir = topk_hierarchical(queries, q_emb, codes, emb, 20, 300, exclude=ex)
+        for threads in (1, 2):
+            S, I = index.topk(queries, q_emb, 20, candidates=300, exclude=ex, num_threads=threads)
+            np.testing.assert_array_equal(I, Ir)
+            np.testing.assert_allclose(S, Sr, rtol=1e-6)
+    index.save(tmp_path / "hies.hsi")
+    back = hashsearch.load(tmp_path / "hies.hsi")
+    assert back.candidate_search == "cluster" and back.nclusters == 40
+    np.testing.assert_array_equal(back._native.centroids(), index._native.centroids())
+    np.testing.assert_array_equal(back._native.labels(), index._native.labels())
+    np.testing.assert_array_equal(back.embeddings(), emb)
+    np.testing.assert_array_equal(back.topk(queries, q_emb, 20, candidates=300, exclude=exclude)[1], Ir)
+
+
 def test_hierarchical_candidate_search_rejects_bad_input(rng):
     codes, emb = random_codes(rng, 100, 64), rng.standard_normal((100, 4))
-    with pytest.raises(ValueError, match="candidate_search must be 'scan' or 'mih', got 'hnsw'"):
+    with pytest.raises(ValueError, match="candidate_search must be 'scan', 'mih' or 'cluster', got 'hnsw'"):
         hashsearch.HierarchicalIndex(codes, emb, 64, candidate_search="hnsw")
     with pytest.raises(ValueError, match="m applies to candidate_search='mih' only"):
         hashsearch.HierarchicalIndex(codes, emb, 64, m=2)
+    with pytest.raises(ValueError, match="m applies to candidate_search='mih' only"):
+        hashsearch.HierarchicalIndex(codes, emb, 64, candidate_search="cluster", m=2)
+    with pytest.raises(ValueError, match="nclusters applies to candidate_search='cluster' only"):
+        hashsearch.HierarchicalIndex(codes, emb, 64, candidate_search="mih", nclusters=4)
+    with pytest.raises(ValueError, match=r"nclusters must be <= the number of codes \(100\), got 101"):
+        hashsearch.HierarchicalIndex(codes, emb, 64, candidate_search="cluster", nclusters=101)
+    with pytest.raises(ValueError, match="candidate_search='cluster' needs at least one code, got 0"):
+        hashsearch.HierarchicalIndex(codes[:0], emb[:0], 64, candidate_search="cluster")
     with pytest.raises(ValueError, match="m must be <= nbits=64, got 65"):
         hashsearch.HierarchicalIndex(codes, emb, 64, candidate_search="mih", m=65)
 

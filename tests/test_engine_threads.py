@@ -206,7 +206,7 @@ def test_add_while_other_threads_search(kind):
     assert adds_s < 60, f"add() waited {adds_s:.0f} s behind searching threads"
 
 
-@pytest.mark.parametrize("candidate_search", ["scan", "mih"])
+@pytest.mark.parametrize("candidate_search", ["scan", "mih", "cluster"])
 def test_hierarchical_add_equals_building_at_once(candidate_search, tmp_path):
     from hashsearch.reference import topk_hierarchical
 
@@ -219,7 +219,7 @@ def test_hierarchical_add_equals_building_at_once(candidate_search, tmp_path):
     m = index.m
     index.add(codes[1500], emb[1500])  # one item
     index.add(codes[1501:], emb[1501:])
-    assert index.ntotal == n and index.m == m
+    assert index.ntotal == n and index.m == m and index.candidate_search == candidate_search
     np.testing.assert_array_equal(index.embeddings(), emb)
     S_ref, I_ref = topk_hierarchical(queries, q_emb, codes, emb, 10, 200)
     S, I = index.topk(queries, q_emb, 10, candidates=200)

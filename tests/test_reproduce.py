@@ -36,6 +36,7 @@ def test_all_commands_write_their_outputs(tmp_path):
     assert {"HamR (ours, linear scan)", "CeS (numpy matmul)"} <= methods
     assert any(m.startswith("HieS (ours") and "by MIH" in m for m in methods)
     assert any(m.startswith("HamR (ours, ClusterIndex C=") for m in methods)
+    assert any(m.startswith("HieS (ours") and "by ClusterIndex C=" in m for m in methods)
     tradeoff = json.loads((tmp_path / "tradeoff.json").read_text())
     assert "HamR (ours, ClusterIndex)" in json.dumps(tradeoff)
     extrapolated = [r for r in t4["rows"] if r["extrapolated"]]

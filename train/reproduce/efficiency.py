@@ -89,6 +89,9 @@ def time_methods(data: Dict[str, np.ndarray], nbits: int, k: int, threads: int, 
     hies_mih = hashsearch.HierarchicalIndex(ic, ie, nbits, candidate_search="mih", num_threads=threads)
     methods[f"HieS (ours, {cand} candidates by MIH m={hies_mih.m})"] = \
         lambda: hies_mih.topk(uc, ue, k, candidates=cand)
+    hies_cl = hashsearch.HierarchicalIndex(ic, ie, nbits, candidate_search="cluster", num_threads=threads)
+    methods[f"HieS (ours, {cand} candidates by ClusterIndex C={hies_cl.nclusters})"] = \
+        lambda: hies_cl.topk(uc, ue, k, candidates=cand)
     flat = hashsearch.Index(ic, nbits, num_threads=threads)
     methods["HamR (ours, linear scan)"] = lambda: flat.topk(uc, k)
     mih = hashsearch.MIHIndex(ic, nbits, num_threads=threads)
