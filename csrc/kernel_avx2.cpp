@@ -237,6 +237,44 @@ void two_pass_bytes(const uint64_t* codes, size_t nwords, size_t n, int nbits, c
     select_bytes(dist, n, nbits, k, ex_begin, ex_end, hist, D, I);
 }
 
+// select_within (scan_generic.inc) for 64-bit codes: eight distances a step compared
+// against thr, and only the items within it written. Cluster windows and MIH runs
+// read mostly items beyond the search's bound, where the scalar loop's two stores and
+// counter update per item cost more than the vector filter.
+size_t select_within_w1(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const uint64_t* query,
+                        uint32_t thr, uint32_t* idx, uint32_t* dist) {
+    if (nwords != 1) return select_within(codes, nwords, begin, end, query, thr, idx, dist);
+    const __m256i q = _mm256_set1_epi64x(static_cast<long long>(query[0]));
+    const __m256i t = _mm256_set1_epi64x(static_cast<long long>(thr));
+    size_t cnt = 0, i = begin;
+    for (; i + 8 <= end; i += 8) {
+        const __m256i d0 = popcount_lanes(_mm256_xor_si256(load(codes + i), q));
+        const __m256i d1 = popcount_lanes(_mm256_xor_si256(load(codes + i + 4), q));
+        const unsigned over =
+            static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(d0, t)))) |
+            (static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(d1, t)))) << 4);
+        unsigned pass = ~over & 0xffu;
+        if (pass == 0) continue;
+        alignas(32) uint64_t d[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(d), d0);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(d + 4), d1);
+        do {
+            const unsigned j = static_cast<unsigned>(__builtin_ctz(pass));
+            pass &= pass - 1;
+            idx[cnt] = static_cast<uint32_t>(i + j);
+            dist[cnt] = static_cast<uint32_t>(d[j]);
+            ++cnt;
+        } while (pass != 0);
+    }
+    for (; i < end; ++i) {
+        const uint32_t d = popcount64(codes[i] ^ query[0]);
+        idx[cnt] = static_cast<uint32_t>(i);
+        dist[cnt] = d;
+        cnt += d <= thr;
+    }
+    return cnt;
+}
+
 // Codes of 2 or 4k words: the vpshufb kernels above, or the popcnt instruction
 // word by word (scan_dynamic/scan_fixed). Which is faster depends on the core:
 // on this project's AMD EPYC, 256-bit codes scan ~20% faster with popcnt (Zen
@@ -304,7 +342,7 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
 
 Kernels avx2_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &two_pass_bytes,
                    &scan32, &fill32, &gather32_generic, &select_bytes,
-                   &inner_products, &select_within, &select_within32, &select_within_packed,
+                   &inner_products, &select_within_w1, &select_within32, &select_within_packed,
                    &fill_bytes}; }
 
 }  // namespace hashsearch
