@@ -343,6 +343,33 @@ def test_single_query_mih(benchmark, dist):
     ))
 
 
+@pytest.mark.parametrize("dist", ["learned", "uniform"])
+def test_single_query_cluster(benchmark, dist):
+    """ClusterIndex serving one query per call (1M 64-bit codes, k=100, 2 threads: a query's
+    clusters are shared among the threads); peer: our linear scan (Index), one query per call,
+    same run; identical results. Uniform codes: each query's threads give up for the scan."""
+    w, nbits = Workload("1m_q50", M1.n, 50), 64
+    items, queries = _arrays(w, nbits, dist)
+    clusters = hashsearch.ClusterIndex(items, nbits, num_threads=THREADS)
+    index = hashsearch.Index(items, nbits, num_threads=THREADS)
+    benchmark.group = f"single-query {w.name} {nbits}b {dist}"
+    res, ours_s = run_bench(benchmark, lambda: [clusters.topk(q, K) for q in queries], est_s=0.05)
+    peer_s, runs, pres = peer_time(lambda: [index.topk(q, K) for q in queries])
+    for (D, I), (Dp, Ip) in zip(res, pres):
+        np.testing.assert_array_equal(D, Dp)
+        np.testing.assert_array_equal(I, Ip)
+    s0 = clusters.stats()
+    for q in queries:
+        clusters.topk(q, K)
+    s1 = clusters.stats()
+    benchmark.extra_info.update(_info(
+        w, nbits, dist, engine="hashsearch.ClusterIndex (one query per call)",
+        peer="hashsearch.Index (one query per call)", ours_ms=round(ours_s * 1e3, 3), peer_ms=round(peer_s * 1e3, 3),
+        peer_runs=runs, ratio=ratio(peer_s, ours_s), nclusters=clusters.nclusters,
+        **{f"{key}_per_call_of_{w.nq}": s1[key] - s0[key] for key in s1},
+    ))
+
+
 # ---------------------------------------------------------------- range search
 
 @pytest.mark.parametrize(

@@ -320,6 +320,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("items_read", &ClusterIndex::items_read)
         .def_property_readonly("clusters_read", &ClusterIndex::clusters_read)
         .def_property_readonly("scanned", &ClusterIndex::scanned)
+        .def_property_readonly("skipped", &ClusterIndex::skipped)
         .def("extra_bytes", &ClusterIndex::extra_bytes)
         .def("memory_bytes", [](const ClusterIndex& s) { return s.code_bytes() + s.extra_bytes(); });
 

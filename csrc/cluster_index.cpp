@@ -22,6 +22,13 @@ constexpr double kScanShare = 0.5;
 // ... checked once a query has read 1/kCheckAfter of the codes (most clustered queries
 // finish before: the check, a bound over every cluster, is not free).
 constexpr size_t kCheckAfter = 32;
+// Calls skip the clusters while recent queries kept falling back (uniform codes), as
+// MIHIndex's small calls do: each query that fell back adds 1 to a score, each answered
+// takes kAnsweredWeight off; from kSkipScore on, calls scan all but a few tried queries.
+constexpr int kAnsweredWeight = 4;
+constexpr uint32_t kSkipRetryEvery = 32;
+constexpr int kSkipScore = 32;
+constexpr int kMaxFallScore = 64;
 constexpr uint64_t kInitSeed = 0x9e3779b97f4a7c15ull;  // the initial centroids' pick: fixed, so builds repeat
 
 // Nearest centroid of every code (ties: the smaller centroid) and its distance.
@@ -177,12 +184,33 @@ void ClusterIndex::topk(const uint64_t* queries, size_t nq, int k, const Exclude
     if (size() == 0) throw std::invalid_argument("the index is empty");
     const Kernels kern = active_kernels();
     const size_t nw = nwords();
-    std::vector<uint8_t> fell(nq, 0);
-    parallel_for(nq, num_threads, [&](size_t q, size_t) {
-        thread_local Scratch scratch;
-        fell[q] = !search_one(kern, queries + q * nw, k, exclude.begin(q), exclude.end(q),
-                              D + q * static_cast<size_t>(k), I + q * static_cast<size_t>(k), scratch);
-    });
+    // While recent queries fell back (codes too uniform to prune), only the first `tried`
+    // queries try the clusters: 1/kSkipRetryEvery of a large call's, one query in
+    // kSkipRetryEvery small calls; the rest go straight to the scan.
+    size_t tried = nq;
+    if (fall_score_.load() >= kSkipScore)
+        tried = nq >= kSkipRetryEvery ? nq / kSkipRetryEvery : (skip_calls_.fetch_add(1) % kSkipRetryEvery == 0 ? 1 : 0);
+    std::vector<uint8_t> fell(nq, 1);
+    const size_t threads = static_cast<size_t>(resolve_threads(num_threads));
+    if (threads > 1 && tried < threads) {
+        // Fewer queries than threads (a single query, as when serving): each query's
+        // clusters are shared among the threads instead.
+        for (size_t q = 0; q < tried; ++q)
+            fell[q] = !search_split(kern, queries + q * nw, k, exclude.begin(q), exclude.end(q), threads,
+                                    D + q * static_cast<size_t>(k), I + q * static_cast<size_t>(k));
+    } else {
+        parallel_for(tried, num_threads, [&](size_t q, size_t) {
+            thread_local Scratch scratch;
+            fell[q] = !search_one(kern, queries + q * nw, k, exclude.begin(q), exclude.end(q),
+                                  D + q * static_cast<size_t>(k), I + q * static_cast<size_t>(k), scratch, Split{});
+        });
+    }
+    const size_t fell_tried = static_cast<size_t>(std::count(fell.begin(), fell.begin() + static_cast<std::ptrdiff_t>(tried), 1));
+    const int delta = static_cast<int>(fell_tried) - kAnsweredWeight * static_cast<int>(tried - fell_tried);
+    int score = fall_score_.load();
+    while (!fall_score_.compare_exchange_weak(score, std::clamp(score + delta, 0, kMaxFallScore))) {
+    }
+    skipped_ += nq - tried;
     std::vector<size_t> which;
     for (size_t q = 0; q < nq; ++q)
         if (fell[q]) which.push_back(q);
@@ -300,8 +328,46 @@ void ClusterIndex::range_search(const uint64_t* queries, size_t nq, int radius, 
     clusters_read_ += clusters.load();
 }
 
+bool ClusterIndex::search_split(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                                const int64_t* ex_end, size_t threads, int32_t* D, int64_t* I) const {
+    const size_t kk = static_cast<size_t>(k);
+    std::atomic<uint32_t> tau{static_cast<uint32_t>(nbits())};
+    std::atomic<bool> abort{false};
+    std::vector<int32_t> dist(threads * kk);
+    std::vector<int64_t> ids(threads * kk);
+    parallel_for(threads, static_cast<int>(threads), [&](size_t t, size_t) {
+        thread_local Scratch scratch;
+        if (!search_one(kern, query, k, ex_begin, ex_end, dist.data() + t * kk, ids.data() + t * kk, scratch,
+                        Split{t, threads, &tau, &abort}))
+            abort = true;
+    });
+    if (abort) return false;
+    // Each thread's top-k of its clusters, sorted by (distance, id) and padded with -1:
+    // the k best of their union (disjoint: every cluster belongs to one thread).
+    std::vector<size_t> at(threads, 0);
+    for (size_t r = 0; r < kk; ++r) {
+        size_t best = threads;
+        for (size_t t = 0; t < threads; ++t) {
+            if (at[t] == kk || ids[t * kk + at[t]] < 0) continue;
+            const size_t i = t * kk + at[t];
+            if (best == threads || std::make_pair(dist[i], ids[i]) < std::make_pair(dist[best * kk + at[best]],
+                                                                                    ids[best * kk + at[best]]))
+                best = t;
+        }
+        if (best == threads) {
+            D[r] = -1;
+            I[r] = -1;
+            continue;
+        }
+        D[r] = dist[best * kk + at[best]];
+        I[r] = ids[best * kk + at[best]];
+        ++at[best];
+    }
+    return true;
+}
+
 bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
-                              const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s) const {
+                              const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s, Split split) const {
     const size_t C = nclusters(), nb = static_cast<size_t>(nbits());
     centroid_distances(kern, query, s);
     // The clusters in increasing distance (counting sort).
@@ -335,10 +401,18 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
         const int d = static_cast<int>(dq[c]);
         __builtin_prefetch(offsets_.data() + c * row + static_cast<size_t>(std::max(0, d - static_cast<int>(tau))));
     };
-    for (size_t j = 0; j < std::min(C, 2 * kAheadClusters); ++j) prefetch_offsets(j);
-    for (size_t j = 0; j < std::min(C, kAheadClusters); ++j) prefetch(j);
-    for (size_t j = 0; j < C; ++j) {
-        if (!checked && top.full() && items * kCheckAfter >= size()) {
+    // Split: this thread reads clusters first, first + stride, ... of the order, and the
+    // threads share the least of their k-th distances (each bounds the final one).
+    const size_t first = split.first, stride = split.stride;
+    const size_t ahead1 = kAheadClusters * stride, ahead2 = 2 * kAheadClusters * stride;
+    for (size_t j = first; j < std::min(C, first + ahead2); j += stride) prefetch_offsets(j);
+    for (size_t j = first; j < std::min(C, first + ahead1); j += stride) prefetch(j);
+    for (size_t j = first; j < C; j += stride) {
+        if (split.tau != nullptr) {
+            if (split.abort->load(std::memory_order_relaxed)) return false;  // another thread chose the scan
+            tau = std::min(tau, split.tau->load(std::memory_order_relaxed));
+        }
+        if (!checked && top.full() && items * stride * kCheckAfter >= size()) {
             checked = true;
             // Whole clusters whose radii meet their window: an upper bound from small
             // arrays (the windows' own offsets would be a cache miss per cluster).
@@ -353,8 +427,8 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
                 return false;  // the caller scans this query
             }
         }
-        if (j + 2 * kAheadClusters < C) prefetch_offsets(j + 2 * kAheadClusters);
-        if (j + kAheadClusters < C) prefetch(j + kAheadClusters);
+        if (j + ahead2 < C) prefetch_offsets(j + ahead2);
+        if (j + ahead1 < C) prefetch(j + ahead1);
         uint32_t b0, b1;
         if (!window(s.order[j], tau, b0, b1)) continue;
         ++clusters;
@@ -379,6 +453,11 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
             since_select = 0;
             const int64_t kth = top.kth_distance();  // -1 until k items are held
             if (kth >= 0) tau = std::min(tau, static_cast<uint32_t>(kth));
+            if (split.tau != nullptr) {  // atomic min
+                uint32_t shared = split.tau->load(std::memory_order_relaxed);
+                while (tau < shared && !split.tau->compare_exchange_weak(shared, tau, std::memory_order_relaxed)) {
+                }
+            }
         }
     }
     items_read_ += items;

@@ -60,8 +60,10 @@ public:
     // across concurrent calls).
     size_t items_read() const { return items_read_.load(); }
     size_t clusters_read() const { return clusters_read_.load(); }
-    // Queries answered by a scan because their windows held too many codes (uniform codes).
+    // Queries answered by a scan: their windows held too many codes (uniform codes), or
+    // skipped: sent to the scan untried because recent queries fell back.
     size_t scanned() const { return scanned_.load(); }
+    size_t skipped() const { return skipped_.load(); }
 
 private:
     struct Scratch;
@@ -73,9 +75,21 @@ private:
     bool run_within(uint32_t dqc, uint32_t c, uint32_t t, uint32_t& b0, uint32_t& b1) const;
     // Sorts the codes by (cluster, radius, id) and fills the offsets and radius bounds.
     void arrange(const std::vector<uint32_t>& cluster, const std::vector<uint16_t>& radius);
+    // One query's clusters shared among threads: this thread reads positions first,
+    // first + stride, ... of the cluster order; tau is the threads' least k-th distance,
+    // abort set when one of them chose the scan.
+    struct Split {
+        size_t first = 0, stride = 1;
+        std::atomic<uint32_t>* tau = nullptr;
+        std::atomic<bool>* abort = nullptr;
+    };
     // False if the query's windows hold too many codes: the caller scans it instead.
     bool search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
-                    const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s) const;
+                    const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s, Split split) const;
+    // One query on `threads` threads (each search_one over a share of the clusters), the
+    // threads' top-k merged; false as for search_one.
+    bool search_split(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                      const int64_t* ex_end, size_t threads, int32_t* D, int64_t* I) const;
 
     FlatIndex sorted_;           // codes ordered by (cluster, r, id)
     FlatIndex centroids_;        // (C, nwords)
@@ -87,6 +101,9 @@ private:
     mutable std::atomic<size_t> items_read_{0};
     mutable std::atomic<size_t> clusters_read_{0};
     mutable std::atomic<size_t> scanned_{0};
+    mutable std::atomic<size_t> skipped_{0};
+    mutable std::atomic<int> fall_score_{0};
+    mutable std::atomic<uint32_t> skip_calls_{0};
 };
 
 }  // namespace hashsearch

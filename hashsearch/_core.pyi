@@ -41,6 +41,7 @@ class ClusterIndex:
     items_read: int
     clusters_read: int
     scanned: int
+    skipped: int
     def __init__(
         self, codes: npt.NDArray[np.uint64], nbits: int, nclusters: int, num_threads: int = 0
     ) -> None: ...

@@ -422,10 +422,12 @@ class ClusterIndex(_RangeSearch, _HammingBase):
 
     def stats(self) -> dict:
         """Counters since construction: ``items_read`` (codes compared in windows),
-        ``clusters_read``, and ``scanned``: queries answered by a scan because the clusters
-        still in reach once k items were held covered over half the codes (uniform codes)."""
+        ``clusters_read``, ``scanned``: queries answered by a scan, because the clusters
+        still in reach once k items were held covered over half the codes (uniform codes) or
+        because they were ``skipped``: sent to the scan untried while recent queries kept
+        falling back (then one query in 32 small calls, or 1/32 of a large call's, still tries)."""
         return {"items_read": int(self._native.items_read), "clusters_read": int(self._native.clusters_read),
-                "scanned": int(self._native.scanned)}
+                "scanned": int(self._native.scanned), "skipped": int(self._native.skipped)}
 
     def extra_bytes(self) -> int:
         """Bytes held beside the one copy of the codes (ids, centroids, offsets)."""

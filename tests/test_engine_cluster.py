@@ -84,6 +84,73 @@ def test_cluster_index_codes_memory_and_round_trip(tmp_path, rng):
         hashsearch.MIHIndex.load(path)
 
 
+@pytest.mark.parametrize("kind", ["random", "clustered", "ties"])
+def test_cluster_index_single_queries_split_over_threads(simd, kind, rng):
+    """Fewer queries than threads: each query's clusters are shared among the threads (sharing
+    their k-th distance) and the threads' top-k merged; equal to the numpy twin at 2..5 threads
+    (strides that leave some threads no cluster with nclusters=3), with exclude, k up to n, ties,
+    and uniform codes whose threads give up for the scan."""
+    n, nbits = 4000, 64
+    if kind == "random":
+        codes = random_codes(rng, n, nbits)
+    elif kind == "clustered":
+        codes = clustered_codes(rng, n, nbits)
+    else:
+        codes = clustered_codes(rng, 30, nbits)[rng.integers(0, 30, n)]
+    queries = np.concatenate([codes[rng.integers(0, n, 4)] ^ np.uint64(6), random_codes(rng, 2, nbits)])
+    exclude = random_exclude(rng, len(queries), n, 150)
+    for nclusters in (None, 3):
+        index = hashsearch.ClusterIndex(codes, nbits, nclusters=nclusters)
+        for k in (1, 25, 700, n):
+            for threads in (2, 3, 5):
+                for qi in range(len(queries)):
+                    ex = [exclude[qi]]
+                    Dr, Ir = topk_hamming(queries[qi:qi + 1], codes, k, exclude=ex)
+                    D, I = index.topk(queries[qi], k, exclude=ex, num_threads=threads)
+                    np.testing.assert_array_equal(D, Dr)
+                    np.testing.assert_array_equal(I, Ir)
+    index = hashsearch.ClusterIndex(codes, nbits)
+    st = index.stats()
+    index.topk(queries[0], 10, num_threads=2)
+    if kind == "random":
+        assert index.stats()["scanned"] - st["scanned"] == 1
+    else:
+        assert index.stats()["scanned"] == st["scanned"]
+
+
+def test_cluster_index_skips_the_clusters_while_queries_fall_back(simd, rng):
+    """Calls whose queries keep falling back go straight to the scan, a few tried queries
+    excepted, and go back to the clusters once tried queries are answered; every answer stays
+    exact, small calls and large, 1 and 2 threads. Codes: mostly uniform (random queries fall
+    back), a sixth tightly clustered (its members' nearest code is found by the clusters)."""
+    n, nbits = 6000, 64
+    codes = np.concatenate([random_codes(rng, 5000, nbits), clustered_codes(rng, 1000, nbits)])
+    flat = hashsearch.Index(codes, nbits)
+    index = hashsearch.ClusterIndex(codes, nbits)
+
+    def check(queries, threads, k):
+        exclude = random_exclude(rng, len(queries), n, 0 if k == 1 else 20)
+        D, I = index.topk(queries, k, exclude=exclude, num_threads=threads)
+        Df, If = flat.topk(queries, k, exclude=exclude)
+        np.testing.assert_array_equal(D, Df)
+        np.testing.assert_array_equal(I, If)
+
+    far = random_codes(rng, 300, nbits)
+    for call in range(48):
+        check(far[call * 3:call * 3 + 1 + call % 3], 1 + call % 2, k=50)
+    st = index.stats()
+    assert st["scanned"] - st["skipped"] >= 32  # fell back, until the score reached its threshold
+    assert st["skipped"] >= 10  # then scanned untried
+    check(far[:128], 2, k=50)  # a large call tries 1/32 of its queries
+    assert index.stats()["skipped"] - st["skipped"] == 128 - 4
+    for call in range(80):  # cluster members, k=1: answered by the clusters once tried
+        check(codes[5000 + rng.integers(0, 1000, 1 + call % 3)], 1 + call % 2, k=1)
+    before = index.stats()
+    check(codes[5000 + rng.integers(0, 1000, 3)], 1, k=1)
+    after = index.stats()
+    assert after["scanned"] == before["scanned"] and after["items_read"] > before["items_read"]
+
+
 def test_cluster_index_file_keeps_its_clusters(tmp_path, rng):
     """A saved ClusterIndex stores its centroids and each code's cluster, so loading skips the
     k-medians build; pruning stays exact for any assignment (radii are recomputed), so clusters
