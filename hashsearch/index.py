@@ -357,7 +357,8 @@ class ClusterIndex(_RangeSearch, _HammingBase):
     final k-th distance is read, so results equal :class:`Index` exactly (ties by
     id, ``exclude`` and padding included). A query whose clusters still in reach,
     once k items are held, hold over half the codes (uniform codes) is answered by
-    a scan instead. Each query runs on one thread (batches spread over ``num_threads``).
+    a scan instead. Batches spread their queries over ``num_threads``; a call of fewer
+    queries than threads shares each query's clusters among them.
 
     Memory beside the codes: a uint32 id per item, the centroids, and a uint32
     offset per (cluster, radius): 0.53x the codes at 64 bits and 4.2M items.
