@@ -257,7 +257,7 @@ void ClusterIndex::range_search(const uint64_t* queries, size_t nq, int radius, 
     const Kernels kern = active_kernels();
     const size_t nw = nwords(), C = nclusters();
     const uint32_t r = static_cast<uint32_t>(std::min(radius, nbits()));
-    std::vector<std::vector<std::pair<int32_t, int64_t>>> hits(nq);
+    RangeHits hits(nq);
     std::vector<uint8_t> scan(nq, 0);
     std::atomic<size_t> items{0}, clusters{0};
     parallel_for(nq, num_threads, [&](size_t q, size_t) {
@@ -298,32 +298,11 @@ void ClusterIndex::range_search(const uint64_t* queries, size_t nq, int radius, 
     for (size_t q = 0; q < nq; ++q)
         if (scan[q]) which.push_back(q);
     if (!which.empty()) {
-        std::vector<uint64_t> qs(which.size() * nw);
-        for (size_t i = 0; i < which.size(); ++i) std::copy_n(queries + which[i] * nw, nw, qs.data() + i * nw);
-        std::vector<int64_t> sl, si;
-        std::vector<int32_t> sd;
-        sorted_.range_search(qs.data(), which.size(), radius, ExcludeList(), num_threads, sl, sd, si);
-        parallel_for(which.size(), num_threads, [&](size_t i, size_t) {
-            const size_t q = which[i];
-            auto& out = hits[q];
-            for (int64_t c = sl[i]; c < sl[i + 1]; ++c) {
-                const int64_t id = static_cast<int64_t>(id_of_[static_cast<size_t>(si[c])]);
-                if (!is_excluded(exclude.begin(q), exclude.end(q), id)) out.emplace_back(sd[c], id);
-            }
-            std::sort(out.begin(), out.end());
-        });
+        range_scan_sorted(sorted_, [&](size_t pos) { return static_cast<int64_t>(id_of_[pos]); }, queries, which,
+                          radius, exclude, num_threads, hits);
         scanned_ += which.size();
     }
-    lims.assign(nq + 1, 0);
-    for (size_t q = 0; q < nq; ++q) lims[q + 1] = lims[q] + static_cast<int64_t>(hits[q].size());
-    D.resize(static_cast<size_t>(lims[nq]));
-    I.resize(static_cast<size_t>(lims[nq]));
-    parallel_for(nq, num_threads, [&](size_t q, size_t) {
-        for (size_t c = 0; c < hits[q].size(); ++c) {
-            D[static_cast<size_t>(lims[q]) + c] = hits[q][c].first;
-            I[static_cast<size_t>(lims[q]) + c] = hits[q][c].second;
-        }
-    });
+    hits_to_csr(hits, num_threads, lims, D, I);
     items_read_ += items.load();
     clusters_read_ += clusters.load();
 }

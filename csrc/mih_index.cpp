@@ -1057,7 +1057,7 @@ void MIHIndex::range_search(const uint64_t* queries, size_t nq, int radius, cons
         for (int rho = 0; rho <= rj[j]; ++rho) probes += binomial(tables_[j].key_bits, rho);
     }
     const double scan_ns = static_cast<double>(n) * (sorted_.compact() ? kCompactScanNs : kScanNsPerWord * nw);
-    std::vector<std::vector<std::pair<int32_t, int64_t>>> hits(nq);
+    RangeHits hits(nq);
     std::vector<size_t> cands(nq, 0);
     std::vector<uint8_t> scan(nq, probes * kProbeNs > scan_ns && scan_fallback_);
     parallel_for(nq, num_threads, [&](size_t q, size_t) {
@@ -1122,32 +1122,11 @@ void MIHIndex::range_search(const uint64_t* queries, size_t nq, int radius, cons
     for (size_t q = 0; q < nq; ++q)
         if (scan[q]) which.push_back(q);
     if (!which.empty()) {
-        std::vector<uint64_t> qs(which.size() * nw);
-        for (size_t i = 0; i < which.size(); ++i) std::copy_n(queries + which[i] * nw, nw, qs.data() + i * nw);
-        std::vector<int64_t> sl, si;
-        std::vector<int32_t> sd;
-        sorted_.range_search(qs.data(), which.size(), radius, ExcludeList(), num_threads, sl, sd, si);
-        parallel_for(which.size(), num_threads, [&](size_t i, size_t) {
-            const size_t q = which[i];
-            auto& out = hits[q];
-            for (int64_t c = sl[i]; c < sl[i + 1]; ++c) {
-                const int64_t id = static_cast<int64_t>(id_of_.get(static_cast<size_t>(si[c])));
-                if (!is_excluded(exclude.begin(q), exclude.end(q), id)) out.emplace_back(sd[c], id);
-            }
-            std::sort(out.begin(), out.end());
-        });
+        range_scan_sorted(sorted_, [&](size_t pos) { return static_cast<int64_t>(id_of_.get(pos)); }, queries, which,
+                          radius, exclude, num_threads, hits);
         fallbacks_ += which.size();
     }
-    lims.assign(nq + 1, 0);
-    for (size_t q = 0; q < nq; ++q) lims[q + 1] = lims[q] + static_cast<int64_t>(hits[q].size());
-    D.resize(static_cast<size_t>(lims[nq]));
-    I.resize(static_cast<size_t>(lims[nq]));
-    parallel_for(nq, num_threads, [&](size_t q, size_t) {
-        for (size_t c = 0; c < hits[q].size(); ++c) {
-            D[static_cast<size_t>(lims[q]) + c] = hits[q][c].first;
-            I[static_cast<size_t>(lims[q]) + c] = hits[q][c].second;
-        }
-    });
+    hits_to_csr(hits, num_threads, lims, D, I);
     for (size_t q = 0; q < nq; ++q) candidates_ += cands[q];
     probes_ += static_cast<size_t>(probes) * (nq - which.size());
 }

@@ -1,7 +1,8 @@
-// Exact top-k by a linear scan over codes held in another order than their ids
-// (MIH's table 0, ClusterIndex's clusters): the fallback of both for queries
-// their structure does not help.
+// Exact top-k (and range search) by a linear scan over codes held in another
+// order than their ids (MIH's table 0, ClusterIndex's clusters): the fallback of
+// both for queries their structure does not help.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -88,5 +89,46 @@ void scan_sorted(const Kernels& kern, const FlatIndex& sorted, IdOf id_of, Prefe
     });
 }
 
+
+// Range search hits of each query, (distance, id) pairs.
+using RangeHits = std::vector<std::vector<std::pair<int32_t, int64_t>>>;
+
+// The range search of the queries `which` by a scan of `sorted`: positions
+// mapped to ids by id_of(pos), exclusions applied, each query's hits sorted.
+template <class IdOf>
+void range_scan_sorted(const FlatIndex& sorted, IdOf id_of, const uint64_t* queries, const std::vector<size_t>& which,
+                       int radius, const ExcludeList& exclude, int num_threads, RangeHits& hits) {
+    const size_t nw = sorted.nwords();
+    std::vector<uint64_t> qs(which.size() * nw);
+    for (size_t i = 0; i < which.size(); ++i) std::copy_n(queries + which[i] * nw, nw, qs.data() + i * nw);
+    std::vector<int64_t> sl, si;
+    std::vector<int32_t> sd;
+    sorted.range_search(qs.data(), which.size(), radius, ExcludeList(), num_threads, sl, sd, si);
+    parallel_for(which.size(), num_threads, [&](size_t i, size_t) {
+        const size_t q = which[i];
+        auto& out = hits[q];
+        for (int64_t c = sl[i]; c < sl[i + 1]; ++c) {
+            const int64_t id = id_of(static_cast<size_t>(si[c]));
+            if (!is_excluded(exclude.begin(q), exclude.end(q), id)) out.emplace_back(sd[c], id);
+        }
+        std::sort(out.begin(), out.end());
+    });
+}
+
+// Each query's sorted hits into faiss' CSR layout (lims, D, I).
+inline void hits_to_csr(const RangeHits& hits, int num_threads, std::vector<int64_t>& lims, std::vector<int32_t>& D,
+                        std::vector<int64_t>& I) {
+    const size_t nq = hits.size();
+    lims.assign(nq + 1, 0);
+    for (size_t q = 0; q < nq; ++q) lims[q + 1] = lims[q] + static_cast<int64_t>(hits[q].size());
+    D.resize(static_cast<size_t>(lims[nq]));
+    I.resize(static_cast<size_t>(lims[nq]));
+    parallel_for(nq, num_threads, [&](size_t q, size_t) {
+        for (size_t c = 0; c < hits[q].size(); ++c) {
+            D[static_cast<size_t>(lims[q]) + c] = hits[q][c].first;
+            I[static_cast<size_t>(lims[q]) + c] = hits[q][c].second;
+        }
+    });
+}
 
 }  // namespace hashsearch
