@@ -67,6 +67,7 @@ public:
 
 private:
     struct Scratch;
+    static Scratch& thread_scratch();  // the calling thread's
     // The query's distance to every centroid into s.dq (and the buffers sized).
     void centroid_distances(const Kernels& kern, const uint64_t* query, Scratch& s) const;
     // Whether some radius of cluster c lies within t of dqc, the query's distance to its centroid.
