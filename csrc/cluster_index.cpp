@@ -142,15 +142,29 @@ ClusterIndex::ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int n
 void ClusterIndex::arrange(const std::vector<uint32_t>& cluster, const std::vector<uint16_t>& radius) {
     const size_t n = size(), C = nclusters(), nb = static_cast<size_t>(nbits());
     // Counting sort by (cluster, radius), ids ascending inside each.
-    offsets_.assign(C * (nb + 1) + 1, 0);
-    for (size_t i = 0; i < n; ++i) ++offsets_[cluster[i] * (nb + 1) + radius[i] + 1];
-    for (size_t j = 1; j < offsets_.size(); ++j) offsets_[j] += offsets_[j - 1];
-    std::vector<uint32_t> next(offsets_.begin(), offsets_.end() - 1);
+    std::vector<uint32_t> offsets(C * (nb + 1) + 1, 0);
+    for (size_t i = 0; i < n; ++i) ++offsets[cluster[i] * (nb + 1) + radius[i] + 1];
+    for (size_t j = 1; j < offsets.size(); ++j) offsets[j] += offsets[j - 1];
+    std::vector<uint32_t> next(offsets.begin(), offsets.end() - 1);
     id_of_.resize(n);
     for (size_t i = 0; i < n; ++i) id_of_[next[cluster[i] * (nb + 1) + radius[i]]++] = static_cast<uint32_t>(i);
     sorted_.permute(id_of_);
     cluster_start_.resize(C + 1);
-    for (size_t c = 0; c <= C; ++c) cluster_start_[c] = offsets_[c * (nb + 1)];
+    for (size_t c = 0; c <= C; ++c) cluster_start_[c] = offsets[c * (nb + 1)];
+    // Offsets relative to the cluster's start, nbits + 2 a cluster (the last: its size).
+    size_t largest = 0;
+    for (size_t c = 0; c < C; ++c) largest = std::max<size_t>(largest, cluster_start_[c + 1] - cluster_start_[c]);
+    const size_t row = nb + 2;
+    std::vector<uint32_t> rel(C * row);
+    for (size_t c = 0; c < C; ++c)
+        for (size_t r = 0; r < row; ++r) rel[c * row + r] = offsets[c * (nb + 1) + r] - cluster_start_[c];
+    if (largest <= UINT16_MAX) {
+        rel16_.assign(rel.begin(), rel.end());
+        rel32_.clear();
+    } else {
+        rel32_.assign(rel.begin(), rel.end());
+        rel16_.clear();
+    }
     rmin_.assign(C, static_cast<uint16_t>(nb + 1));
     rmax_.assign(C, 0);
     for (size_t i = 0; i < n; ++i) {
@@ -169,7 +183,7 @@ void ClusterIndex::copy_labels(uint32_t* out) const {
 }
 
 size_t ClusterIndex::extra_bytes() const {
-    return id_of_.size() * 4 + centroids_.memory_bytes() + (offsets_.size() + cluster_start_.size()) * 4 +
+    return id_of_.size() * 4 + centroids_.memory_bytes() + rel16_.size() * 2 + (rel32_.size() + cluster_start_.size()) * 4 +
            (rmin_.size() + rmax_.size()) * 2;
 }
 
@@ -249,11 +263,17 @@ bool ClusterIndex::cluster_reaches(uint32_t dqc, uint32_t c, uint32_t t) const {
 bool ClusterIndex::run_within(uint32_t dqc, uint32_t c, uint32_t t, uint32_t& b0, uint32_t& b1) const {
     if (!cluster_reaches(dqc, c, t)) return false;
     const int d = static_cast<int>(dqc), ti = static_cast<int>(t), nb = nbits();
-    const size_t row = static_cast<size_t>(nb) + 1;
-    const size_t lo = static_cast<size_t>(std::max(0, d - ti));
-    const size_t hi = static_cast<size_t>(std::min(nb, d + ti));
-    b0 = offsets_[c * row + lo];
-    b1 = offsets_[c * row + hi + 1];
+    const size_t row = static_cast<size_t>(nb) + 2;
+    const size_t lo = c * row + static_cast<size_t>(std::max(0, d - ti));
+    const size_t end = c * row + static_cast<size_t>(std::min(nb, d + ti)) + 1;
+    const uint32_t base = cluster_start_[c];
+    if (rel32_.empty()) {
+        b0 = base + rel16_[lo];
+        b1 = base + rel16_[end];
+    } else {
+        b0 = base + rel32_[lo];
+        b1 = base + rel32_[end];
+    }
     return b1 > b0;
 }
 
@@ -368,7 +388,7 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
     UnorderedTopK& top = s.top;
     top.reset(static_cast<size_t>(k));
     uint32_t tau = static_cast<uint32_t>(nb);  // distances above it cannot enter
-    const size_t row = nb + 1;
+    const size_t row = nb + 2;  // entries per cluster in rel16_ / rel32_
     auto reaches = [&](uint32_t c, uint32_t t) { return cluster_reaches(dq[c], c, t); };
     auto window = [&](uint32_t c, uint32_t t, uint32_t& b0, uint32_t& b1) { return run_within(dq[c], c, t, b0, b1); };
     auto prefetch = [&](size_t j) {
@@ -386,7 +406,9 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
     auto prefetch_offsets = [&](size_t j) {
         const uint32_t c = s.order[j];
         const int d = static_cast<int>(dq[c]);
-        __builtin_prefetch(offsets_.data() + c * row + static_cast<size_t>(std::max(0, d - static_cast<int>(tau))));
+        const size_t at = c * row + static_cast<size_t>(std::max(0, d - static_cast<int>(tau)));
+        if (rel32_.empty()) __builtin_prefetch(rel16_.data() + at);
+        else __builtin_prefetch(rel32_.data() + at);
     };
     // Split: this thread reads clusters first, first + stride, ... of the order, and the
     // threads share the least of their k-th distances (each bounds the final one).

@@ -95,9 +95,12 @@ private:
     FlatIndex sorted_;           // codes ordered by (cluster, r, id)
     FlatIndex centroids_;        // (C, nwords)
     std::vector<uint32_t> id_of_;  // position in sorted_ -> item id
-    // Start of the items of (cluster c, radius r) at c * (nbits + 1) + r; one more entry ends it.
-    std::vector<uint32_t> offsets_;
-    std::vector<uint32_t> cluster_start_;  // C + 1: where each cluster starts (offsets_ at r = 0)
+    // Where the items of (cluster c, radius r) start, relative to the cluster's start, at
+    // c * (nbits + 2) + r (r = nbits + 1: the cluster's size); uint16 (half the bytes, so a
+    // window's two ends share a cache line more often) unless a cluster holds over 65,535 codes.
+    std::vector<uint16_t> rel16_;
+    std::vector<uint32_t> rel32_;
+    std::vector<uint32_t> cluster_start_;  // C + 1: where each cluster starts
     std::vector<uint16_t> rmin_, rmax_;  // least / largest radius per cluster (rmin > rmax: empty)
     mutable std::atomic<size_t> items_read_{0};
     mutable std::atomic<size_t> clusters_read_{0};

@@ -151,6 +151,29 @@ def test_cluster_index_skips_the_clusters_while_queries_fall_back(simd, rng):
     assert after["scanned"] == before["scanned"] and after["items_read"] > before["items_read"]
 
 
+def test_cluster_index_clusters_beyond_uint16_offsets(rng):
+    """A cluster of over 65,535 codes keeps its offsets in uint32 (smaller ones in uint16):
+    both layouts answer exactly, topk and range_search."""
+    n, nbits = 70_000, 64
+    codes = clustered_codes(rng, n, nbits, clusters=3)
+    queries = np.concatenate([codes[:5] ^ np.uint64(0x101), random_codes(rng, 3, nbits)])
+    exclude = random_exclude(rng, len(queries), n, 50)
+    Df, If = hashsearch.Index(codes, nbits).topk(queries, 60, exclude=exclude)
+    ref = range_search_hamming(queries, codes, 3, exclude)
+    small = hashsearch.ClusterIndex(codes, nbits, nclusters=8).extra_bytes()
+    for nclusters in (1, 8):  # one cluster of all 70,000 codes; clusters of ~9,000
+        index = hashsearch.ClusterIndex(codes, nbits, nclusters=nclusters)
+        for threads in (1, 2):
+            D, I = index.topk(queries, 60, exclude=exclude, num_threads=threads)
+            np.testing.assert_array_equal(D, Df)
+            np.testing.assert_array_equal(I, If)
+        for got, want in zip(index.range_search(queries, 3, exclude=exclude), ref):
+            np.testing.assert_array_equal(got, want)
+    # ids + one (nbits + 2)-entry offset row a cluster: 4 bytes an entry for the big one, 2 for small
+    assert hashsearch.ClusterIndex(codes, nbits, nclusters=1).extra_bytes() - 4 * n >= 4 * (nbits + 2)
+    assert small - 4 * n < 8 * (nbits + 2) * 2 + 8 * 8 + 8 * 4 + 8 * 4 + 64
+
+
 def test_cluster_index_file_keeps_its_clusters(tmp_path, rng):
     """A saved ClusterIndex stores its centroids and each code's cluster, so loading skips the
     k-medians build; pruning stays exact for any assignment (radii are recomputed), so clusters
