@@ -360,8 +360,9 @@ class ClusterIndex(_RangeSearch, _HammingBase):
     a scan instead. Batches spread their queries over ``num_threads``; a call of fewer
     queries than threads shares each query's clusters among them.
 
-    Memory beside the codes: a uint32 id per item, the centroids, and a uint32
-    offset per (cluster, radius): 0.53x the codes at 64 bits and 4.2M items.
+    Memory beside the codes: a uint32 id per item, the centroids, and an offset per
+    (cluster, radius) (uint16, or uint32 once a cluster holds over 65,535 codes): 0.52x the
+    codes at 64 bits and 4.2M items.
 
     Args:
         codes, nbits, num_threads: as for :class:`Index` (``num_threads`` also builds).
