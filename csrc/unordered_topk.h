@@ -16,27 +16,43 @@ struct Candidate {
 };
 
 // Top-k over candidates arriving in any order, ordered by (distance, id).
+// Holds up to 2k candidates; a histogram of their distances gives the k-th
+// distance without a selection (distances are small integers), and a selection
+// trims the buffer only when it fills.
 class UnorderedTopK {
 public:
     void reset(size_t k) {
         k_ = k;
         buf_.clear();
         buf_.reserve(2 * k + 1);
+        std::fill(hist_.begin(), hist_.end(), 0);
         full_ = false;
+        bound_ = std::numeric_limits<uint32_t>::max();
+        worst_ = {std::numeric_limits<uint32_t>::max(), std::numeric_limits<int64_t>::max()};
     }
     // Largest distance that can still enter (equal distances then go by id).
-    uint32_t threshold() const { return full_ ? worst_.d : std::numeric_limits<uint32_t>::max(); }
+    uint32_t threshold() const { return full_ ? bound_ : std::numeric_limits<uint32_t>::max(); }
     bool full() const { return full_; }
-    bool admits(uint32_t d, int64_t id) const { return !full_ || Candidate{d, id} < worst_; }
+    // worst_ is the k-th held candidate as of the last trim: later arrivals only improve
+    // the true k-th, so what does not beat it cannot enter.
+    bool admits(uint32_t d, int64_t id) const {
+        return !full_ || d < bound_ || (d == bound_ && Candidate{d, id} < worst_);
+    }
     void push(uint32_t d, int64_t id) {
         buf_.push_back({d, id});
+        if (d >= hist_.size()) hist_.resize(d + 1, 0);
+        ++hist_[d];
         if (buf_.size() >= 2 * k_) shrink();
     }
     // k-th smallest distance, or -1 while fewer than k candidates are held.
     int64_t kth_distance() {
         if (buf_.size() < k_) return -1;
-        shrink();
-        return worst_.d;
+        size_t held = 0;
+        uint32_t t = 0;
+        while ((held += hist_[t]) < k_) ++t;  // the histogram sums to buf_.size() >= k
+        bound_ = t;
+        full_ = true;
+        return t;
     }
     void finish(int32_t* D, int64_t* I) {
         if (buf_.size() > k_) shrink();
@@ -52,11 +68,16 @@ private:
         std::nth_element(buf_.begin(), buf_.begin() + (k_ - 1), buf_.end());
         buf_.resize(k_);
         worst_ = *std::max_element(buf_.begin(), buf_.end());
+        bound_ = worst_.d;
         full_ = true;
+        std::fill(hist_.begin(), hist_.end(), 0);
+        for (const Candidate& c : buf_) ++hist_[c.d];
     }
     size_t k_ = 0;
     std::vector<Candidate> buf_;
+    std::vector<uint32_t> hist_;  // distances of the held candidates
     Candidate worst_{0, 0};
+    uint32_t bound_ = 0;
     bool full_ = false;
 };
 
