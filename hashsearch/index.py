@@ -335,12 +335,18 @@ class MIHIndex(_RangeSearch, _HammingBase):
         return cls(data.codes, data.nbits, m=data.m, num_threads=num_threads)
 
 
+# More clusters read fewer codes but more clusters, each a few cache misses: measured on
+# 64-bit learned-like codes, 2 threads (2026-12-01), 2,048 clusters beat 4,096 by 15-20% at
+# 4.2M items (82k codes / 429 clusters read a query against 62k / 574) and matched it at 1M.
+MAX_DEFAULT_NCLUSTERS = 2048
+
+
 def default_nclusters(n: int) -> int:
-    """Clusters of :class:`ClusterIndex` for n codes: the power of two nearest 2 * sqrt(n)
-    (4,096 at 4.2M items), at most n."""
+    """Clusters of :class:`ClusterIndex` for n codes: the power of two nearest 2 * sqrt(n),
+    at most :data:`MAX_DEFAULT_NCLUSTERS` (2,048 from 1M items) and at most n."""
     if n <= 1:
         return 1
-    return int(min(n, 2 ** round(math.log2(2 * math.sqrt(n)))))
+    return int(min(n, MAX_DEFAULT_NCLUSTERS, 2 ** round(math.log2(2 * math.sqrt(n)))))
 
 
 class ClusterIndex(_RangeSearch, _HammingBase):
