@@ -367,7 +367,7 @@ class ClusterIndex(_RangeSearch, _HammingBase):
     queries than threads shares each query's clusters among them.
 
     Memory beside the codes: a uint32 id per item, the centroids, and an offset per
-    (cluster, radius) (uint16, or uint32 once a cluster holds over 65,535 codes): 0.52x the
+    (cluster, radius) (uint16, or uint32 once a cluster holds over 65,535 codes): 0.51x the
     codes at 64 bits and 4.2M items.
 
     Args:
