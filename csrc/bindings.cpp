@@ -289,6 +289,16 @@ PYBIND11_MODULE(_core, m) {
              },
              py::arg("queries"), py::arg("radius"), py::arg("indptr") = py::none(),
              py::arg("indices") = py::none(), py::arg("num_threads") = 0)
+        .def("grown",
+             [](const ClusterIndex& self, const CodesArray& codes, int num_threads) {
+                 check_codes(codes, "codes");
+                 if (static_cast<size_t>(codes.shape(1)) != self.nwords())
+                     throw std::invalid_argument("codes have " + std::to_string(codes.shape(1)) +
+                                                 " words per code, the index has " + std::to_string(self.nwords()));
+                 py::gil_scoped_release release;
+                 return self.grown(codes.data(), codes.shape(0), num_threads);
+             },
+             py::arg("codes"), py::arg("num_threads") = 0)
         .def("centroids",
              [](const ClusterIndex& self) {
                  CodesArray out({self.nclusters(), self.nwords()});

@@ -22,13 +22,6 @@ constexpr double kScanShare = 0.5;
 // ... checked once a query has read 1/kCheckAfter of the codes (most clustered queries
 // finish before: the check, a bound over every cluster, is not free).
 constexpr size_t kCheckAfter = 32;
-// Calls skip the clusters while recent queries kept falling back (uniform codes), as
-// MIHIndex's small calls do: each query that fell back adds 1 to a score, each answered
-// takes kAnsweredWeight off; from kSkipScore on, calls scan all but a few tried queries.
-constexpr int kAnsweredWeight = 4;
-constexpr uint32_t kSkipRetryEvery = 32;
-constexpr int kSkipScore = 32;
-constexpr int kMaxFallScore = 64;
 constexpr uint64_t kInitSeed = 0x9e3779b97f4a7c15ull;  // the initial centroids' pick: fixed, so builds repeat
 
 // Nearest centroid of every code (ties: the smaller centroid) and its distance.
@@ -182,6 +175,23 @@ void ClusterIndex::copy_labels(uint32_t* out) const {
         for (uint32_t p = cluster_start_[c]; p < cluster_start_[c + 1]; ++p) out[id_of_[p]] = static_cast<uint32_t>(c);
 }
 
+std::unique_ptr<ClusterIndex> ClusterIndex::grown(const uint64_t* codes, size_t count, int num_threads) const {
+    const size_t n = size(), nw = nwords(), C = nclusters();
+    std::vector<uint64_t> all((n + count) * nw), centroids(C * nw);
+    copy_codes(all.data());
+    std::copy_n(codes, count * nw, all.data() + n * nw);
+    copy_centroids(centroids.data());
+    std::vector<uint32_t> labels(n + count);
+    copy_labels(labels.data());
+    if (count > 0) {
+        std::vector<int32_t> d(count);
+        std::vector<int64_t> c(count);
+        centroids_.topk(codes, count, 1, ExcludeList(), num_threads, d.data(), c.data());
+        for (size_t i = 0; i < count; ++i) labels[n + i] = static_cast<uint32_t>(c[i]);
+    }
+    return std::make_unique<ClusterIndex>(all.data(), n + count, nw, nbits(), centroids.data(), C, labels.data());
+}
+
 size_t ClusterIndex::extra_bytes() const {
     return id_of_.size() * 4 + centroids_.memory_bytes() + rel16_.size() * 2 + (rel32_.size() + cluster_start_.size()) * 4 +
            (rmin_.size() + rmax_.size()) * 2;
@@ -199,11 +209,11 @@ void ClusterIndex::topk(const uint64_t* queries, size_t nq, int k, const Exclude
     const Kernels kern = active_kernels();
     const size_t nw = nwords();
     // While recent queries fell back (codes too uniform to prune), only the first `tried`
-    // queries try the clusters: 1/kSkipRetryEvery of a large call's, one query in
-    // kSkipRetryEvery small calls; the rest go straight to the scan.
+    // queries try the clusters: 1/kRetryEvery of a large call's, one query in kRetryEvery
+    // small calls; the rest go straight to the scan.
+    constexpr size_t kRetryEvery = FallbackScore::kRetryEvery;
     size_t tried = nq;
-    if (fall_score_.load() >= kSkipScore)
-        tried = nq >= kSkipRetryEvery ? nq / kSkipRetryEvery : (skip_calls_.fetch_add(1) % kSkipRetryEvery == 0 ? 1 : 0);
+    if (fall_score_.skipping()) tried = nq >= kRetryEvery ? nq / kRetryEvery : (fall_score_.retry_this_call() ? 1 : 0);
     std::vector<uint8_t> fell(nq, 1);
     const size_t threads = static_cast<size_t>(resolve_threads(num_threads));
     if (threads > 1 && tried < threads) {
@@ -220,10 +230,7 @@ void ClusterIndex::topk(const uint64_t* queries, size_t nq, int k, const Exclude
         });
     }
     const size_t fell_tried = static_cast<size_t>(std::count(fell.begin(), fell.begin() + static_cast<std::ptrdiff_t>(tried), 1));
-    const int delta = static_cast<int>(fell_tried) - kAnsweredWeight * static_cast<int>(tried - fell_tried);
-    int score = fall_score_.load();
-    while (!fall_score_.compare_exchange_weak(score, std::clamp(score + delta, 0, kMaxFallScore))) {
-    }
+    fall_score_.record(fell_tried, tried - fell_tried);
     skipped_ += nq - tried;
     std::vector<size_t> which;
     for (size_t q = 0; q < nq; ++q)

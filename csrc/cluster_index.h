@@ -14,8 +14,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "fallback_score.h"
 #include "flat_index.h"
 
 namespace hashsearch {
@@ -31,6 +33,10 @@ public:
     // nclusters; radii are recomputed, so any labels give exact results.
     ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, const uint64_t* centroids,
                  size_t nclusters, const uint32_t* labels);
+
+    // This index with `count` more codes (ids continuing from size()): they join their
+    // nearest centroid (ties: the smaller), the centroids are kept. Validates the codes.
+    std::unique_ptr<ClusterIndex> grown(const uint64_t* codes, size_t count, int num_threads) const;
 
     // Same output as FlatIndex::topk, bit for bit. Each query runs on one thread.
     void topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude, int num_threads,
@@ -106,8 +112,7 @@ private:
     mutable std::atomic<size_t> clusters_read_{0};
     mutable std::atomic<size_t> scanned_{0};
     mutable std::atomic<size_t> skipped_{0};
-    mutable std::atomic<int> fall_score_{0};
-    mutable std::atomic<uint32_t> skip_calls_{0};
+    FallbackScore fall_score_;  // whether recent queries kept falling back to the scan
 };
 
 }  // namespace hashsearch

@@ -34,30 +34,13 @@ void HierarchicalIndex::use_clusters(const uint64_t* centroids, size_t nclusters
 }
 
 void HierarchicalIndex::add(const uint64_t* codes, const float* emb, size_t count) {
-    const size_t old_n = flat_.size(), nw = flat_.nwords();
-    std::vector<uint64_t> centroids;
-    std::vector<uint32_t> labels;
-    if (cluster_) {  // the new codes' nearest centroids (ties: the smaller), before anything changes
-        const size_t C = cluster_->nclusters();
-        centroids.resize(C * nw);
-        cluster_->copy_centroids(centroids.data());
-        FlatIndex cents(centroids.data(), C, nw, flat_.nbits());
-        std::vector<int32_t> d(count);
-        std::vector<int64_t> c(count);
-        if (count > 0) cents.topk(codes, count, 1, ExcludeList(), 0, d.data(), c.data());  // validates the codes
-        labels.resize(old_n + count);
-        cluster_->copy_labels(labels.data());
-        for (size_t i = 0; i < count; ++i) labels[old_n + i] = static_cast<uint32_t>(c[i]);
-    }
     flat_.add(codes, count);  // validates every code before it changes anything
     emb_.insert(emb_.end(), emb, emb + count * dim_);
-    if (mih_ || cluster_) {
-        std::vector<uint64_t> all(flat_.size() * nw);
+    if (cluster_) cluster_ = cluster_->grown(codes, count, 0);
+    if (mih_) {
+        std::vector<uint64_t> all(flat_.size() * flat_.nwords());
         flat_.copy_codes(all.data());
-        if (mih_) mih_ = std::make_unique<MIHIndex>(all.data(), flat_.size(), nw, flat_.nbits(), mih_->m());
-        else
-            cluster_ = std::make_unique<ClusterIndex>(all.data(), flat_.size(), nw, flat_.nbits(), centroids.data(),
-                                                      cluster_->nclusters(), labels.data());
+        mih_ = std::make_unique<MIHIndex>(all.data(), flat_.size(), flat_.nwords(), flat_.nbits(), mih_->m());
     }
 }
 

@@ -97,16 +97,6 @@ constexpr size_t kBatchCopyQueriesLarge = 128;
 // Queries a batch times both ways (the tables and the scan) to choose between them.
 constexpr size_t kMinCalibrationQueries = 32;
 constexpr size_t kMaxCalibrationQueries = 512;
-// Small batches (below the timed size) skip the tables while recent queries
-// kept falling back (uniform codes): each query that fell back adds 1 to a
-// score, each the tables answered takes kAnsweredWeight off (so skipping pays
-// once more than ~4 in 5 fall back, each costing the tables' attempt and the
-// scan); from kSkipScore on, small calls go to the scan, one query in every
-// kSkipRetryEvery calls still trying the tables.
-constexpr int kAnsweredWeight = 4;
-constexpr uint32_t kSkipRetryEvery = 32;
-constexpr int kSkipScore = 32;
-constexpr int kMaxFallScore = 64;
 // From this many queries a batch is answered in the order of its queries' keys.
 constexpr size_t kOrderedBatch = 1024;
 constexpr uint32_t kSliceItems = 256;    // items read per threshold update
@@ -491,10 +481,10 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     Kernels kern = active_kernels();
     const size_t probe = std::min(kMaxCalibrationQueries, std::max(kMinCalibrationQueries, nq / 32));
     if (!scan_fallback_ || nq < 4 * probe) {
-        if (scan_fallback_ && fall_score_.load() >= kSkipScore) {
-            // Recent queries fell back: scan this call's, but let one in every
-            // kSkipRetryEvery calls try the tables, so that the score can fall again.
-            const size_t tried = skip_calls_.fetch_add(1) % kSkipRetryEvery == 0 ? 1 : 0;
+        if (scan_fallback_ && fall_score_.skipping()) {
+            // Small batches (below the timed size) whose recent queries fell back: scan this
+            // call's, but let one in every kRetryEvery calls try the tables.
+            const size_t tried = fall_score_.retry_this_call() ? 1 : 0;
             if (tried) search_tables(kern, queries, 0, 1, k, exclude, num_threads, D, I);
             std::vector<size_t> which(nq - tried);
             std::iota(which.begin(), which.end(), tried);
@@ -548,7 +538,7 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     // Once if most of the timed queries fell back to the scan anyway (uniform codes).
     size_t done = probe;
     bool tables_faster = tables_win(0);
-    if (!tables_faster && fall_score_.load() < kSkipScore) {
+    if (!tables_faster && !fall_score_.skipping()) {
         tables_faster = tables_win(probe);
         done = 2 * probe;
     }
@@ -609,10 +599,7 @@ void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_
         if (fell[i]) which.push_back(q0 + i);
     if (!which.empty()) scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
     fallbacks_ += which.size();
-    const int delta = static_cast<int>(which.size()) - kAnsweredWeight * static_cast<int>(fell.size() - which.size());
-    int score = fall_score_.load();
-    while (!fall_score_.compare_exchange_weak(score, std::clamp(score + delta, 0, kMaxFallScore))) {
-    }
+    fall_score_.record(which.size(), fell.size() - which.size());
     for (size_t w = 0; w < nworkers; ++w) {
         probes_ += probes[w];
         candidates_ += cands[w];

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <vector>
 
+#include "fallback_score.h"
 #include "flat_index.h"
 #include "huge_alloc.h"
 
@@ -210,9 +211,7 @@ private:
     static constexpr uint32_t kRetimeEvery = 8;
     mutable std::atomic<int> verdict_{kUntimed};
     mutable std::atomic<uint32_t> large_calls_{0};
-    // Small calls: recent fallbacks minus answered queries (see kSkipScore), and calls skipped.
-    mutable std::atomic<int> fall_score_{0};
-    mutable std::atomic<uint32_t> skip_calls_{0};
+    FallbackScore fall_score_;  // whether recent queries kept falling back to the scan
     mutable std::atomic<size_t> probes_{0};
     mutable std::atomic<size_t> candidates_{0};
 };

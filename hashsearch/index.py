@@ -416,12 +416,7 @@ class ClusterIndex(_RangeSearch, _HammingBase):
         """
         packed = packed_queries(codes, self.nbits, "codes")
         with self._add_lock:  # two adds at once must not both start from the same codes
-            old = self._native
-            centroids = old.centroids()
-            nearest = _core.FlatIndex(centroids, self.nbits).topk(packed, 1, None, None, self.num_threads)[1]
-            labels = np.concatenate([old.labels(), nearest[:, 0].astype(np.uint32)])
-            merged = np.concatenate([old.codes(), packed])
-            self._native = _core.ClusterIndex.from_clusters(merged, self.nbits, centroids, labels)
+            self._native = self._native.grown(packed, self.num_threads)  # validates before the swap
 
     @property
     def nclusters(self) -> int:
