@@ -44,7 +44,7 @@ public:
 
     // Same output as FlatIndex::range_search: every item within `radius`, CSR (lims, D, I)
     // sorted by (distance, id); the clusters' runs within radius of the query's distance to
-    // their centroid, or a scan when those clusters hold over half the codes.
+    // their centroid, or a scan when those runs hold over a quarter of the codes.
     void range_search(const uint64_t* queries, size_t nq, int radius, const ExcludeList& exclude,
                       int num_threads, std::vector<int64_t>& lims, std::vector<int32_t>& D,
                       std::vector<int64_t>& I) const;

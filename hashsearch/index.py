@@ -361,9 +361,8 @@ class ClusterIndex(_RangeSearch, _HammingBase):
     can enter, one contiguous run. Clusters are read nearest centroid first, and a
     cluster whose radii miss the window is skipped unread. Every item within the
     final k-th distance is read, so results equal :class:`Index` exactly (ties by
-    id, ``exclude`` and padding included). A query whose clusters still in reach,
-    once k items are held, hold over half the codes (uniform codes) is answered by
-    a scan instead. Batches spread their queries over ``num_threads``; a call of fewer
+    id, ``exclude`` and padding included). A query whose windows, once k items are held,
+    hold over a quarter of the codes (uniform codes) is answered by a scan instead. Batches spread their queries over ``num_threads``; a call of fewer
     queries than threads shares each query's clusters among them.
 
     Memory beside the codes: a uint32 id per item, the centroids, and an offset per
@@ -425,8 +424,8 @@ class ClusterIndex(_RangeSearch, _HammingBase):
 
     def stats(self) -> dict:
         """Counters since construction: ``items_read`` (codes compared in windows),
-        ``clusters_read``, ``scanned``: queries answered by a scan, because the clusters
-        still in reach once k items were held covered over half the codes (uniform codes) or
+        ``clusters_read``, ``scanned``: queries answered by a scan, because their windows
+        once k items were held covered over a quarter of the codes (uniform codes) or
         because they were ``skipped``: sent to the scan untried while recent queries kept
         falling back (then one query in 32 small calls, or 1/32 of a large call's, still tries)."""
         return {"items_read": int(self._native.items_read), "clusters_read": int(self._native.clusters_read),

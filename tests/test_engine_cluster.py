@@ -309,3 +309,29 @@ def test_cluster_index_bad_input(rng):
         index.topk(random_codes(rng, 2, 100), 5)  # 100-bit queries against 64-bit codes
     with pytest.raises(ValueError, match="exclude"):
         index.topk(random_codes(rng, 2, 64), 5, exclude=[np.array([50]), np.array([], np.int64)])
+
+
+def test_cluster_index_reads_a_wide_cluster_through_its_narrow_window(simd):
+    """The scan check counts the codes in the windows still to read, not whole clusters in
+    reach: cluster B holds codes at every radius 0..64 from its centroid (20 copies of each
+    prefix mask), the query lies at radius 32 from it; cluster A (read first) holds 100 copies
+    of the query, so after A the k-th distance is 0 and B's window is its 20 codes at radius 32.
+    Counting B whole (1,300 of 1,400 codes) sent such a query to the scan."""
+    from hashsearch import _core
+
+    nbits, copies = 64, 20
+    prefix = np.array([(1 << r) - 1 if r < 64 else (1 << 64) - 1 for r in range(65)], dtype=np.uint64)
+    query = prefix[32]
+    codes = np.concatenate([np.repeat(prefix, copies), np.full(100, query, dtype=np.uint64)])[:, None]
+    labels = np.concatenate([np.zeros(65 * copies), np.ones(100)]).astype(np.uint32)
+    centroids = np.array([[0], [query]], dtype=np.uint64)
+    index = hashsearch.ClusterIndex._from_native(_core.ClusterIndex.from_clusters(codes, nbits, centroids, labels), 0)
+    Df, If = hashsearch.Index(codes, nbits).topk(query[None, None], 50)
+    for threads in (1, 2):
+        st = index.stats()
+        D, I = index.topk(query[None, None], 50, num_threads=threads)
+        np.testing.assert_array_equal(D, Df)
+        np.testing.assert_array_equal(I, If)
+        if threads == 1:
+            assert index.stats()["scanned"] == st["scanned"]
+            assert index.stats()["items_read"] - st["items_read"] == 100 + copies
