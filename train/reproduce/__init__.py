@@ -59,7 +59,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
                    help="table4: users timed at Alibaba scale (0 skips it); the rest is extrapolated")
     p.add_argument("--alibaba-items", type=int, default=4_167_708)
     p.add_argument("--alibaba-all-users", type=int, nargs="?", const=601_946, default=None, metavar="N",
-                   help="table4: also time HamR by MIH on all N users (default 601,946) in one call, "
+                   help="table4: also time HamR by MIH and by ClusterIndex on all N users (default 601,946) in one call, "
                         "no extrapolation (the other methods stay on the slice)")
     p.add_argument("--mih-m", type=int, nargs="+", default=(), metavar="M",
                    help="table4: also time HamR by MIH with M tables (the default m keeps the tables "

@@ -192,12 +192,13 @@ def alibaba_workloads(nbits: int, measured_users: int, seed: int, n_items: int =
                       n_users: int = ALIBABA_USERS, all_users_mih: bool = False) -> List[Dict[str, Any]]:
     """Synthetic learned-like codes at the paper's Alibaba scale: every method on a slice of
     ``measured_users`` users (extrapolated to ``n_users``); with ``all_users_mih``, also HamR by
-    MIH timed on all ``n_users`` users in one call (the slice is their first rows, same items)."""
+    MIH and by ClusterIndex timed on all ``n_users`` users in one call (the slice is their first
+    rows, same items)."""
     data = learned_like(n_users if all_users_mih else measured_users, n_items, nbits, seed=seed)
     label = f"synthetic Alibaba-scale ({n_users:,} x {n_items:,})"
     part = {key: (v[:measured_users] if key.startswith("user") else v) for key, v in data.items()}
     out = [{"label": label, "data": part, "n_users": n_users}]
     if all_users_mih:
         out.append({"label": label + ", all users", "data": data, "n_users": n_users,
-                    "only": ("HamR (ours, MIH",), "ces_of": label})
+                    "only": ("HamR (ours, MIH", "HamR (ours, ClusterIndex"), "ces_of": label})
     return out
