@@ -25,6 +25,10 @@ constexpr double kScanShare = 0.25;
 // ... checked once a query has read 1/kCheckAfter of the codes (most clustered queries
 // finish before: the check, a window per cluster, is not free).
 constexpr size_t kCheckAfter = 32;
+// From this many skipped queries of a call, on more codes than this, they are scanned
+// through an id-ordered copy of the codes (as MIH's large fallen batches).
+constexpr size_t kCopyScanQueries = 128;
+constexpr size_t kCopyScanItems = size_t{1} << 16;
 constexpr uint64_t kInitSeed = 0x9e3779b97f4a7c15ull;  // the initial centroids' pick: fixed, so builds repeat
 
 // Nearest centroid of every code (ties: the smaller centroid) and its distance.
@@ -200,6 +204,12 @@ size_t ClusterIndex::extra_bytes() const {
            (rmin_.size() + rmax_.size()) * 2;
 }
 
+FlatIndex ClusterIndex::id_ordered_copy() const {
+    std::vector<uint64_t> ordered(size() * nwords());
+    copy_codes(ordered.data());
+    return FlatIndex(ordered.data(), size(), nwords(), nbits());
+}
+
 void ClusterIndex::copy_codes(uint64_t* out) const {
     const size_t nw = nwords();
     for (size_t p = 0; p < size(); ++p) sorted_.load_code(p, out + size_t{id_of_[p]} * nw);
@@ -235,8 +245,20 @@ void ClusterIndex::topk(const uint64_t* queries, size_t nq, int k, const Exclude
     const size_t fell_tried = static_cast<size_t>(std::count(fell.begin(), fell.begin() + static_cast<std::ptrdiff_t>(tried), 1));
     fall_score_.record(fell_tried, tried - fell_tried);
     skipped_ += nq - tried;
+    size_t scan_from = nq;  // the skipped queries [tried, nq): scanned in id order below, when many
+    if (nq - tried >= kCopyScanQueries && size() > kCopyScanItems) {
+        // Index's own scan over an id-ordered copy of the codes (built for the call, ~3 ns a
+        // code): the sorted order's scan must keep every tie and look up ids (MIH does the same).
+        const FlatIndex copy = id_ordered_copy();
+        ExcludeList ex = exclude;
+        if (ex.indptr) ex.indptr += tried;
+        copy.topk(queries + tried * nw, nq - tried, k, ex, num_threads, D + tried * static_cast<size_t>(k),
+                  I + tried * static_cast<size_t>(k));
+        scanned_ += nq - tried;
+        scan_from = tried;
+    }
     std::vector<size_t> which;
-    for (size_t q = 0; q < nq; ++q)
+    for (size_t q = 0; q < scan_from; ++q)
         if (fell[q]) which.push_back(q);
     if (which.empty()) return;
     scanned_ += which.size();

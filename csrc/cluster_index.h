@@ -56,6 +56,8 @@ public:
     // Codes in id order, (n, nwords) uint64 into `out`.
     void copy_codes(uint64_t* out) const;
     size_t code_bytes() const { return sorted_.memory_bytes(); }
+    // The codes in id order as a FlatIndex (for scanning many queries).
+    FlatIndex id_ordered_copy() const;
     // Centroids (nclusters, nwords) and each item's cluster, in id order (what the
     // second constructor takes).
     void copy_centroids(uint64_t* out) const;

@@ -335,3 +335,28 @@ def test_cluster_index_reads_a_wide_cluster_through_its_narrow_window(simd):
         if threads == 1:
             assert index.stats()["scanned"] == st["scanned"]
             assert index.stats()["items_read"] - st["items_read"] == 100 + copies
+
+
+def test_cluster_index_scans_many_skipped_queries_in_id_order(simd, rng):
+    """A large call while queries keep falling back (uniform codes, over 65,536 of them) scans its
+    skipped queries through an id-ordered copy of the codes (Index's scan): same output as the
+    flat index, exclude rows and ties included, at 1 and 2 threads."""
+    n, nbits = 70_000, 64
+    codes = random_codes(rng, n, nbits)
+    codes[n // 2:n // 2 + 300] = codes[:300]  # duplicates: ties the id order must break
+    flat = hashsearch.Index(codes, nbits)
+    index = hashsearch.ClusterIndex(codes, nbits, nclusters=64)
+    for q in random_codes(rng, 40, nbits):  # fall back until the score skips
+        index.topk(q, 10)
+    assert index.stats()["skipped"] > 0
+    queries = np.concatenate([codes[:150], random_codes(rng, 150, nbits)])
+    exclude = random_exclude(rng, len(queries), n, 30)
+    for threads in (1, 2):
+        st = index.stats()
+        D, I = index.topk(queries, 20, exclude=exclude, num_threads=threads)
+        Df, If = flat.topk(queries, 20, exclude=exclude)
+        np.testing.assert_array_equal(D, Df)
+        np.testing.assert_array_equal(I, If)
+        after = index.stats()
+        assert after["skipped"] - st["skipped"] == len(queries) - len(queries) // 32
+        assert after["scanned"] - st["scanned"] == len(queries)
