@@ -29,6 +29,9 @@ constexpr size_t kCheckAfter = 32;
 // through an id-ordered copy of the codes (as MIH's large fallen batches).
 constexpr size_t kCopyScanQueries = 128;
 constexpr size_t kCopyScanItems = size_t{1} << 16;
+// From this many queries a cluster, a batch runs in the order of their nearest centroids (all
+// 601,946 Table 4 users at 2,048 clusters: 29.4-30.1 s -> 24.9 s; 1,000 queries: no gain).
+constexpr size_t kOrderQueriesPerCluster = 4;
 constexpr uint64_t kInitSeed = 0x9e3779b97f4a7c15ull;  // the initial centroids' pick: fixed, so builds repeat
 
 // Nearest centroid of every code (ties: the smaller centroid) and its distance.
@@ -204,6 +207,17 @@ size_t ClusterIndex::extra_bytes() const {
            (rmin_.size() + rmax_.size()) * 2;
 }
 
+std::vector<uint32_t> ClusterIndex::by_nearest_centroid(const uint64_t* queries, size_t nq, int num_threads) const {
+    std::vector<int32_t> d(nq);
+    std::vector<int64_t> c(nq);
+    centroids_.topk(queries, nq, 1, ExcludeList(), num_threads, d.data(), c.data());
+    std::vector<uint32_t> start(nclusters() + 1, 0), order(nq);
+    for (size_t q = 0; q < nq; ++q) ++start[static_cast<size_t>(c[q]) + 1];
+    for (size_t j = 1; j < start.size(); ++j) start[j] += start[j - 1];
+    for (size_t q = 0; q < nq; ++q) order[start[static_cast<size_t>(c[q])]++] = static_cast<uint32_t>(q);
+    return order;
+}
+
 FlatIndex ClusterIndex::id_ordered_copy() const {
     std::vector<uint64_t> ordered(size() * nwords());
     copy_codes(ordered.data());
@@ -236,7 +250,12 @@ void ClusterIndex::topk(const uint64_t* queries, size_t nq, int k, const Exclude
             fell[q] = !search_split(kern, queries + q * nw, k, exclude.begin(q), exclude.end(q), threads,
                                     D + q * static_cast<size_t>(k), I + q * static_cast<size_t>(k));
     } else {
-        parallel_for(tried, num_threads, [&](size_t q, size_t) {
+        // A large batch runs in the order of its queries' nearest centroids: queries read one
+        // after another then share most of their clusters while those are still cached.
+        std::vector<uint32_t> order;
+        if (tried >= kOrderQueriesPerCluster * nclusters()) order = by_nearest_centroid(queries, tried, num_threads);
+        parallel_for(tried, num_threads, [&](size_t i, size_t) {
+            const size_t q = order.empty() ? i : order[i];
             Scratch& scratch = thread_scratch();
             fell[q] = !search_one(kern, queries + q * nw, k, exclude.begin(q), exclude.end(q),
                                   D + q * static_cast<size_t>(k), I + q * static_cast<size_t>(k), scratch, Split{});

@@ -74,6 +74,9 @@ public:
     size_t skipped() const { return skipped_.load(); }
 
 private:
+    // Query indices [0, nq) sorted by their nearest centroid (ties: the smaller centroid),
+    // stable.
+    std::vector<uint32_t> by_nearest_centroid(const uint64_t* queries, size_t nq, int num_threads) const;
     struct Scratch;
     static Scratch& thread_scratch();  // the calling thread's
     // The query's distance to every centroid into s.dq (and the buffers sized).

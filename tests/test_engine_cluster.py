@@ -360,3 +360,19 @@ def test_cluster_index_scans_many_skipped_queries_in_id_order(simd, rng):
         after = index.stats()
         assert after["skipped"] - st["skipped"] == len(queries) - len(queries) // 32
         assert after["scanned"] - st["scanned"] == len(queries)
+
+
+def test_cluster_index_large_batch_in_centroid_order(simd, rng):
+    """A batch of at least 4 queries a cluster runs in the order of the queries' nearest
+    centroids; every row stays the query's own: same output as the flat index, exclude rows and
+    ties included, at 1, 2 and 3 threads."""
+    n, nbits = 5000, 64
+    codes = clustered_codes(rng, n, nbits)
+    index = hashsearch.ClusterIndex(codes, nbits, nclusters=10)
+    queries = np.concatenate([codes[rng.integers(0, n, 150)] ^ np.uint64(5), random_codes(rng, 10, nbits)])
+    exclude = random_exclude(rng, len(queries), n, 40)
+    Df, If = hashsearch.Index(codes, nbits).topk(queries, 30, exclude=exclude)
+    for threads in (1, 2, 3):
+        D, I = index.topk(queries, 30, exclude=exclude, num_threads=threads)
+        np.testing.assert_array_equal(D, Df)
+        np.testing.assert_array_equal(I, If)
