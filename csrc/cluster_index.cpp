@@ -29,9 +29,10 @@ constexpr size_t kCheckAfter = 32;
 // through an id-ordered copy of the codes (as MIH's large fallen batches).
 constexpr size_t kCopyScanQueries = 128;
 constexpr size_t kCopyScanItems = size_t{1} << 16;
-// From this many queries a cluster, a batch runs in the order of their nearest centroids (all
-// 601,946 Table 4 users at 2,048 clusters: 29.4-30.1 s -> 24.9 s; 1,000 queries: no gain).
-constexpr size_t kOrderQueriesPerCluster = 4;
+// From this many queries, a batch runs in the order of their nearest centroids, numbered
+// along a chain of near centroids when built (up to kMaxChainClusters: the chain costs C^2).
+constexpr size_t kOrderQueries = 256;
+constexpr size_t kMaxChainClusters = 16384;
 constexpr uint64_t kInitSeed = 0x9e3779b97f4a7c15ull;  // the initial centroids' pick: fixed, so builds repeat
 
 // Nearest centroid of every code (ties: the smaller centroid) and its distance.
@@ -111,6 +112,31 @@ ClusterIndex::ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int n
             for (size_t b = 0; b < nb; ++b)
                 if (2 * ones[c * nb + b] > count[c]) out[b / 64] |= uint64_t{1} << (b % 64);
         }
+    }
+    // Numbered along a nearest-neighbour chain, so that queries taken in the order of their
+    // nearest centroids (large batches, below) visit similar clusters one after another.
+    if (C <= kMaxChainClusters) {
+        std::vector<uint64_t> chained(C * nwords);
+        std::vector<uint8_t> used(C, 0);
+        size_t at = 0;
+        for (size_t i = 0; i < C; ++i) {
+            used[at] = 1;
+            std::copy_n(cent.data() + at * nwords, nwords, chained.data() + i * nwords);
+            size_t next = C;
+            uint32_t best = UINT32_MAX;
+            for (size_t c = 0; c < C; ++c) {  // the nearest unused centroid, ties: the smaller
+                if (used[c]) continue;
+                uint32_t d = 0;
+                for (size_t w = 0; w < nwords; ++w)
+                    d += static_cast<uint32_t>(__builtin_popcountll(cent[at * nwords + w] ^ cent[c * nwords + w]));
+                if (d < best) {
+                    best = d;
+                    next = c;
+                }
+            }
+            at = next;
+        }
+        cent.swap(chained);
     }
     centroids_ = FlatIndex(cent.data(), C, nwords, nbits);
     {
@@ -253,7 +279,7 @@ void ClusterIndex::topk(const uint64_t* queries, size_t nq, int k, const Exclude
         // A large batch runs in the order of its queries' nearest centroids: queries read one
         // after another then share most of their clusters while those are still cached.
         std::vector<uint32_t> order;
-        if (tried >= kOrderQueriesPerCluster * nclusters()) order = by_nearest_centroid(queries, tried, num_threads);
+        if (tried >= kOrderQueries) order = by_nearest_centroid(queries, tried, num_threads);
         parallel_for(tried, num_threads, [&](size_t i, size_t) {
             const size_t q = order.empty() ? i : order[i];
             Scratch& scratch = thread_scratch();

@@ -376,3 +376,15 @@ def test_cluster_index_large_batch_in_centroid_order(simd, rng):
         D, I = index.topk(queries, 30, exclude=exclude, num_threads=threads)
         np.testing.assert_array_equal(D, Df)
         np.testing.assert_array_equal(I, If)
+
+
+def test_cluster_index_numbers_its_centroids_along_a_chain(rng):
+    """A built index numbers its centroids along a nearest-neighbour chain (each the nearest
+    unused one to the one before, ties: the smaller), so batches in nearest-centroid order
+    visit similar clusters one after another."""
+    codes = clustered_codes(rng, 4000, 64, clusters=40, flip=0.1)
+    cent = hashsearch.ClusterIndex(codes, 64, nclusters=50)._native.centroids()[:, 0]
+    for i in range(len(cent) - 1):
+        rest = cent[i + 1:]
+        d = np.bitwise_count(rest ^ cent[i])
+        assert d[0] == d.min(), f"centroid {i + 1} is not the nearest unused one to centroid {i}"
