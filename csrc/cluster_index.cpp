@@ -200,6 +200,7 @@ void ClusterIndex::arrange(const std::vector<uint32_t>& cluster, const std::vect
         rmin_[cluster[i]] = std::min(rmin_[cluster[i]], radius[i]);
         rmax_[cluster[i]] = std::max(rmax_[cluster[i]], radius[i]);
     }
+    rmax_all_ = *std::max_element(rmax_.begin(), rmax_.end());
 }
 
 void ClusterIndex::copy_centroids(uint64_t* out) const {
@@ -483,6 +484,7 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
     // kAheadClusters ahead (by then its offsets are in cache).
     auto prefetch_offsets = [&](size_t j) {
         const uint32_t c = s.order[j];
+        if (!cluster_reaches(dq[c], c, tau)) return;  // (rmin_ / rmax_ are small and cached)
         const int d = static_cast<int>(dq[c]);
         const size_t at = c * row + static_cast<size_t>(std::max(0, d - static_cast<int>(tau)));
         if (rel32_.empty()) __builtin_prefetch(rel16_.data() + at);
@@ -499,12 +501,15 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
             if (split.abort->load(std::memory_order_relaxed)) return false;  // another thread chose the scan
             tau = std::min(tau, split.tau->load(std::memory_order_relaxed));
         }
+        // Clusters come by increasing d(q, c): once d(q, c) - tau exceeds every radius, no
+        // later cluster can hold an item within tau (most of them, on learned-like codes).
+        if (dq[s.order[j]] > tau + rmax_all_) break;
         if (!checked && top.full() && items * stride * kCheckAfter >= size()) {
             checked = true;
             // What is left to read (what was read is spent either way), every thread's
             // clusters from here on: a split query is scanned as a whole.
             size_t total = 0;
-            for (size_t jj = j; jj < C; ++jj) {
+            for (size_t jj = j; jj < C && dq[s.order[jj]] <= tau + rmax_all_; ++jj) {
                 uint32_t b0, b1;
                 if (window(s.order[jj], tau, b0, b1)) total += b1 - b0;
             }

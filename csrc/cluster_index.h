@@ -113,6 +113,7 @@ private:
     std::vector<uint32_t> rel32_;
     std::vector<uint32_t> cluster_start_;  // C + 1: where each cluster starts
     std::vector<uint16_t> rmin_, rmax_;  // least / largest radius per cluster (rmin > rmax: empty)
+    uint32_t rmax_all_ = 0;              // the largest radius of all
     mutable std::atomic<size_t> items_read_{0};
     mutable std::atomic<size_t> clusters_read_{0};
     mutable std::atomic<size_t> scanned_{0};
