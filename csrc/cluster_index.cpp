@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "hamming.h"
 #include "parallel.h"
 #include "scan_sorted.h"
 #include "unordered_topk.h"
@@ -47,6 +48,30 @@ void assign(const FlatIndex& centroids, const uint64_t* codes, size_t n, int num
         cluster[i] = static_cast<uint32_t>(c[i]);
         radius[i] = static_cast<uint16_t>(d[i]);
     }
+}
+
+// The C codes (nwords each) reordered along a nearest-neighbour chain from the first:
+// each is the nearest not yet taken to the one before (ties: the smaller). O(C^2).
+std::vector<uint64_t> chained(const std::vector<uint64_t>& codes, size_t C, size_t nwords) {
+    std::vector<uint64_t> out(C * nwords);
+    std::vector<uint8_t> taken(C, 0);
+    size_t at = 0;
+    for (size_t i = 0; i < C; ++i) {
+        taken[at] = 1;
+        std::copy_n(codes.data() + at * nwords, nwords, out.data() + i * nwords);
+        size_t next = C;
+        uint32_t best = UINT32_MAX;
+        for (size_t c = 0; c < C; ++c) {
+            if (taken[c]) continue;
+            const uint32_t d = hamming(codes.data() + at * nwords, codes.data() + c * nwords, nwords);
+            if (d < best) {
+                best = d;
+                next = c;
+            }
+        }
+        at = next;
+    }
+    return out;
 }
 
 // Codes [b0, b1) of `codes` within distance thr of the query (positions and distances).
@@ -115,29 +140,7 @@ ClusterIndex::ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int n
     }
     // Numbered along a nearest-neighbour chain, so that queries taken in the order of their
     // nearest centroids (large batches, below) visit similar clusters one after another.
-    if (C <= kMaxChainClusters) {
-        std::vector<uint64_t> chained(C * nwords);
-        std::vector<uint8_t> used(C, 0);
-        size_t at = 0;
-        for (size_t i = 0; i < C; ++i) {
-            used[at] = 1;
-            std::copy_n(cent.data() + at * nwords, nwords, chained.data() + i * nwords);
-            size_t next = C;
-            uint32_t best = UINT32_MAX;
-            for (size_t c = 0; c < C; ++c) {  // the nearest unused centroid, ties: the smaller
-                if (used[c]) continue;
-                uint32_t d = 0;
-                for (size_t w = 0; w < nwords; ++w)
-                    d += static_cast<uint32_t>(__builtin_popcountll(cent[at * nwords + w] ^ cent[c * nwords + w]));
-                if (d < best) {
-                    best = d;
-                    next = c;
-                }
-            }
-            at = next;
-        }
-        cent.swap(chained);
-    }
+    if (C <= kMaxChainClusters) cent = chained(cent, C, nwords);
     centroids_ = FlatIndex(cent.data(), C, nwords, nbits);
     {
         std::vector<uint64_t> all(n * nwords);  // the codes as validated, in id order
@@ -160,10 +163,7 @@ ClusterIndex::ClusterIndex(const uint64_t* codes, size_t n, size_t nwords, int n
                                         std::to_string(i) + " is not below nclusters=" + std::to_string(nclusters));
         // The radius is recomputed, not trusted: pruning is exact for any assignment.
         sorted_.load_code(i, code.data());
-        uint32_t r = 0;
-        for (size_t w = 0; w < nwords; ++w)
-            r += static_cast<uint32_t>(__builtin_popcountll(code[w] ^ centroids[cluster[i] * nwords + w]));
-        radius[i] = static_cast<uint16_t>(r);
+        radius[i] = static_cast<uint16_t>(hamming(code.data(), centroids + cluster[i] * nwords, nwords));
     }
     arrange(cluster, radius);
 }
@@ -470,6 +470,9 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
     uint32_t tau = static_cast<uint32_t>(nb);  // distances above it cannot enter
     const size_t row = nb + 2;  // entries per cluster in rel16_ / rel32_
     auto window = [&](uint32_t c, uint32_t t, uint32_t& b0, uint32_t& b1) { return run_within(dq[c], c, t, b0, b1); };
+    // Clusters come by increasing d(q, c): once d(q, c) - tau exceeds every radius, neither
+    // the cluster at order position j nor any later one can hold an item within tau.
+    auto beyond_all = [&](size_t j) { return dq[s.order[j]] > tau + rmax_all_; };
     auto prefetch = [&](size_t j) {
         const uint32_t c = s.order[j];
         uint32_t b0, b1;
@@ -501,15 +504,13 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
             if (split.abort->load(std::memory_order_relaxed)) return false;  // another thread chose the scan
             tau = std::min(tau, split.tau->load(std::memory_order_relaxed));
         }
-        // Clusters come by increasing d(q, c): once d(q, c) - tau exceeds every radius, no
-        // later cluster can hold an item within tau (most of them, on learned-like codes).
-        if (dq[s.order[j]] > tau + rmax_all_) break;
+        if (beyond_all(j)) break;  // (most clusters, on learned-like codes)
         if (!checked && top.full() && items * stride * kCheckAfter >= size()) {
             checked = true;
             // What is left to read (what was read is spent either way), every thread's
             // clusters from here on: a split query is scanned as a whole.
             size_t total = 0;
-            for (size_t jj = j; jj < C && dq[s.order[jj]] <= tau + rmax_all_; ++jj) {
+            for (size_t jj = j; jj < C && !beyond_all(jj); ++jj) {
                 uint32_t b0, b1;
                 if (window(s.order[jj], tau, b0, b1)) total += b1 - b0;
             }

@@ -149,12 +149,6 @@ inline uint64_t paste_key(uint64_t rest, uint64_t key, int s, int kb) {
     return (rest & low_mask(s)) | high | (key << s);
 }
 
-inline uint32_t hamming(const uint64_t* a, const uint64_t* b, size_t nw) {
-    int d = 0;
-    for (size_t w = 0; w < nw; ++w) d += static_cast<int>(swar_popcount(a[w] ^ b[w]));
-    return static_cast<uint32_t>(d);
-}
-
 inline bool code_less(const uint64_t* a, const uint64_t* b, size_t nw) {
     for (size_t w = 0; w < nw; ++w)
         if (a[w] != b[w]) return a[w] < b[w];

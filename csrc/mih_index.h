@@ -23,6 +23,7 @@
 
 #include "fallback_score.h"
 #include "flat_index.h"
+#include "hamming.h"
 #include "huge_alloc.h"
 
 namespace hashsearch {
@@ -51,14 +52,6 @@ private:
     size_t width_ = 8;
     HugeVector<uint8_t> bytes_;
 };
-
-// Bits set in x (SWAR: this code is built without -mpopcnt).
-inline size_t swar_popcount(uint64_t x) {
-    x = x - ((x >> 1) & 0x5555555555555555ull);
-    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
-    return static_cast<size_t>((x * 0x0101010101010101ull) >> 56);
-}
 
 class MIHIndex {
 public:
