@@ -189,6 +189,34 @@ def test_bad_seeds_or_methods_are_refused(tmp_path, args, message):
         _reproduce(tmp_path, "table2", *args)
 
 
+def test_extra_seeds_record_the_split_they_trained_on(tmp_path):
+    """A --seeds run trains on the experiment's split (--seed) and records it as data_seed, so a
+    later experiment with another --seed retrains it instead of reusing a run of another split."""
+    _reproduce(tmp_path, "table2", "--seeds", "0", "1", "--methods", "lsh")
+    runs = next(tmp_path.glob("runs/*"))
+    extra = runs / "seed1" / "lsh" / "metrics.json"
+    config = json.loads(extra.read_text())["config"]
+    assert (config["seed"], config["data_seed"]) == (1, 0)
+    assert json.loads((runs / "lsh" / "metrics.json").read_text())["config"]["data_seed"] is None
+    stamp = extra.stat().st_mtime_ns
+    _reproduce(tmp_path, "table2", "--seeds", "0", "1", "--methods", "lsh")
+    assert extra.stat().st_mtime_ns == stamp  # same split: reused
+    _reproduce(tmp_path, "table2", "--seed", "2", "--seeds", "2", "1", "--methods", "lsh")
+    assert extra.stat().st_mtime_ns != stamp  # another split: retrained
+    assert json.loads(extra.read_text())["config"]["data_seed"] == 2
+
+
+def test_cache_key_counts_an_unset_data_seed_as_the_run_seed():
+    from train.config import FitConfig
+    from train.reproduce.common import _cache_key
+
+    assert _cache_key(FitConfig(seed=3).to_dict()) == _cache_key(FitConfig(seed=3, data_seed=3).to_dict())
+    assert _cache_key(FitConfig(seed=3).to_dict()) != _cache_key(FitConfig(seed=3, data_seed=0).to_dict())
+    old = FitConfig(seed=1).to_dict()
+    del old["data_seed"]  # a run written before the field existed
+    assert _cache_key(old) == _cache_key(FitConfig(seed=1).to_dict())
+
+
 @pytest.mark.parametrize("m", [0, 65])
 def test_table4_refuses_mih_table_counts_outside_the_code(tmp_path, m):
     with pytest.raises(ValueError, match=rf"1\.\.nbits=64, got \[{m}\]"):

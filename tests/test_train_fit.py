@@ -114,6 +114,23 @@ def test_cli_fit(tmp_path: Path, capsys) -> None:
     assert '"hamr"' in capsys.readouterr().out
 
 
+def test_data_seed_splits_the_data_apart_from_the_training_seed(tmp_path: Path) -> None:
+    """--data-seed picks the split (and the synthetic graph); --seed stays the training seed."""
+    from train.trainer import Trainer
+
+    own = load_dataset(TINY, seed=5)
+    other = load_dataset(TINY, seed=3)
+    assert not np.array_equal(own.train.items, other.train.items)  # the seeds do split differently
+    cfg = _cfg(tmp_path, "lsh", seed=3, data_seed=5)
+    trainer = Trainer(cfg)
+    np.testing.assert_array_equal(trainer.ds.train.users, own.train.users)
+    np.testing.assert_array_equal(trainer.ds.train.items, own.train.items)
+    assert main(["fit", "--data", TINY, "--method", "lsh", "--epochs", "1", "--seed", "3", "--data-seed", "5",
+                 "--out", str(tmp_path / "cli"), "--no-progress", "--threads", "1"]) == 0
+    config = json.loads((tmp_path / "cli" / "metrics.json").read_text())["config"]
+    assert (config["seed"], config["data_seed"]) == (3, 5)
+
+
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="unknown method"):
         FitConfig(method="nope").validate()

@@ -21,6 +21,7 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     a("--encoder", default=None, choices=["sage", "lightgcn", "mf"], help="default: the method's own")
     a("--out", default=d.out, help="output directory (default %(default)s)")
     a("--seed", type=int, default=d.seed)
+    a("--data-seed", type=int, default=None, help="seed of the data split (default: --seed)")
     a("--split", default=d.split, choices=["auto", "given", "paper"],
       help="given files' split, or the paper's per-user 70/30 (+10%% validation) re-split")
     a("--merge-valid", action="store_true", help="train on train+valid; no early stopping")

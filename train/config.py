@@ -35,6 +35,10 @@ class FitConfig:
     encoder: Optional[str] = None       # sage | lightgcn | mf (None: the method's default)
     out: str = "runs/default"
     seed: int = 0
+    # seed of the data split (and of a synthetic graph); None: ``seed``. ``reproduce --seeds`` trains
+    # extra seeds on the experiment's own split, and records it here so a cached run is reused only
+    # on the split it was trained on.
+    data_seed: Optional[int] = None
     split: str = "auto"                 # auto | given | paper
     merge_valid: bool = False           # train on train+valid (no early stopping then)
     # model
@@ -314,6 +318,11 @@ class FitConfig:
         spec = self.val_metric or ("hies:recall@50" if self.head_kind else "continuous:recall@20")
         mode, metric = spec.split(":", 1)
         return mode, metric
+
+    @property
+    def split_seed(self) -> int:
+        """The seed the data are loaded and split with: ``data_seed``, or ``seed`` when it is None."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

@@ -77,7 +77,8 @@ def train_all(base_cfg, runs_dir: Path, rows=TABLE2_ROWS, dataset=None,
     for (label, method, encoder), seed in tqdm(jobs, desc="runs", unit="run", disable=not base_cfg.progress):
         key = run_key(method, encoder)
         log.info("table2: %s (%s), seed %d", label, key, seed)
-        cfg = replace(base_cfg, seed=seed)
+        # every seed trains on the experiment's split (the dataset given), and says so in its config
+        cfg = replace(base_cfg, seed=seed, data_seed=None if seed == base_cfg.seed else base_cfg.split_seed)
         run_dir = seed_run_dir(runs_dir, key, seed, base_cfg.seed)
         results.setdefault(key, []).append(ensure_run(cfg, method, run_dir, dataset=dataset, encoder=encoder))
     return results

@@ -130,7 +130,9 @@ def _cache_key(config: Dict[str, Any]) -> Dict[str, Any]:
 
     cfg = FitConfig.from_dict(config)
     skip = set(_NOT_IN_CACHE_KEY) | set(cfg.unused_fields())
-    return {k: v for k, v in cfg.to_dict().items() if k not in skip}
+    key = {k: v for k, v in cfg.to_dict().items() if k not in skip}
+    key["data_seed"] = cfg.split_seed  # None means the run's own seed
+    return key
 
 
 def ensure_run(base_cfg, method: str, run_dir: Path, dataset=None, encoder: Optional[str] = None,
