@@ -39,7 +39,11 @@ public:
         return !full_ || d < bound_ || (d == bound_ && Candidate{d, id} < worst_);
     }
     void push(uint32_t d, int64_t id) {
-        buf_.push_back({d, id});
+        // Fields stored in place: a Candidate built on the stack and copied was two narrow
+        // stores read back as one 16-byte load, which store forwarding cannot serve.
+        buf_.emplace_back();
+        buf_.back().d = d;
+        buf_.back().id = id;
         if (d >= hist_.size()) hist_.resize(d + 1, 0);
         ++hist_[d];
         if (buf_.size() >= 2 * k_) shrink();
