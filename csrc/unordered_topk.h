@@ -17,8 +17,8 @@ struct Candidate {
 
 // Top-k over candidates arriving in any order, ordered by (distance, id).
 // Holds up to 2k candidates; a histogram of their distances gives the k-th
-// distance without a selection (distances are small integers), and a selection
-// trims the buffer only when it fills.
+// distance without a selection (distances are small integers), and the buffer
+// is trimmed to the k best only when it fills.
 class UnorderedTopK {
 public:
     void reset(size_t k) {
@@ -68,15 +68,38 @@ public:
     }
 
 private:
+    // Keeps the k smallest by (distance, id): every candidate below the k-th distance t (the
+    // histogram gives t without a selection), and of those at t the smallest ids. A selection
+    // over all 2k candidates by (distance, id) cost ~5% more of a ClusterIndex query.
     void shrink() {
-        std::nth_element(buf_.begin(), buf_.begin() + (k_ - 1), buf_.end());
-        buf_.resize(k_);
-        worst_ = *std::max_element(buf_.begin(), buf_.end());
-        bound_ = worst_.d;
+        uint32_t t = 0;
+        size_t below = 0;
+        while (below + hist_[t] < k_) below += hist_[t++];
+        const size_t need = k_ - below;  // >= 1 candidates at distance t
+        ties_.clear();
+        size_t out = 0;
+        for (const Candidate& c : buf_) {
+            if (c.d < t) buf_[out++] = c;
+            else if (c.d == t) ties_.push_back(c.id);
+        }
+        if (ties_.size() > need) {
+            std::nth_element(ties_.begin(), ties_.begin() + static_cast<std::ptrdiff_t>(need - 1), ties_.end());
+            ties_.resize(need);
+        }
+        const int64_t last = *std::max_element(ties_.begin(), ties_.end());
+        for (int64_t id : ties_) {
+            buf_[out].d = t;
+            buf_[out].id = id;
+            ++out;
+        }
+        buf_.resize(out);
+        for (size_t d = t; d < hist_.size(); ++d) hist_[d] = 0;
+        hist_[t] = static_cast<uint32_t>(need);
+        worst_ = {t, last};
+        bound_ = t;
         full_ = true;
-        std::fill(hist_.begin(), hist_.end(), 0);
-        for (const Candidate& c : buf_) ++hist_[c.d];
     }
+    std::vector<int64_t> ties_;  // shrink's scratch: ids at the k-th distance
     size_t k_ = 0;
     std::vector<Candidate> buf_;
     std::vector<uint32_t> hist_;  // distances of the held candidates
