@@ -328,9 +328,9 @@ void ClusterIndex::centroid_distances(const Kernels& kern, const uint64_t* query
         s.idx.resize(buf);
         s.dist.resize(buf);
     }
-    // (every centroid is within nbits, so all C come back, in centroid order)
-    select(kern, centroids_, 0, C, query, static_cast<uint32_t>(nbits()), s.idx.data(), s.dist.data());
-    s.dq.assign(s.dist.begin(), s.dist.begin() + static_cast<std::ptrdiff_t>(C));
+    // Every centroid is within nbits, so all C come back in centroid order: straight into dq.
+    s.dq.resize(C);
+    select(kern, centroids_, 0, C, query, static_cast<uint32_t>(nbits()), s.idx.data(), s.dq.data());
 }
 
 bool ClusterIndex::cluster_reaches(uint32_t dqc, uint32_t c, uint32_t t) const {
