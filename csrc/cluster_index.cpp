@@ -334,12 +334,14 @@ void ClusterIndex::centroid_distances(const Kernels& kern, const uint64_t* query
     select(kern, centroids_, 0, C, query, static_cast<uint32_t>(nbits()), s.idx.data(), s.dq.data());
 }
 
-bool ClusterIndex::cluster_reaches(uint32_t dqc, uint32_t c, uint32_t t) const {
+// Inlined (called for every cluster position a query passes; as calls, 3-4% of its time).
+__attribute__((always_inline)) inline bool ClusterIndex::cluster_reaches(uint32_t dqc, uint32_t c, uint32_t t) const {
     const int d = static_cast<int>(dqc), ti = static_cast<int>(t);
     return d - static_cast<int>(rmax_[c]) <= ti && static_cast<int>(rmin_[c]) - d <= ti;
 }
 
-bool ClusterIndex::run_within(uint32_t dqc, uint32_t c, uint32_t t, uint32_t& b0, uint32_t& b1) const {
+__attribute__((always_inline)) inline bool ClusterIndex::run_within(uint32_t dqc, uint32_t c, uint32_t t, uint32_t& b0,
+                                                                   uint32_t& b1) const {
     if (!cluster_reaches(dqc, c, t)) return false;
     const int d = static_cast<int>(dqc), ti = static_cast<int>(t), nb = nbits();
     const size_t row = static_cast<size_t>(nb) + 2;
