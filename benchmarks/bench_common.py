@@ -17,23 +17,11 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
-import numpy as np
-import pytest
-
-import hashsearch
-from hashsearch.reference import hamming_distances
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-
 THREADS = 2
-K = 100
-FULL = os.environ.get("HASHSEARCH_BENCH_FULL", "") not in ("", "0")
-FULL_REASON = "long workload: set HASHSEARCH_BENCH_FULL=1 to run it"
-DATA_DIR = ROOT.parent / "shared" / "data"
 
-# Keep BLAS/OpenMP pools at the benchmark's thread count. This runs from
-# conftest.py, before any test module imports faiss (libgomp reads these once).
+# Thread pools' settings, before numpy (its OpenBLAS) and faiss (libgomp) are loaded: each
+# reads them once. This module is imported first, from conftest.py.
+# Keep BLAS/OpenMP pools at the benchmark's thread count.
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, str(THREADS))
 # Passive OpenMP waiting: with libgomp's default spin-waiting, faiss on a 2-core
@@ -41,6 +29,27 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 # barrier: IndexBinaryFlat over ml-1m took 1.4-4.5 s instead of 0.18 s. Passive
 # waiting makes the peer's timings stable and is the fairer comparison.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after each call, taking a core from
+# whatever runs next: the learned workloads' codes come from a float matmul, and an Index
+# timed right after it ran on one core (ml-1m 64-bit: 28-37 ms instead of 14-19 ms; a
+# numpy matmul then a 2-thread topk: 23-34 ms for 0.1 s, then 17-18 ms). 2^4 cycles: they
+# sleep at once.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import hashsearch  # noqa: E402
+from hashsearch.reference import hamming_distances  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+K = 100
+FULL = os.environ.get("HASHSEARCH_BENCH_FULL", "") not in ("", "0")
+FULL_REASON = "long workload: set HASHSEARCH_BENCH_FULL=1 to run it"
+DATA_DIR = ROOT.parent / "shared" / "data"
+
 
 
 def full_only(reason: str = FULL_REASON):
@@ -84,6 +93,7 @@ def base_info(**kw) -> Dict[str, object]:
         "loadavg_1m": loadavg(),
         "cpu": platform.processor() or platform.machine(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
     }
     info.update(kw)
     return info
