@@ -484,11 +484,13 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
     };
     Found ring[kAheadClusters];
     for (Found& f : ring) f = Found{std::numeric_limits<uint32_t>::max(), 0, 0, true};  // never used: tau differs
+    // Position j's slot: this thread reads every stride-th position, so j / stride counts its own.
+    auto slot = [&](size_t j) -> Found& { return ring[(j / split.stride) % kAheadClusters]; };
     auto prefetch = [&](size_t j) {
         const uint32_t c = s.order[j];
         uint32_t b0 = 0, b1 = 0;
         const bool ok = window(c, tau, b0, b1);
-        ring[(j / split.stride) % kAheadClusters] = Found{tau, b0, b1, ok};  // (j / stride: this thread's count)
+        slot(j) = Found{tau, b0, b1, ok};
         if (!ok) return;
         if (sorted_.compact()) __builtin_prefetch(sorted_.data32() + b0);
         else __builtin_prefetch(sorted_.data64() + size_t{b0} * nwords());
@@ -535,7 +537,7 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
             }
         }
         uint32_t b0, b1;
-        const Found f = ring[(j / stride) % kAheadClusters];
+        const Found f = slot(j);  // (read before prefetch(j + ahead1) reuses the slot)
         if (j + ahead2 < C) prefetch_offsets(j + ahead2);
         if (j + ahead1 < C) prefetch(j + ahead1);
         if (!f.ok) continue;  // no run at the tau then, so none at this one (tau only falls)

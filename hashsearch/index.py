@@ -362,10 +362,11 @@ class ClusterIndex(_RangeSearch, _HammingBase):
     cluster whose radii miss the window is skipped unread. Every item within the
     final k-th distance is read, so results equal :class:`Index` exactly (ties by
     id, ``exclude`` and padding included). A query whose windows, once k items are held,
-    hold over a quarter of the codes (uniform codes) is answered by a scan instead. Batches spread their queries over ``num_threads`` (a batch of at
-    least 256 queries in the order of the queries' nearest centroids, numbered along a
-    nearest-neighbour chain, so that neighbouring queries find their clusters cached); a call of fewer
-    queries than threads shares each query's clusters among them.
+    hold over a quarter of the codes (uniform codes) is answered by a scan instead.
+    Batches spread their queries over ``num_threads`` (a batch of at least 256 queries in
+    the order of the queries' nearest centroids, numbered along a nearest-neighbour chain,
+    so that neighbouring queries find their clusters cached); a call of fewer queries than
+    threads shares each query's clusters among them.
 
     Memory beside the codes: a uint32 id per item, the centroids, and an offset per
     (cluster, radius) (uint16, or uint32 once a cluster holds over 65,535 codes): 0.51x the
