@@ -1,17 +1,24 @@
 """Builds hashsearch._core. Portable on purpose: no -march=native; SIMD
 kernels carry their own target pragmas and are chosen at run time."""
+import os
 from glob import glob
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
 
+# HASHSEARCH_EMULATE_AVX512=1: a test build whose AVX-512 kernel is compiled
+# against SIMDe's portable intrinsics (Debian: libsimde-dev), so tests run it on
+# CPUs without AVX-512 (see .ci/avx512-emulated). Never for a release.
+emulate_avx512 = os.environ.get("HASHSEARCH_EMULATE_AVX512") == "1"
 ext_modules = [
     Pybind11Extension(
         "hashsearch._core",
         sorted(glob("csrc/*.cpp")),
         include_dirs=["csrc"],
         cxx_std=17,
-        extra_compile_args=["-O3", "-fvisibility=hidden"],
+        # (-Wno-psabi: the emulated vectors are passed without AVX-512 enabled, by design.)
+        extra_compile_args=["-O3", "-fvisibility=hidden"] + (["-Wno-psabi"] if emulate_avx512 else []),
+        define_macros=[("HASHSEARCH_EMULATE_AVX512", "1")] if emulate_avx512 else [],
         depends=sorted(glob("csrc/*.h") + glob("csrc/*.inc")),
     ),
 ]

@@ -154,6 +154,8 @@ PYBIND11_MODULE(_core, m) {
           "SIMD level in use: 'scalar', 'avx2' or 'avx512'.");
     m.def("detect_simd_level", [] { return std::string(simd_level_name(detect_simd_level())); },
           "Best SIMD level this CPU supports.");
+    m.def("avx512_emulated", &avx512_emulated,
+          "True in a test build (HASHSEARCH_EMULATE_AVX512=1) whose 'avx512' kernel is portable emulation.");
     m.def("set_simd_level", [](const std::string& name) { set_simd_level(parse_simd_level(name)); },
           py::arg("level"), "Force a SIMD level (for testing); ValueError if unsupported.");
     m.def("_set_wide_popcount", [](const std::string& mode) { set_wide_popcount_mode(mode); },

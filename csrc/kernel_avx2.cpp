@@ -315,7 +315,10 @@ bool popcnt_is_faster(VectorScan vector_fn, size_t nwords) {
         const size_t n = std::max<size_t>(256, (16 << 10) / (8 * nwords));  // 16 KiB of codes
         std::vector<uint64_t> codes(n * nwords);
         uint64_t x = 0x9E3779B97F4A7C15ull;
-        for (uint64_t& c : codes) c = (x = x * 6364136223846793005ull + 1442695040888963407ull) ^ (x >> 29);
+        for (uint64_t& c : codes) {  // an LCG step, then its high bits folded in
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            c = x ^ (x >> 29);
+        }
         time_scan(vector_fn, codes, nwords, n);  // warm the caches
         double tv = time_scan(vector_fn, codes, nwords, n), tp = time_scan(&popcnt_scan, codes, nwords, n);
         v = tp < 0.95 * tv ? 2 : 1;  // popcnt only for a clear win

@@ -1,6 +1,10 @@
 // AVX-512 kernels (F + BW + VPOPCNTDQ): vpopcntq gives eight 64-bit lane
 // counts per instruction; compare masks select the rare survivors.
+#if defined(HASHSEARCH_EMULATE_AVX512)
+#include "avx512_emulation.h"
+#else
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstddef>
@@ -9,9 +13,11 @@
 
 #include "topk.h"
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(HASHSEARCH_EMULATE_AVX512) || defined(__x86_64__) || defined(__i386__)
+#if !defined(HASHSEARCH_EMULATE_AVX512)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vpopcntdq,avx2,popcnt")
+#endif
 
 namespace hashsearch {
 namespace {
@@ -100,7 +106,9 @@ Kernels avx512_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass
                    &fill_distances_bytes}; }
 
 }  // namespace hashsearch
+#if !defined(HASHSEARCH_EMULATE_AVX512)
 #pragma GCC pop_options
+#endif
 
 #else
 namespace hashsearch {

@@ -14,6 +14,8 @@ SimdLevel current_simd_level();
 void set_simd_level(SimdLevel level);
 SimdLevel parse_simd_level(const std::string& name);
 const char* simd_level_name(SimdLevel level);
+// True in a test build whose AVX-512 kernel runs emulated (avx512_emulation.h).
+bool avx512_emulated();
 
 // AVX2 scans of 128-bit and 4k-word codes count bits either with vpshufb or
 // with the popcnt instruction, each width timed once on first use (0, "auto"),

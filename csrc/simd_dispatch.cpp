@@ -7,7 +7,13 @@
 namespace hashsearch {
 
 SimdLevel detect_simd_level() {
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(HASHSEARCH_EMULATE_AVX512)
+    // Test build: the AVX-512 kernel is portable code (avx512_emulation.h), so
+    // any CPU that runs the AVX2 kernel offers it too.
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) return SimdLevel::AVX512;
+    return SimdLevel::Scalar;
+#elif defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vpopcntdq"))
@@ -15,6 +21,14 @@ SimdLevel detect_simd_level() {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) return SimdLevel::AVX2;
 #endif
     return SimdLevel::Scalar;
+}
+
+bool avx512_emulated() {
+#if defined(HASHSEARCH_EMULATE_AVX512)
+    return true;
+#else
+    return false;
+#endif
 }
 
 const char* simd_level_name(SimdLevel level) {
