@@ -115,8 +115,15 @@ def read_index(path: PathLike) -> IndexFile:
             expected += clusters_bytes
         if nbytes != expected or nwords != (nbits + 63) // 64 or not 1 <= nbits <= 1024:
             raise ValueError(f"{path} has an inconsistent header (corrupt file)")
-        payload = f.read(nbytes + 1)
-    if len(payload) != nbytes:
+        # Sized against the file before reading: a header claiming terabytes
+        # must say "truncated", not allocate them.
+        found = os.fstat(f.fileno()).st_size - _HEADER.size
+        if found < nbytes:
+            raise ValueError(f"{path} is truncated: expected {nbytes} payload bytes, found {found}")
+        if found > nbytes:
+            raise ValueError(f"{path} is corrupt: {found - nbytes} bytes after the {nbytes}-byte payload")
+        payload = f.read(nbytes)
+    if len(payload) != nbytes:  # the file shrank while being read
         raise ValueError(f"{path} is truncated: expected {nbytes} payload bytes, found {len(payload)}")
     if zlib.crc32(payload) != crc:
         raise ValueError(f"{path} is corrupt: checksum mismatch")

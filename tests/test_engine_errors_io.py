@@ -168,6 +168,28 @@ def test_damaged_files_are_rejected(tmp_path, rng):
         hashsearch.MIHIndex.load(path)
 
 
+def test_a_header_claiming_more_than_the_file_holds_is_truncated_not_allocated(tmp_path, rng):
+    """A corrupt header whose sizes agree with each other (n codes, nbytes) but
+    not with the file must be a ValueError before anything is read: reading
+    the claimed 64 GiB first raised MemoryError."""
+
+    from hashsearch.io import _HEADER
+
+    codes = hashsearch.pack(rng.integers(0, 2, (50, 64)))
+    path = tmp_path / "i.hsi"
+    hashsearch.Index(codes).save(path)
+    raw = path.read_bytes()
+    fields = list(_HEADER.unpack(raw[: _HEADER.size]))
+    fields[5] = 2**33  # n
+    fields[8] = 2**33 * 8  # nbytes, consistent with n
+    (tmp_path / "huge").write_bytes(_HEADER.pack(*fields) + raw[_HEADER.size :])
+    with pytest.raises(ValueError, match=r"truncated: expected 68719476736 payload bytes, found 400"):
+        hashsearch.load(tmp_path / "huge")
+    (tmp_path / "long").write_bytes(raw + b"\0" * 3)
+    with pytest.raises(ValueError, match="3 bytes after the 400-byte payload"):
+        hashsearch.load(tmp_path / "long")
+
+
 def test_failed_save_keeps_old_file(tmp_path, rng, monkeypatch):
     codes = hashsearch.pack(rng.integers(0, 2, (50, 64)))
     path = tmp_path / "i.hsi"
