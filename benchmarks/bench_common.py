@@ -5,7 +5,9 @@
   they are skipped with that reason and the default run stays at a few minutes.
 * Every search runs with ``THREADS`` (2) threads, ours and faiss alike.
 * Ratios to a peer (faiss, our own linear scan, CeS) are measured inside the
-  same test with :func:`peer_time`, so each ``extra_info`` is self-contained.
+  same test with :func:`peer_time`, so each ``extra_info`` is self-contained;
+  the headline comparisons also record :func:`paired_ratio` (the two timed back
+  to back, round by round), which a change of load during the test cannot skew.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 THREADS = 2
 
@@ -73,6 +75,35 @@ def peer_time(fn: Callable[[], object], repeat: int = 3, budget_s: float = 30.0)
         if i >= 1 and sum(times) > budget_s:
             break
     return statistics.median(times), len(times), out
+
+
+def paired_ratio(peer_fn: Callable[[], object], ours_fn: Callable[[], object], rounds: int = 5,
+                 budget_s: float = 30.0) -> Tuple[float, List[List[float]]]:
+    """Median over rounds of (peer time / our time), the two timed back to back in each round.
+
+    The benchmark's headline ratio divides two medians taken a while apart, so a
+    change in the machine's load between them (other tenants; 20-40% here) moves it.
+    Within a round both calls see about the same load, and the order alternates
+    between rounds so that neither always runs second. Stops early (after at least
+    two rounds) once ``budget_s`` seconds are spent. Returns (median ratio, per round
+    [ratio, peer ms, our ms]).
+    """
+    ratios: List[float] = []
+    rows: List[List[float]] = []
+    spent = 0.0
+    for r in range(rounds):
+        order = (peer_fn, ours_fn) if r % 2 == 0 else (ours_fn, peer_fn)
+        times = {}
+        for fn in order:
+            t0 = time.perf_counter()
+            fn()
+            times[fn] = time.perf_counter() - t0
+        spent += times[peer_fn] + times[ours_fn]
+        ratios.append(times[peer_fn] / times[ours_fn])
+        rows.append([round(ratios[-1], 3), round(times[peer_fn] * 1e3, 2), round(times[ours_fn] * 1e3, 2)])
+        if r >= 1 and spent > budget_s:
+            break
+    return statistics.median(ratios), rows
 
 
 def loadavg() -> Optional[float]:

@@ -28,6 +28,7 @@ from bench_common import (  # noqa: E402
     faiss_codes,
     full_only,
     numpy_topk,
+    paired_ratio,
     peer_time,
     ratio,
     run_bench,
@@ -97,12 +98,13 @@ def test_linear_hashsearch(benchmark, w, nbits, dist):
     qf = faiss_codes(queries, nbits)
     peer_s, runs, (Df, If) = peer_time(lambda: fidx.search(qf, K), budget_s=20.0)
     np.testing.assert_array_equal(D, Df)  # ids may differ on ties: faiss has no tie rule
+    paired, paired_rounds = paired_ratio(lambda: fidx.search(qf, K), lambda: index.topk(queries, K), budget_s=20.0)
 
     benchmark.extra_info.update(_info(
         w, nbits, dist, engine="hashsearch.Index", peer="faiss.IndexBinaryFlat",
         ours_ms=round(ours_s * 1e3, 3), peer_ms=round(peer_s * 1e3, 3), peer_runs=runs,
-        ratio=ratio(peer_s, ours_s), ours_qps=round(w.nq / ours_s, 1),
-        distances_equal_faiss=True, code_bytes=int(items.nbytes),
+        ratio=ratio(peer_s, ours_s), paired_ratio=round(paired, 3), paired_rounds=paired_rounds,
+        ours_qps=round(w.nq / ours_s, 1), distances_equal_faiss=True, code_bytes=int(items.nbytes),
     ))
 
 
@@ -203,6 +205,7 @@ def _bench_mih(benchmark, w, nbits, dist, m):
     scan_s, runs, (D, I) = peer_time(lambda: index.topk(queries, K))
     np.testing.assert_array_equal(Dm, D)
     np.testing.assert_array_equal(Im, I)
+    paired, paired_rounds = paired_ratio(lambda: index.topk(queries, K), lambda: mih.topk(queries, K))
 
     # per-query counters (cumulative in the index) from one extra call
     s0 = mih.stats()
@@ -212,8 +215,8 @@ def _bench_mih(benchmark, w, nbits, dist, m):
     benchmark.extra_info.update(_info(
         w, nbits, dist, engine="hashsearch.MIHIndex", peer="hashsearch.Index (linear scan)",
         ours_ms=round(mih_s * 1e3, 3), peer_ms=round(scan_s * 1e3, 3), peer_runs=runs,
-        ratio=ratio(scan_s, mih_s), identical_to_scan=True,
-        m=mih.m, m_default=m is None, substring_bits=mih.substring_bits, key_bits=mih.key_bits, sub_bits=mih.sub_bits,
+        ratio=ratio(scan_s, mih_s), paired_ratio=round(paired, 3), paired_rounds=paired_rounds,
+        identical_to_scan=True, m=mih.m, m_default=m is None, substring_bits=mih.substring_bits, key_bits=mih.key_bits, sub_bits=mih.sub_bits,
         sub_min_items=mih.sub_min_items, sub_dir_bytes=mih.sub_dir_bytes(), build_s=round(build_s, 3),
         table_bytes=mih.table_bytes(), code_bytes=codes_bytes,
         table_over_codes=round(mih.table_bytes() / codes_bytes, 3),
@@ -244,6 +247,7 @@ def test_cluster_hashsearch(benchmark, w, nbits, dist):
     scan_s, runs, (D, I) = peer_time(lambda: flat.topk(queries, K))
     np.testing.assert_array_equal(Dc, D)
     np.testing.assert_array_equal(Ic, I)
+    paired, paired_rounds = paired_ratio(lambda: flat.topk(queries, K), lambda: index.topk(queries, K))
     s0 = index.stats()
     index.topk(queries, K)
     s1 = index.stats()
@@ -251,7 +255,8 @@ def test_cluster_hashsearch(benchmark, w, nbits, dist):
     benchmark.extra_info.update(_info(
         w, nbits, dist, engine="hashsearch.ClusterIndex", peer="hashsearch.Index (linear scan)",
         ours_ms=round(ours_s * 1e3, 3), peer_ms=round(scan_s * 1e3, 3), peer_runs=runs,
-        ratio=ratio(scan_s, ours_s), identical_to_scan=True, nclusters=index.nclusters,
+        ratio=ratio(scan_s, ours_s), paired_ratio=round(paired, 3), paired_rounds=paired_rounds,
+        identical_to_scan=True, nclusters=index.nclusters,
         build_s=round(build_s, 3), extra_bytes=index.extra_bytes(), code_bytes=code_bytes,
         extra_over_codes=round(index.extra_bytes() / code_bytes, 3),
         items_read_per_query=round((s1["items_read"] - s0["items_read"]) / w.nq, 1),
