@@ -19,7 +19,8 @@ Layout (format version 1)::
                   tells whether they are there: they always take bytes, n >= 1)
 
 Files are written to a temporary file in the target directory, fsynced and
-renamed over the target, so a crash never leaves a half-written index.
+renamed over the target (then the directory fsynced, so the rename lasts), so a
+crash never leaves a half-written index.
 MIH tables are rebuilt on load (deterministically) rather than stored; a
 ClusterIndex keeps its clusters, whose k-medians build costs seconds per million
 codes (kind-4 files holding the codes alone, as first written, are rebuilt).
@@ -56,6 +57,22 @@ class IndexFile:
     labels: Optional[np.ndarray] = None      # kind 4: uint32 (n,), each code's cluster
 
 
+def fsync_directory(directory: PathLike) -> None:
+    """Make a rename inside ``directory`` durable: without this, a crash right after
+    ``os.replace`` can leave the old directory entry (POSIX). Where a directory cannot
+    be opened or synced (Windows, some file systems), it does nothing."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_index(path: PathLike, data: IndexFile) -> None:
     """Atomically write ``data`` to ``path``."""
     codes = np.ascontiguousarray(data.codes, dtype="<u8")
@@ -86,6 +103,7 @@ def write_index(path: PathLike, data: IndexFile) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_directory(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -1,5 +1,6 @@
 """Bad input raises clear exceptions; index files round-trip and reject damage."""
 import os
+import stat
 import subprocess
 import sys
 
@@ -188,6 +189,27 @@ def test_a_header_claiming_more_than_the_file_holds_is_truncated_not_allocated(t
     (tmp_path / "long").write_bytes(raw + b"\0" * 3)
     with pytest.raises(ValueError, match="3 bytes after the 400-byte payload"):
         hashsearch.load(tmp_path / "long")
+
+
+def test_save_syncs_the_file_then_the_directory_after_the_rename(tmp_path, rng, monkeypatch):
+    """The rename must be durable too: the directory is fsynced after os.replace."""
+    import hashsearch.io as hio
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+        return real_fsync(fd)
+
+    def replace(a, b):
+        events.append(("replace",))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(hio.os, "fsync", fsync)
+    monkeypatch.setattr(hio.os, "replace", replace)
+    hashsearch.Index(hashsearch.pack(rng.integers(0, 2, (5, 64)))).save(tmp_path / "i.hsi")
+    assert events == [("fsync", "file"), ("replace",), ("fsync", "dir")]
 
 
 def test_failed_save_keeps_old_file(tmp_path, rng, monkeypatch):
