@@ -74,6 +74,8 @@ def _child_search(codes, queries, nbits, out):
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork()")
+# Forking a process with threads is what this test is about; Python >= 3.12 warns of it.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_child_searches_with_a_fresh_pool(problem):
     codes, queries, nbits, D_ref, I_ref = problem
     # 64 queries are 8 blocks of 8: both the parent's search and the child's run on the pool
