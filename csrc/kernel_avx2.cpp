@@ -1,7 +1,9 @@
 // AVX2 kernels: nibble-lookup popcount (vpshufb) summed per word with vpsadbw,
 // compared against the collector's bound four distances at a time. Code sizes
 // without a vector kernel use the hardware popcnt instruction word by word.
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>

@@ -2,7 +2,7 @@
 // counts per instruction; compare masks select the rare survivors.
 #if defined(HASHSEARCH_EMULATE_AVX512)
 #include "avx512_emulation.h"
-#else
+#elif defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 

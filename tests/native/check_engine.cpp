@@ -1,0 +1,119 @@
+// The engine without Python, against a brute-force twin: for builds where the Python
+// tests cannot run (.ci/aarch64-cross compiles this for aarch64 and runs it under
+// qemu, where the scalar kernels are the only ones). Exits 1 on the first mismatch.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "cluster_index.h"
+#include "flat_index.h"
+#include "mih_index.h"
+#include "simd.h"
+
+using namespace hashsearch;
+
+namespace {
+
+int hamming_ref(const uint64_t* a, const uint64_t* b, size_t nw) {
+    int d = 0;
+    for (size_t w = 0; w < nw; ++w)
+        for (uint64_t x = a[w] ^ b[w]; x; x &= x - 1) ++d;
+    return d;
+}
+
+// Top-k by (distance, id), excluded ids skipped, padded with (-1, -1).
+void topk_ref(const std::vector<uint64_t>& codes, size_t n, size_t nw, const uint64_t* q, int k,
+              const int64_t* ex_begin, const int64_t* ex_end, int32_t* D, int64_t* I) {
+    std::vector<std::pair<int, int64_t>> all;
+    for (size_t i = 0; i < n; ++i) {
+        const int64_t id = static_cast<int64_t>(i);
+        if (std::binary_search(ex_begin, ex_end, id)) continue;
+        all.emplace_back(hamming_ref(codes.data() + i * nw, q, nw), id);
+    }
+    std::sort(all.begin(), all.end());
+    for (int r = 0; r < k; ++r) {
+        const bool has = static_cast<size_t>(r) < all.size();
+        D[r] = has ? all[r].first : -1;
+        I[r] = has ? all[r].second : -1;
+    }
+}
+
+int failures = 0, checks = 0;
+
+void expect_equal(const char* what, int nbits, int k, const std::vector<int32_t>& D, const std::vector<int64_t>& I,
+                  const std::vector<int32_t>& Dr, const std::vector<int64_t>& Ir) {
+    ++checks;
+    if (D == Dr && I == Ir) return;
+    ++failures;
+    std::printf("MISMATCH %s nbits=%d k=%d\n", what, nbits, k);
+}
+
+}  // namespace
+
+int run() {
+    std::mt19937_64 rng(12345);
+    std::printf("SIMD level: %s\n", simd_level_name(current_simd_level()));
+    for (int nbits : {16, 32, 64, 100, 128, 256}) {
+        const size_t nw = static_cast<size_t>((nbits + 63) / 64), n = 3000, nq = 40;
+        const uint64_t last_mask = nbits % 64 == 0 ? ~uint64_t{0} : (uint64_t{1} << (nbits % 64)) - 1;
+        // Clustered codes with duplicates: 30 centres, each code a few bits away from one.
+        std::vector<uint64_t> centres(30 * nw), codes(n * nw), queries(nq * nw);
+        for (auto& w : centres) w = rng();
+        auto draw = [&](uint64_t* out) {
+            const uint64_t* c = centres.data() + (rng() % 30) * nw;
+            std::copy(c, c + nw, out);
+            for (int f = static_cast<int>(rng() % 6); f > 0; --f) {
+                const size_t b = rng() % static_cast<size_t>(nbits);
+                out[b / 64] ^= uint64_t{1} << (b % 64);
+            }
+            out[nw - 1] &= last_mask;
+        };
+        for (size_t i = 0; i < n; ++i) draw(codes.data() + i * nw);
+        for (size_t q = 0; q < nq; ++q) draw(queries.data() + q * nw);
+        // Every third query excludes a few ids (sorted, as the Python layer passes them).
+        std::vector<int64_t> indptr(nq + 1, 0), indices;
+        for (size_t q = 0; q < nq; ++q) {
+            if (q % 3 == 0)
+                for (int64_t id = static_cast<int64_t>(rng() % 50); id < static_cast<int64_t>(n); id += 97) indices.push_back(id);
+            indptr[q + 1] = static_cast<int64_t>(indices.size());
+        }
+        ExcludeList ex;
+        ex.indptr = indptr.data();
+        ex.indices = indices.data();
+
+        FlatIndex flat(codes.data(), n, nw, nbits);
+        MIHIndex mih(codes.data(), n, nw, nbits, std::max(1, nbits / 16));
+        mih.set_scan_fallback(false);  // the tables themselves, on an index this small
+        ClusterIndex cluster(codes.data(), n, nw, nbits, 40, 3, 1);
+        for (int k : {1, 10, 100}) {
+            std::vector<int32_t> Dr(nq * k), D(nq * k);
+            std::vector<int64_t> Ir(nq * k), I(nq * k);
+            for (size_t q = 0; q < nq; ++q)
+                topk_ref(codes, n, nw, queries.data() + q * nw, k, ex.begin(q), ex.end(q), Dr.data() + q * k,
+                         Ir.data() + q * k);
+            for (int threads : {1, 2}) {
+                flat.topk(queries.data(), nq, k, ex, threads, D.data(), I.data());
+                expect_equal("Index", nbits, k, D, I, Dr, Ir);
+                mih.topk(queries.data(), nq, k, ex, threads, D.data(), I.data());
+                expect_equal("MIHIndex", nbits, k, D, I, Dr, Ir);
+                cluster.topk(queries.data(), nq, k, ex, threads, D.data(), I.data());
+                expect_equal("ClusterIndex", nbits, k, D, I, Dr, Ir);
+            }
+        }
+    }
+    std::printf("%d checks, %d failures\n", checks, failures);
+    return failures == 0 ? 0 : 1;
+}
+
+int main() {
+    try {
+        return run();
+    } catch (const std::exception& e) {  // HASHSEARCH_SIMD naming a level this CPU lacks
+        std::printf("error: %s\n", e.what());
+        return 2;
+    }
+}
