@@ -1,6 +1,8 @@
 // The engine without Python, against a brute-force twin: for builds where the Python
 // tests cannot run (.ci/aarch64-cross compiles this for aarch64 and runs it under
-// qemu, where the scalar kernels are the only ones). Exits 1 on the first mismatch.
+// qemu, where the scalar kernels are the only ones) and for sanitizer builds. Top-k and
+// range search of Index, MIHIndex (tables forced, and with its scan fallback) and
+// ClusterIndex, on clustered codes with duplicates. Exits 1 if any check fails.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -42,14 +44,38 @@ void topk_ref(const std::vector<uint64_t>& codes, size_t n, size_t nw, const uin
     }
 }
 
+// Every item within `radius`, by (distance, id), excluded ids skipped: CSR as range_search gives.
+void range_ref(const std::vector<uint64_t>& codes, size_t n, size_t nw, const uint64_t* queries, size_t nq,
+               int radius, const ExcludeList& ex, std::vector<int64_t>& lims, std::vector<int32_t>& D,
+               std::vector<int64_t>& I) {
+    lims.assign(1, 0);
+    D.clear();
+    I.clear();
+    for (size_t q = 0; q < nq; ++q) {
+        std::vector<std::pair<int, int64_t>> hits;
+        for (size_t i = 0; i < n; ++i) {
+            const int64_t id = static_cast<int64_t>(i);
+            const int d = hamming_ref(codes.data() + i * nw, queries + q * nw, nw);
+            if (d <= radius && !std::binary_search(ex.begin(q), ex.end(q), id)) hits.emplace_back(d, id);
+        }
+        std::sort(hits.begin(), hits.end());
+        for (const auto& [d, id] : hits) {
+            D.push_back(d);
+            I.push_back(id);
+        }
+        lims.push_back(static_cast<int64_t>(D.size()));
+    }
+}
+
 int failures = 0, checks = 0;
 
 void expect_equal(const char* what, int nbits, int k, const std::vector<int32_t>& D, const std::vector<int64_t>& I,
-                  const std::vector<int32_t>& Dr, const std::vector<int64_t>& Ir) {
+                  const std::vector<int32_t>& Dr, const std::vector<int64_t>& Ir,
+                  const std::vector<int64_t>& lims = {}, const std::vector<int64_t>& lims_ref = {}) {
     ++checks;
-    if (D == Dr && I == Ir) return;
+    if (D == Dr && I == Ir && lims == lims_ref) return;
     ++failures;
-    std::printf("MISMATCH %s nbits=%d k=%d\n", what, nbits, k);
+    std::printf("MISMATCH %s nbits=%d k/radius=%d\n", what, nbits, k);
 }
 
 }  // namespace
@@ -57,8 +83,11 @@ void expect_equal(const char* what, int nbits, int k, const std::vector<int32_t>
 int run() {
     std::mt19937_64 rng(12345);
     std::printf("SIMD level: %s\n", simd_level_name(current_simd_level()));
-    for (int nbits : {16, 32, 64, 100, 128, 256}) {
-        const size_t nw = static_cast<size_t>((nbits + 63) / 64), n = 3000, nq = 40;
+    // (n, nbits): small indexes, and one past 65,536 items, where the scans take other paths.
+    const std::pair<size_t, int> shapes[] = {{3000, 16}, {3000, 32}, {3000, 64}, {3000, 100},
+                                             {3000, 128}, {3000, 256}, {70000, 64}};
+    for (const auto& [n, nbits] : shapes) {
+        const size_t nw = static_cast<size_t>((nbits + 63) / 64), nq = 40;
         const uint64_t last_mask = nbits % 64 == 0 ? ~uint64_t{0} : (uint64_t{1} << (nbits % 64)) - 1;
         // Clustered codes with duplicates: 30 centres, each code a few bits away from one.
         std::vector<uint64_t> centres(30 * nw), codes(n * nw), queries(nq * nw);
@@ -88,6 +117,7 @@ int run() {
         FlatIndex flat(codes.data(), n, nw, nbits);
         MIHIndex mih(codes.data(), n, nw, nbits, std::max(1, nbits / 16));
         mih.set_scan_fallback(false);  // the tables themselves, on an index this small
+        MIHIndex mih_auto(codes.data(), n, nw, nbits, std::max(1, nbits / 16));  // with its scan fallback
         ClusterIndex cluster(codes.data(), n, nw, nbits, 40, 3, 1);
         for (int k : {1, 10, 100}) {
             std::vector<int32_t> Dr(nq * k), D(nq * k);
@@ -100,8 +130,24 @@ int run() {
                 expect_equal("Index", nbits, k, D, I, Dr, Ir);
                 mih.topk(queries.data(), nq, k, ex, threads, D.data(), I.data());
                 expect_equal("MIHIndex", nbits, k, D, I, Dr, Ir);
+                mih_auto.topk(queries.data(), nq, k, ex, threads, D.data(), I.data());
+                expect_equal("MIHIndex (fallback on)", nbits, k, D, I, Dr, Ir);
                 cluster.topk(queries.data(), nq, k, ex, threads, D.data(), I.data());
                 expect_equal("ClusterIndex", nbits, k, D, I, Dr, Ir);
+            }
+        }
+        for (int radius : {0, 3, nbits / 8}) {
+            std::vector<int64_t> lr, l;
+            std::vector<int32_t> Dr, D;
+            std::vector<int64_t> Ir, I;
+            range_ref(codes, n, nw, queries.data(), nq, radius, ex, lr, Dr, Ir);
+            for (int threads : {1, 2}) {
+                flat.range_search(queries.data(), nq, radius, ex, threads, l, D, I);
+                expect_equal("Index range", nbits, radius, D, I, Dr, Ir, l, lr);
+                mih.range_search(queries.data(), nq, radius, ex, threads, l, D, I);
+                expect_equal("MIHIndex range", nbits, radius, D, I, Dr, Ir, l, lr);
+                cluster.range_search(queries.data(), nq, radius, ex, threads, l, D, I);
+                expect_equal("ClusterIndex range", nbits, radius, D, I, Dr, Ir, l, lr);
             }
         }
     }
