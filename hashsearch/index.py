@@ -89,7 +89,7 @@ class _HammingBase:
         """Read an index written by :meth:`save`; ValueError if the file is not one of this class."""
         data = read_index(path)
         if data.kind != cls._kind:
-            raise ValueError(f"{path} holds a {KIND_NAMES[data.kind]}, not a {cls.__name__}")
+            raise ValueError(f"{path} holds an index of type {KIND_NAMES[data.kind]}, not {cls.__name__}")
         return cls._from_file(data, num_threads)
 
     def __repr__(self) -> str:

@@ -80,7 +80,7 @@ def test_cluster_index_codes_memory_and_round_trip(tmp_path, rng):
         q = codes[:7] ^ np.uint64(5)
         for got, want in zip(loaded.topk(q, 30), index.topk(q, 30)):
             np.testing.assert_array_equal(got, want)
-    with pytest.raises(ValueError, match="holds a ClusterIndex, not a MIHIndex"):
+    with pytest.raises(ValueError, match="holds an index of type ClusterIndex, not MIHIndex"):
         hashsearch.MIHIndex.load(path)
 
 

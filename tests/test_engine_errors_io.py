@@ -165,7 +165,7 @@ def test_damaged_files_are_rejected(tmp_path, rng):
     (tmp_path / "newer").write_bytes(bytes(newer))
     with pytest.raises(ValueError, match="format version 99"):
         hashsearch.load(tmp_path / "newer")
-    with pytest.raises(ValueError, match="holds a Index, not a MIHIndex"):
+    with pytest.raises(ValueError, match="holds an index of type Index, not MIHIndex"):
         hashsearch.MIHIndex.load(path)
 
 
