@@ -1,5 +1,5 @@
 // The engine without Python, against a brute-force twin: for builds where the Python
-// tests cannot run (.ci/aarch64-cross compiles this for aarch64 and runs it under
+// tests cannot run (.ci/native-checks compiles this for aarch64 and runs it under
 // qemu, where the scalar kernels are the only ones) and for sanitizer builds. Top-k and
 // range search of Index, MIHIndex (tables forced, and with its scan fallback) and
 // ClusterIndex, on clustered codes with duplicates. Exits 1 if any check fails.
