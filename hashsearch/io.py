@@ -33,7 +33,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class IndexFile:
     labels: Optional[np.ndarray] = None      # kind 4: uint32 (n,), each code's cluster
 
 
-def fsync_directory(directory: PathLike) -> None:
+def _fsync_directory(directory: Path) -> None:
     """Make a rename inside ``directory`` durable: without this, a crash right after
     ``os.replace`` can leave the old directory entry (POSIX). Where a directory cannot
     be opened or synced (Windows, some file systems), it does nothing."""
@@ -71,6 +71,28 @@ def fsync_directory(directory: PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def atomic_write(path: PathLike, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` so that a crash leaves either the old file or the new
+    one: a temporary file in the same directory, fsynced, renamed over ``path``, then the
+    directory fsynced. The temporary file is removed on any error."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_directory(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def write_index(path: PathLike, data: IndexFile) -> None:
@@ -94,22 +116,7 @@ def write_index(path: PathLike, data: IndexFile) -> None:
         MAGIC, FORMAT_VERSION, data.kind, data.nbits, codes.shape[1], codes.shape[0],
         data.m, dim, len(payload), zlib.crc32(payload),
     )
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_directory(path.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, (header, payload))
 
 
 def read_index(path: PathLike) -> IndexFile:
