@@ -228,6 +228,8 @@ def _bench_mih(benchmark, w, nbits, dist, m):
 
 
 @pytest.mark.parametrize("w,nbits,dist", [
+    pytest.param(ML1M, 64, "learned", id="ml1m-64b-learned"),  # small indexes: Index's scan inside
+    pytest.param(GOWALLA, 64, "learned", id="gowalla-64b-learned"),
     pytest.param(M1_QUICK, 64, "learned", id="1m_q500-64b-learned"),
     pytest.param(M1, 64, "learned", marks=full_only(), id="1m-64b-learned"),
     pytest.param(M1, 64, "uniform", marks=full_only(), id="1m-64b-uniform"),
@@ -348,12 +350,17 @@ def test_single_query_mih(benchmark, dist):
     ))
 
 
-@pytest.mark.parametrize("dist", ["learned", "uniform"])
-def test_single_query_cluster(benchmark, dist):
-    """ClusterIndex serving one query per call (1M 64-bit codes, k=100, 2 threads: a query's
-    clusters are shared among the threads); peer: our linear scan (Index), one query per call,
-    same run; identical results. Uniform codes: each query's threads give up for the scan."""
-    w, nbits = Workload("1m_q50", M1.n, 50), 64
+@pytest.mark.parametrize("w,dist", [
+    pytest.param(Workload("gowalla_q500", GOWALLA.n, 500), "learned", id="gowalla_q500-learned"),
+    pytest.param(Workload("1m_q50", M1.n, 50), "learned", id="1m_q50-learned"),
+    pytest.param(Workload("1m_q50", M1.n, 50), "uniform", id="1m_q50-uniform"),
+])
+def test_single_query_cluster(benchmark, w, dist):
+    """ClusterIndex serving one query per call (64-bit codes, k=100, 2 threads: a query's
+    clusters are shared among the threads; at gowalla's size Index's scan answers); peer: our
+    linear scan (Index), one query per call, same run; identical results. Uniform codes: each
+    query's threads give up for the scan."""
+    nbits = 64
     items, queries = _arrays(w, nbits, dist)
     clusters = hashsearch.ClusterIndex(items, nbits, num_threads=THREADS)
     index = hashsearch.Index(items, nbits, num_threads=THREADS)

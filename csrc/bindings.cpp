@@ -158,6 +158,9 @@ PYBIND11_MODULE(_core, m) {
           "True in a test build (HASHSEARCH_EMULATE_AVX512=1) whose 'avx512' kernel is portable emulation.");
     m.def("set_simd_level", [](const std::string& name) { set_simd_level(parse_simd_level(name)); },
           py::arg("level"), "Force a SIMD level (for testing); ValueError if unsupported.");
+    m.def("_set_split_min_words", &set_split_min_words, py::arg("words"),
+          "Tests: code words from which a query's scan is split over threads (default 2^18).");
+    m.def("_split_min_words", &split_min_words);
     m.def("_set_wide_popcount", [](const std::string& mode) { set_wide_popcount_mode(mode); },
           py::arg("mode"),
           "AVX2 scans of 128-bit and 4k-word codes: 'auto' (time both once per width), 'vector' "
@@ -333,6 +336,8 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("clusters_read", &ClusterIndex::clusters_read)
         .def_property_readonly("scanned", &ClusterIndex::scanned)
         .def_property_readonly("skipped", &ClusterIndex::skipped)
+        .def_static("_set_small_scan", &ClusterIndex::set_small_scan, py::arg("enabled"))
+        .def_static("_small_scan", &ClusterIndex::small_scan)
         .def("extra_bytes", &ClusterIndex::extra_bytes)
         .def("memory_bytes", [](const ClusterIndex& s) { return s.code_bytes() + s.extra_bytes(); });
 

@@ -9,7 +9,8 @@
 // Clusters are read nearest centroid first, so tau falls fast; a cluster whose
 // radii miss the window is skipped unread. Every item within the final k-th
 // distance is read, so results equal FlatIndex::topk exactly (ties by id).
-// A query whose windows hold too many codes (uniform codes) is scanned instead.
+// A query whose windows hold too many codes (uniform codes) is scanned instead, and so
+// is every query of a small index (up to kSmallScanItems codes), where the scan is cheaper.
 #pragma once
 #include <atomic>
 #include <cstddef>
@@ -72,6 +73,10 @@ public:
     // skipped: sent to the scan untried because recent queries fell back.
     size_t scanned() const { return scanned_.load(); }
     size_t skipped() const { return skipped_.load(); }
+    // Whether small indexes scan every query (the default) or search their clusters
+    // like large ones: tests turn it off to check the cluster search on small inputs.
+    static void set_small_scan(bool enabled);
+    static bool small_scan();
 
 private:
     // Query indices [0, nq) sorted by their nearest centroid (ties: the smaller centroid),
@@ -106,6 +111,9 @@ private:
     FlatIndex sorted_;           // codes ordered by (cluster, r, id)
     FlatIndex centroids_;        // (C, nwords)
     std::vector<uint32_t> id_of_;  // position in sorted_ -> item id
+    // Small indexes (up to kSmallScanItems codes) only: the codes once more, in id order,
+    // for Index's scan (at most 512 KiB a code word; empty otherwise).
+    FlatIndex by_id_;
     // Where the items of (cluster c, radius r) start, relative to the cluster's start, at
     // c * (nbits + 2) + r (r = nbits + 1: the cluster's size); uint16 (half the bytes, so a
     // window's two ends share a cache line more often) unless a cluster holds over 65,535 codes.

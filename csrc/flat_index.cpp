@@ -1,6 +1,7 @@
 #include "flat_index.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -17,6 +18,16 @@ Kernels active_kernels() {
         default: return scalar_kernels();
     }
 }
+
+namespace {
+std::atomic<size_t>& split_min_words_slot() {
+    static std::atomic<size_t> words{kSplitMinWords};
+    return words;
+}
+}  // namespace
+
+size_t split_min_words() { return split_min_words_slot().load(std::memory_order_relaxed); }
+void set_split_min_words(size_t words) { split_min_words_slot() = words; }
 
 namespace {
 constexpr size_t kQueryBlock = 8;        // queries sharing one pass over a tile
@@ -99,10 +110,11 @@ void FlatIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeLis
     if (nq == 0) return;
     Kernels kern = active_kernels();
     int threads = resolve_threads(num_threads);
-    if (n_ <= kTwoPassMaxItems && n_ * nwords_ <= kTwoPassMaxItems && nq >= static_cast<size_t>(threads))
+    // Few queries on many items: split the items instead, so every core has work.
+    const bool split = nq < 2 * static_cast<size_t>(threads) && threads > 1 && n_ * nwords_ >= split_min_words();
+    if (n_ <= kTwoPassMaxItems && n_ * nwords_ <= kTwoPassMaxItems && !split)
         return topk_two_pass(kern, queries, nq, k, exclude, threads, D, I);
-    // Few queries: split the items instead, so every core has work.
-    if (nq < 2 * static_cast<size_t>(threads) && threads > 1 && n_ >= 4096)
+    if (split)
         topk_by_item(kern, queries, nq, k, exclude, threads, D, I);
     else
         topk_by_query(kern, queries, nq, k, exclude, threads, D, I);

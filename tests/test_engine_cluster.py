@@ -71,8 +71,9 @@ def test_cluster_index_codes_memory_and_round_trip(tmp_path, rng):
     index = hashsearch.ClusterIndex(codes, 64, nclusters=64)
     np.testing.assert_array_equal(index.codes(), codes)  # back in id order
     assert index.memory_bytes() == codes.nbytes + index.extra_bytes()
-    # ids (4 bytes), centroids and (cluster, radius) offsets: well within twice the codes
-    assert index.extra_bytes() < 0.6 * codes.nbytes + 64 * 65 * 4 + 64 * 12 + 8
+    # ids (4 bytes), centroids and (cluster, radius) offsets, and at this size (<= 65,536
+    # codes) the codes once more, in id order, for the scan
+    assert codes.nbytes < index.extra_bytes() < 1.6 * codes.nbytes + 64 * 65 * 4 + 64 * 12 + 8
     path = tmp_path / "cluster.hsi"
     index.save(path)
     for loaded in (hashsearch.ClusterIndex.load(path), hashsearch.load(path)):
@@ -387,3 +388,32 @@ def test_cluster_index_numbers_its_centroids_along_a_chain(rng):
     for i in range(len(cent) - 1):
         d = hamming_distances(cent[i : i + 1], cent[i + 1 :])[0]  # (numpy < 2 has no bitwise_count)
         assert d[0] == d.min(), f"centroid {i + 1} is not the nearest unused one to centroid {i}"
+
+
+@pytest.mark.parametrize("nbits", [32, 64, 128, 255, 300])
+def test_cluster_index_scans_small_indexes(simd, nbits, rng, cluster_small_scan):
+    """As shipped, an index of up to 65,536 codes answers every query by Index's scan over a
+    copy of its codes in id order (its clusters cost more there), batches and single
+    queries: exact, ties to the smaller id, and the clusters never read."""
+    distinct = clustered_codes(rng, 300, nbits)
+    n = 3000
+    codes = distinct[rng.integers(0, 300, n)]  # duplicates: ties at every distance
+    queries = np.concatenate([distinct[:20], clustered_codes(rng, 20, nbits)])
+    exclude = random_exclude(rng, len(queries), n, 200)
+    index = hashsearch.ClusterIndex(codes, nbits, nclusters=30)
+    st = index.stats()
+    for k in (1, 100, n):
+        for ex in (None, exclude):
+            Dr, Ir = topk_hamming(queries, codes, k, exclude=ex)
+            for threads in (1, 2):
+                D, I = index.topk(queries, k, exclude=ex, num_threads=threads)  # a batch
+                np.testing.assert_array_equal(D, Dr)
+                np.testing.assert_array_equal(I, Ir)
+                for q in range(0, len(queries), 7):  # one query at a time
+                    D, I = index.topk(queries[q], k, exclude=None if ex is None else [ex[q]], num_threads=threads)
+                    np.testing.assert_array_equal(D[0], Dr[q])
+                    np.testing.assert_array_equal(I[0], Ir[q])
+    after = index.stats()
+    answered = 3 * 2 * 2 * (len(queries) + len(range(0, len(queries), 7)))  # queries of all calls
+    assert after["scanned"] - st["scanned"] == answered
+    assert after["items_read"] == st["items_read"] and after["clusters_read"] == st["clusters_read"]

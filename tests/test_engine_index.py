@@ -41,7 +41,12 @@ def test_index_matches_reference_small(simd, nbits, threads, rng):
 
 @pytest.mark.parametrize("nbits", [20, 32, 64, 128, 256, 200])
 @pytest.mark.parametrize("nq", [1, 3, 40])
-def test_index_matches_reference_large(simd, nbits, nq, rng):
+@pytest.mark.parametrize("split", ["default", "split"])
+def test_index_matches_reference_large(simd, nbits, nq, split, rng, request):
+    """Beyond the two-pass limit; few queries on 2 threads split their scan over the items
+    from 2^18 code words (256 bits here), or from 4,096 words when ``split``."""
+    if split == "split":
+        request.getfixturevalue("split_small_scans")
     n = 70_001  # beyond the two-pass limit, and not a multiple of any unroll
     codes = clustered_codes(rng, n, nbits)
     queries = clustered_codes(rng, nq, nbits)
@@ -52,6 +57,24 @@ def test_index_matches_reference_large(simd, nbits, nq, rng):
             Dr, Ir = topk_hamming(queries, codes, 100, exclude=ex)
             np.testing.assert_array_equal(D, Dr)
             np.testing.assert_array_equal(I, Ir)
+
+
+@pytest.mark.parametrize("nbits", [20, 64])
+def test_single_queries_with_and_without_the_item_split(simd, nbits, rng, split_small_scans):
+    """One query on 2 threads: below the split threshold a small index answers it by the
+    two-pass select on one thread, from it by splitting the items; both exact."""
+    codes = clustered_codes(rng, 5000, nbits)
+    queries = clustered_codes(rng, 3, nbits)
+    exclude = random_exclude(rng, 3, 5000, 300)
+    for words in (hashsearch._core._split_min_words(), 1 << 20):
+        hashsearch._core._set_split_min_words(words)
+        index = hashsearch.Index(codes, nbits, num_threads=2)
+        for q, ex in zip(queries, exclude):
+            for k in (1, 100, 5000):
+                D, I = index.topk(q, k, exclude=[ex])
+                Dr, Ir = topk_hamming(q[None], codes, k, exclude=[ex])
+                np.testing.assert_array_equal(D, Dr)
+                np.testing.assert_array_equal(I, Ir)
 
 
 def test_ties_go_to_smaller_id_and_threads_agree(simd):

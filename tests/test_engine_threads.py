@@ -11,10 +11,15 @@ import hashsearch
 from hashsearch.reference import range_search_hamming, topk_hamming
 
 
+@pytest.fixture(autouse=True)
+def _splits(split_small_scans):
+    """Few queries split their scans over the threads at this size too."""
+
+
 @pytest.fixture(scope="module")
 def problem():
     rng = np.random.default_rng(7)
-    n, nbits = 70_000, 64  # above the two-pass limit: Index splits single queries across items
+    n, nbits = 70_000, 64  # above the two-pass limit: Index splits single queries across items (_splits)
     codes = hashsearch.pack(rng.integers(0, 2, size=(n, nbits), dtype=np.uint8))
     queries = codes[rng.choice(n, 64, replace=False)] ^ np.uint64(0x0F0F)
     D, I = topk_hamming(queries, codes, 20)

@@ -2,7 +2,8 @@
 // tests cannot run (.ci/native-checks compiles this for aarch64 and runs it under
 // qemu, where the scalar kernels are the only ones) and for sanitizer builds. Top-k and
 // range search of Index, MIHIndex (tables forced, and with its scan fallback) and
-// ClusterIndex, on clustered codes with duplicates. Exits 1 if any check fails.
+// ClusterIndex (its clusters forced, and by default), batches and single queries, on
+// clustered codes with duplicates. Exits 1 if any check fails.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -125,16 +126,29 @@ int run() {
             for (size_t q = 0; q < nq; ++q)
                 topk_ref(codes, n, nw, queries.data() + q * nw, k, ex.begin(q), ex.end(q), Dr.data() + q * k,
                          Ir.data() + q * k);
-            for (int threads : {1, 2}) {
-                flat.topk(queries.data(), nq, k, ex, threads, D.data(), I.data());
-                expect_equal("Index", nbits, k, D, I, Dr, Ir);
-                mih.topk(queries.data(), nq, k, ex, threads, D.data(), I.data());
-                expect_equal("MIHIndex", nbits, k, D, I, Dr, Ir);
-                mih_auto.topk(queries.data(), nq, k, ex, threads, D.data(), I.data());
-                expect_equal("MIHIndex (fallback on)", nbits, k, D, I, Dr, Ir);
-                cluster.topk(queries.data(), nq, k, ex, threads, D.data(), I.data());
-                expect_equal("ClusterIndex", nbits, k, D, I, Dr, Ir);
-            }
+            // The queries as one batch, and one at a time (the paths for few queries).
+            auto check = [&](const char* what, const auto& index, int threads) {
+                index.topk(queries.data(), nq, k, ex, threads, D.data(), I.data());
+                expect_equal(what, nbits, k, D, I, Dr, Ir);
+                for (size_t q = 0; q < nq; ++q) {
+                    ExcludeList one = ex;
+                    one.indptr += q;
+                    index.topk(queries.data() + q * nw, 1, k, one, threads, D.data() + q * k, I.data() + q * k);
+                }
+                expect_equal(what, nbits, k, D, I, Dr, Ir);
+            };
+            for (int threads : {1, 2})
+                for (size_t split : {kSplitMinWords, size_t{4096}}) {  // also split single queries' scans
+                    set_split_min_words(split);
+                    check("Index", flat, threads);
+                    check("MIHIndex", mih, threads);
+                    check("MIHIndex (fallback on)", mih_auto, threads);
+                    ClusterIndex::set_small_scan(false);  // the clusters, on an index this small
+                    check("ClusterIndex", cluster, threads);
+                    ClusterIndex::set_small_scan(true);
+                    check("ClusterIndex (small scan)", cluster, threads);
+                }
+            set_split_min_words(kSplitMinWords);
         }
         for (int radius : {0, 3, nbits / 8}) {
             std::vector<int64_t> lr, l;
