@@ -159,7 +159,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_simd_level", [](const std::string& name) { set_simd_level(parse_simd_level(name)); },
           py::arg("level"), "Force a SIMD level (for testing); ValueError if unsupported.");
     m.def("_set_split_min_words", &set_split_min_words, py::arg("words"),
-          "Tests: code words from which a query's scan is split over threads (default 2^18).");
+          "Tests: code words from which a query's scan is split over threads (default 2^17).");
     m.def("_split_min_words", &split_min_words);
     m.def("_set_wide_popcount", [](const std::string& mode) { set_wide_popcount_mode(mode); },
           py::arg("mode"),

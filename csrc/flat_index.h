@@ -10,11 +10,11 @@
 namespace hashsearch {
 
 // A query's scan is split over threads (when fewer query blocks than threads) only from
-// this many code words on: waking a pool thread costs tens of microseconds (~50 us on
-// this 2-core VM), more than half the scan of fewer items. Measured, learned-like 64-bit,
-// one query, 1 vs 2 threads: 3,706 items 6 vs 17 us, 40,981 32 vs 77, 131,072 98 vs 153,
-// 300k 159 vs 126, 1M 404 vs 275.
-constexpr size_t kSplitMinWords = size_t{1} << 18;
+// this many code words on: handing half a scan to a pool thread costs ~10-25 us even while
+// it polls for work (parallel.h), ~50 us once it sleeps. Measured, learned-like 64-bit, one
+// query, 1 vs 2 threads with the polling: 40,981 items 31 vs 42 us, 100k 80 vs 63 us, 200k
+// 110 vs 84 us, 300k 155 vs 107 us (without it 40,981 24 vs 78, 200k 101 vs 116).
+constexpr size_t kSplitMinWords = size_t{1} << 17;
 // The threshold in force: kSplitMinWords unless tests lowered it to cover the split paths
 // on small inputs.
 size_t split_min_words();

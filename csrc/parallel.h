@@ -7,6 +7,12 @@
 // does not pay for creating and joining threads (tens of microseconds each),
 // and their thread_local scratch buffers survive from call to call.
 //
+// Between loops a worker polls for the next one for a short while (HASHSEARCH_SPIN_US,
+// default 100 microseconds; 0: sleep at once) before it sleeps, and the caller polls for
+// the workers' end the same way: waking a sleeping thread costs tens of microseconds
+// (~50 on this 2-core VM), which a serving loop's next call, usually within that time,
+// would otherwise pay twice. (OpenMP, which faiss uses, spins longer by default.)
+//
 // The pool runs one loop at a time. A loop started while it is busy (another
 // Python thread searching with the GIL released, or a loop nested inside a
 // worker) gets threads of its own for that call instead, so callers never
@@ -15,11 +21,13 @@
 #pragma once
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -36,6 +44,40 @@ inline int resolve_threads(int requested) {
 }
 
 namespace detail {
+
+// How long an idle worker (or a caller waiting for its workers) polls before sleeping.
+inline std::chrono::microseconds spin_time() {
+    static const std::chrono::microseconds t = [] {
+        const char* env = std::getenv("HASHSEARCH_SPIN_US");
+        long us = env == nullptr || *env == '\0' ? 100 : std::strtol(env, nullptr, 10);
+        return std::chrono::microseconds(std::max(0L, std::min(us, 100000L)));
+    }();
+    return t;
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+// Polls until done() or the spin time has passed; true if done.
+template <class Done>
+bool spin_until(Done done) {
+    if (done()) return true;
+    const auto t = spin_time();
+    if (t.count() == 0) return false;
+    const auto deadline = std::chrono::steady_clock::now() + t;
+    for (;;) {
+        for (int i = 0; i < 64; ++i) {
+            if (done()) return true;
+            cpu_relax();
+        }
+        if (std::chrono::steady_clock::now() >= deadline) return done();
+    }
+}
 
 // One loop's shared state: tasks are claimed with an atomic counter.
 struct LoopJob {
@@ -95,8 +137,9 @@ class ThreadPool {
         }
         wake_.notify_all();
         job.run(0);
+        spin_until([&] { return active_.load() == 0; });
         std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [&] { return active_ == 0; });
+        done_.wait(lock, [&] { return active_.load() == 0; });
         job_ = nullptr;
         return true;
     }
@@ -115,11 +158,12 @@ class ThreadPool {
         in_parallel_worker = true;
         uint64_t seen = 0;
         for (;;) {
+            spin_until([&] { return generation_.load() != seen; });
             LoopJob* job;
             {
                 std::unique_lock<std::mutex> lock(mutex_);
-                wake_.wait(lock, [&] { return generation_ != seen; });
-                seen = generation_;
+                wake_.wait(lock, [&] { return generation_.load() != seen; });
+                seen = generation_.load();
                 // Workers beyond this loop's count sit it out.
                 if (worker > wanted_) continue;
                 job = job_;
@@ -135,8 +179,10 @@ class ThreadPool {
     std::mutex mutex_;       // guards the fields below
     std::condition_variable wake_, done_;
     LoopJob* job_ = nullptr;
-    uint64_t generation_ = 0;
-    size_t wanted_ = 0, active_ = 0;
+    // Changed under mutex_; atomic so that idle threads can poll them without it.
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<size_t> active_{0};
+    size_t wanted_ = 0;
     size_t workers_ = 0;  // only touched under busy_mutex_
 };
 

@@ -57,7 +57,7 @@ def cluster_small_scan(cluster_search_on_small_indexes):
 
 @pytest.fixture
 def split_small_scans():
-    """Lets a query's scan split over threads from 4,096 code words (by default 2^18, where
+    """Lets a query's scan split over threads from 4,096 code words (by default 2^17, where
     it starts to pay), so the split paths run on inputs of test size."""
     from hashsearch import _core
 

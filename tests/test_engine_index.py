@@ -44,7 +44,7 @@ def test_index_matches_reference_small(simd, nbits, threads, rng):
 @pytest.mark.parametrize("split", ["default", "split"])
 def test_index_matches_reference_large(simd, nbits, nq, split, rng, request):
     """Beyond the two-pass limit; few queries on 2 threads split their scan over the items
-    from 2^18 code words (256 bits here), or from 4,096 words when ``split``."""
+    from 2^17 code words (128 bits and up here), or from 4,096 words when ``split``."""
     if split == "split":
         request.getfixturevalue("split_small_scans")
     n = 70_001  # beyond the two-pass limit, and not a multiple of any unroll

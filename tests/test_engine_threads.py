@@ -1,6 +1,9 @@
 """The persistent worker pool: exact results under concurrent callers, more threads than the pool
 has, single queries, and a forked child (whose pool threads do not exist)."""
 import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -243,3 +246,26 @@ def test_hierarchical_add_equals_building_at_once(candidate_search, tmp_path):
     assert index.ntotal == n
     index.save(tmp_path / "h.hsi")
     np.testing.assert_array_equal(hashsearch.load(tmp_path / "h.hsi").topk(queries, q_emb, 10, candidates=200)[1], I_ref)
+
+
+@pytest.mark.parametrize("spin", ["0", "5", "junk"])
+def test_pool_without_or_with_short_polling_is_exact(spin, tmp_path):
+    """HASHSEARCH_SPIN_US=0 (threads sleep at once), a short poll and an unparsable value
+    (read as 0): searches on 2 threads, many small calls in a row, stay exact."""
+    script = (
+        "import numpy as np, hashsearch\n"
+        "from hashsearch.reference import topk_hamming\n"
+        "hashsearch._core._set_split_min_words(4096)\n"
+        "rng = np.random.default_rng(3)\n"
+        "codes = hashsearch.pack(rng.integers(0, 2, size=(9000, 64), dtype=np.uint8))\n"
+        "index = hashsearch.Index(codes, 64, num_threads=2)\n"
+        "for q in codes[:40]:\n"
+        "    D, I = index.topk(q, 10)\n"
+        "    Dr, Ir = topk_hamming(q[None], codes, 10)\n"
+        "    assert (D == Dr).all() and (I == Ir).all()\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, HASHSEARCH_SPIN_US=spin)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
