@@ -25,9 +25,9 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <memory>
-#include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -157,15 +157,18 @@ class ThreadPool {
     void worker_loop(size_t worker) {
         in_parallel_worker = true;
         uint64_t seen = 0;
+        bool worked = false;  // in the last loop: only then poll (one sitting loops out would
+                              // take a core from those working, on a machine with few)
         for (;;) {
-            spin_until([&] { return generation_.load() != seen; });
+            if (worked) spin_until([&] { return generation_.load() != seen; });
             LoopJob* job;
             {
                 std::unique_lock<std::mutex> lock(mutex_);
                 wake_.wait(lock, [&] { return generation_.load() != seen; });
                 seen = generation_.load();
                 // Workers beyond this loop's count sit it out.
-                if (worker > wanted_) continue;
+                worked = worker <= wanted_;
+                if (!worked) continue;
                 job = job_;
             }
             job->run(worker);
