@@ -569,6 +569,13 @@ void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_
         order.resize(keyed.size());
         for (size_t i = 0; i < keyed.size(); ++i) order[i] = keyed[i].second;
     }
+    // Fewer queries than threads: a query searches the tables on one thread, but its
+    // fallback scan would split the items over all of them (scan_sorted, as Index), so it
+    // is measured against that share of the scan's time.
+    const size_t nq = q1 - q0;
+    const double scan_share = nq < nworkers && sorted_.size() * nw >= split_min_words()
+                                  ? static_cast<double>(nq) / static_cast<double>(nworkers)
+                                  : 1.0;
     parallel_for(q1 - q0, num_threads, [&](size_t task, size_t worker) {
         thread_local Scratch scratch;
         const size_t i = order.empty() ? task : order[task];
@@ -576,7 +583,7 @@ void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_
         scratch.probes = scratch.candidates = 0;
         bool fell_back = false;
         search_one(kern, queries + q * nw, k, exclude.begin(q), exclude.end(q), D + q * k, I + q * k,
-                   scratch, fell_back);
+                   scratch, fell_back, scan_share);
         fell[i] = fell_back;
         probes[worker] += scratch.probes;
         cands[worker] += scratch.candidates;
@@ -643,7 +650,7 @@ void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const
 
 void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
                           const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s,
-                          bool& fell_back) const {
+                          bool& fell_back, double scan_share) const {
     const size_t n = sorted_.size(), nw = sorted_.nwords();
     const int m = static_cast<int>(tables_.size());
     const bool compact = sorted_.compact();
@@ -714,7 +721,7 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
     };
     const uint32_t q32 = static_cast<uint32_t>(query[0]);
     const double budget_ns =
-        static_cast<double>(n) * (compact ? kCompactScanNs : kScanNsPerWord * static_cast<double>(nw));
+        scan_share * static_cast<double>(n) * (compact ? kCompactScanNs : kScanNsPerWord * static_cast<double>(nw));
     double spent_ns = 0;
 
     // Ring r of table j: the buckets at key distance r (whole, or for a bucket

@@ -170,8 +170,11 @@ private:
     // the cost model says the scan is cheaper.
     void search_tables(const Kernels& kern, const uint64_t* queries, size_t q0, size_t q1, int k,
                        const ExcludeList& exclude, int num_threads, int32_t* D, int64_t* I) const;
+    // scan_share: the part of the fallback scan's one-thread time this query would wait
+    // for (1, or 1/threads when fewer queries than threads split the scan's items).
     void search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
-                    const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s, bool& fell_back) const;
+                    const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s, bool& fell_back,
+                    double scan_share) const;
     // The linear-scan fallback for the queries `which`, over the sorted codes,
     // ties still broken by id.
     void scan_fallback(const Kernels& kern, const uint64_t* queries, const std::vector<size_t>& which,
