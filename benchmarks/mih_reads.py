@@ -12,7 +12,7 @@ benchmark:
 The index's own layout (sub-directories, uint8/uint16 ends, for the buckets of >= 27 / 27 / 32
 items: the 2.6 MB that twice the codes leave): 11,630 (median 5,175), 3.5x fewer than key rings; the
 search itself read 11,012 per query over 1,000 queries. (uint16 ends only, buckets of >= 49 / 49 / 64
-items: 16,574.) Time per query fell far less than reads (~1.2-1.3x): see the README.
+items: 16,574.) Time per query fell far less than reads (~1.2-1.3x): see docs/RESULTS.md.
 """
 import itertools
 import sys

@@ -94,7 +94,7 @@ class FitConfig:
     alpha: float = 0.2                  # ranking margin α
     # s = scale·<x,y>. On the default synthetic graph the raw inner product (1.0) trained codes far
     # better than 1/sqrt(K) (HieS recall@50 0.30 vs 0.18; STE barely learnt at 1/sqrt(K)).
-    # ml-1m, the README's table2 budget (20 epochs, bs 16384, lr 2e-3, seed 0), scale 2 vs 1, test
+    # ml-1m, the table2 budget of docs/RESULTS.md (20 epochs, bs 16384, lr 2e-3, seed 0), scale 2 vs 1, test
     # recall@50 HieS / HamR: hashgnn 0.2934 / 0.2365 vs 0.2888 / 0.2392; hashnet 0.3149 / 0.2461 vs
     # 0.2955 / 0.2399. Sharper scores help HashNet more, so the gap to HashGNN widens; 1 kept.
     # hashgnn alone (same budget): scale 4 valid / test HieS / HamR 0.297 / 0.3052 / 0.2312, scale 8
@@ -116,7 +116,7 @@ class FitConfig:
     # the HieS embeddings z then stop being trained (ml-1m valid HieS 0.211 with code_scale mean).
     # 0.9963 takes p from 1 to 0.8 over the run, the official HashGNN code's schedule (hash
     # probability +0.01 per epoch, 0.2 after its 20 epochs): valid HieS 0.277.
-    # p -> 0.5 instead (--p-decay 0.98851), seed 0, test recall@50 HieS / HamR: gowalla (the README's
+    # p -> 0.5 instead (--p-decay 0.98851), seed 0, test recall@50 HieS / HamR: gowalla (docs/RESULTS.md's
     # gowalla table2 budget, 7 min, 13 epochs with two jobs on the machine) 0.1264 / 0.1016 against
     # 0.1032 / 0.0509 at p -> 0.8 (HashNet 0.1271 / 0.0713); ml-1m (table2 budget) 0.2747 / 0.2422
     # against 0.2888 / 0.2392. Gowalla p -> 0.3 (--p-decay 0.98013, 16 epochs): 0.1181 / 0.1134. HashNet
@@ -157,7 +157,7 @@ class FitConfig:
     p_lr_min: float = 1.0
     # guided STE / STE: + quant_weight · mean over the batch's users and positives of (1 - |z|)^2,
     # a quantisation loss (as in DSH/DPSH) pulling tanh outputs towards ±1 so that sign(z) loses
-    # less at retrieval; 0: off, the paper's loss. ml-1m, 32 bits, the README's 20-epoch command, seed 0:
+    # less at retrieval; 0: off, the paper's loss. ml-1m, 32 bits, the 20-epoch command of docs/RESULTS.md, seed 0:
     # w 0.1 gave valid HieS recall@50 0.203 / 0.169 at epochs 6 / 8 against 0.220 / 0.231 without
     # (stopped there): pulling |z| up saturates the sigmoid scores, as ±1 training codes did.
     quant_weight: float = 0.0
@@ -169,7 +169,7 @@ class FitConfig:
     # against 0.122 / 0.1264 / 0.1016 without (p -> 0.5). The extra loss costs time (11 epochs instead
     # of 13 in the budget) and did not keep z better (exact search on z: 0.124-0.129 vs 0.127). Off.
     cont_weight: float = 0.0
-    # β = (1 + γ t)^0.5. Chosen per data set on validation HieS recall@50 (the README's table2
+    # β = (1 + γ t)^0.5. Chosen per data set on validation HieS recall@50 (docs/RESULTS.md's table2
     # budgets, seed 0), γ 0.005 / 0.02 / 0.05 / 0.1: gowalla 0.130 / 0.130 / 0.132 / 0.126 (test HieS
     # 0.1271 / 0.1304 / 0.1299 / 0.1241, HamR 0.0713 / 0.0806 / 0.0719 / 0.0719: its table2 uses 0.05);
     # ml-1m γ 0.005 / 0.02 / 0.05 / 0.1 / 0.2 / 0.5: 0.288 / 0.306 / 0.315 / 0.330 / 0.336 / 0.327 (test
