@@ -417,3 +417,26 @@ def test_cluster_index_scans_small_indexes(simd, nbits, rng, cluster_small_scan)
     answered = 3 * 2 * 2 * (len(queries) + len(range(0, len(queries), 7)))  # queries of all calls
     assert after["scanned"] - st["scanned"] == answered
     assert after["items_read"] == st["items_read"] and after["clusters_read"] == st["clusters_read"]
+
+
+def test_cluster_index_small_scan_after_add_and_load(tmp_path, rng, cluster_small_scan):
+    """The id-ordered copy a small index scans is rebuilt by add (also when add takes the index
+    past 65,536 codes, where the clusters take over) and by load: always exact."""
+    nbits = 64
+    codes = clustered_codes(rng, 66_000, nbits)
+    queries = np.concatenate([codes[rng.integers(0, len(codes), 10)], clustered_codes(rng, 10, nbits)])
+    index = hashsearch.ClusterIndex(codes[:3000], nbits, nclusters=32)
+    for upto in (3000, 5000, 65_536, 66_000):  # the last add crosses the limit
+        if upto > index.ntotal:
+            index.add(codes[index.ntotal:upto])
+        for candidate in (index, None):
+            if candidate is None:
+                index.save(tmp_path / "c.hsi")
+                candidate = hashsearch.ClusterIndex.load(tmp_path / "c.hsi")
+            st = candidate.stats()
+            D, I = candidate.topk(queries, 50)
+            Dr, Ir = topk_hamming(queries, codes[:upto], 50)
+            np.testing.assert_array_equal(D, Dr)
+            np.testing.assert_array_equal(I, Ir)
+            read = candidate.stats()["items_read"] - st["items_read"]
+            assert (read == 0) == (upto <= 65_536)  # the clusters are read only past the limit
