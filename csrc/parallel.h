@@ -8,8 +8,8 @@
 // and their thread_local scratch buffers survive from call to call.
 //
 // Between loops a worker polls for the next one for a short while (HASHSEARCH_SPIN_US,
-// default 100 microseconds; 0: sleep at once) before it sleeps, and the caller polls for
-// the workers' end the same way: waking a sleeping thread costs tens of microseconds
+// default 100 microseconds; 0: sleep at once; never while the pool holds more threads than
+// cores) before it sleeps, and the caller polls for the workers' end the same way: waking a sleeping thread costs tens of microseconds
 // (~50 on this 2-core VM), which a serving loop's next call, usually within that time,
 // would otherwise pay twice. (OpenMP, which faiss uses, spins longer by default.)
 //
@@ -37,11 +37,18 @@
 
 namespace hashsearch {
 
-inline int resolve_threads(int requested) {
-    if (requested > 0) return requested;
-    unsigned hw = std::thread::hardware_concurrency();
-    return hw == 0 ? 1 : static_cast<int>(hw);
+// The core count, asked once: std::thread::hardware_concurrency() reads /sys on every call
+// (~10 us here), and num_threads = 0 (all cores, the default) resolved it on every search,
+// several times a call.
+inline int hardware_threads() {
+    static const int hw = [] {
+        const unsigned h = std::thread::hardware_concurrency();
+        return h == 0 ? 1 : static_cast<int>(h);
+    }();
+    return hw;
 }
+
+inline int resolve_threads(int requested) { return requested > 0 ? requested : hardware_threads(); }
 
 namespace detail {
 
@@ -137,7 +144,7 @@ class ThreadPool {
         }
         wake_.notify_all();
         job.run(0);
-        spin_until([&] { return active_.load() == 0; });
+        if (!oversubscribed_.load()) spin_until([&] { return active_.load() == 0; });
         std::unique_lock<std::mutex> lock(mutex_);
         done_.wait(lock, [&] { return active_.load() == 0; });
         job_ = nullptr;
@@ -148,10 +155,14 @@ class ThreadPool {
     ThreadPool() : pid_(::getpid()) {}
 
     void ensure_workers(size_t count) {
+        if (workers_ >= count) return;
         while (workers_ < count) {
             std::thread(&ThreadPool::worker_loop, this, workers_ + 1).detach();
             ++workers_;
         }
+        // More threads than cores (num_threads above them): polling threads would take the
+        // cores from those with work, so everyone sleeps at once instead.
+        oversubscribed_ = workers_ + 1 > static_cast<size_t>(hardware_threads());
     }
 
     void worker_loop(size_t worker) {
@@ -160,7 +171,7 @@ class ThreadPool {
         bool worked = false;  // in the last loop: only then poll (one sitting loops out would
                               // take a core from those working, on a machine with few)
         for (;;) {
-            if (worked) spin_until([&] { return generation_.load() != seen; });
+            if (worked && !oversubscribed_.load()) spin_until([&] { return generation_.load() != seen; });
             LoopJob* job;
             {
                 std::unique_lock<std::mutex> lock(mutex_);
@@ -185,6 +196,7 @@ class ThreadPool {
     // Changed under mutex_; atomic so that idle threads can poll them without it.
     std::atomic<uint64_t> generation_{0};
     std::atomic<size_t> active_{0};
+    std::atomic<bool> oversubscribed_{false};  // the pool holds more threads than cores
     size_t wanted_ = 0;
     size_t workers_ = 0;  // only touched under busy_mutex_
 };
