@@ -31,6 +31,9 @@ constexpr size_t kCheckAfter = 32;
 // through an id-ordered copy of the codes (as MIH's large fallen batches).
 constexpr size_t kCopyScanQueries = 128;
 constexpr size_t kCopyScanItems = size_t{1} << 16;
+// Up to this many codes every query is answered by Index's scan over an id-ordered copy
+// (by_id_): the clusters cost more there (measured crossover ~65-100k learned-like codes).
+constexpr size_t kSmallIndexItems = size_t{1} << 16;
 // From this many queries, a batch runs in the order of their nearest centroids, numbered
 // along a chain of near centroids when built (up to kMaxChainClusters: the chain costs C^2).
 constexpr size_t kOrderQueries = 256;
@@ -179,7 +182,7 @@ void ClusterIndex::arrange(const std::vector<uint32_t>& cluster, const std::vect
     id_of_.resize(n);
     for (size_t i = 0; i < n; ++i) id_of_[next[cluster[i] * (nb + 1) + radius[i]]++] = static_cast<uint32_t>(i);
     sorted_.permute(id_of_);
-    by_id_ = n <= kSmallScanItems ? id_ordered_copy() : FlatIndex(nullptr, 0, nwords(), nbits());
+    by_id_ = n <= kSmallIndexItems ? id_ordered_copy() : FlatIndex(nullptr, 0, nwords(), nbits());
     cluster_start_.resize(C + 1);
     for (size_t c = 0; c <= C; ++c) cluster_start_[c] = offsets[c * (nb + 1)];
     // Offsets relative to the cluster's start, nbits + 2 a cluster (the last: its size).

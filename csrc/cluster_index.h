@@ -10,7 +10,7 @@
 // radii miss the window is skipped unread. Every item within the final k-th
 // distance is read, so results equal FlatIndex::topk exactly (ties by id).
 // A query whose windows hold too many codes (uniform codes) is scanned instead, and so
-// is every query of a small index (up to kSmallScanItems codes), where the scan is cheaper.
+// is every query of a small index (up to kSmallIndexItems codes), where the scan is cheaper.
 #pragma once
 #include <atomic>
 #include <cstddef>
@@ -111,7 +111,7 @@ private:
     FlatIndex sorted_;           // codes ordered by (cluster, r, id)
     FlatIndex centroids_;        // (C, nwords)
     std::vector<uint32_t> id_of_;  // position in sorted_ -> item id
-    // Small indexes (up to kSmallScanItems codes) only: the codes once more, in id order,
+    // Small indexes (up to kSmallIndexItems codes) only: the codes once more, in id order,
     // for Index's scan (at most 512 KiB a code word; empty otherwise).
     FlatIndex by_id_;
     // Where the items of (cluster c, radius r) start, relative to the cluster's start, at

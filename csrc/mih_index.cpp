@@ -87,6 +87,10 @@ constexpr double kScanNsPerWord = 0.35;  // the linear scan, per item and code w
 constexpr double kCompactScanNs = 0.2;   // ... for codes of <= 32 bits
 constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
 constexpr int kMaxSubBits = 5;           // sub-directories of at most 32 sub-buckets
+constexpr size_t kSmallScanItems = 1 << 16;  // up to here the fallback fills a byte buffer (Index's two-pass)
+// From this many fallback queries on a small index, an id-ordered copy of the
+// codes (~2 ns an item) costs less than putting each query's distances into id order.
+constexpr size_t kBatchCopyQueries = 16;
 // Above kSmallScanItems the copy (~3 ns an item, the codes once more for the
 // call) pays from about this many queries.
 constexpr size_t kBatchCopyQueriesLarge = 128;
@@ -265,7 +269,10 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
     sorted_.permute(order);
     id_of_ = PackedWords(n, PackedWords::width_for(n - 1));
     for (size_t p = 0; p < n; ++p) id_of_.set(p, order[p]);
-    if (small_scan_fits(n, nbits)) pos_of_id_ = positions_of_ids(n, [&](size_t p) { return order[p]; });
+    if (n <= kSmallScanItems && nbits < 255) {  // scan_small's gather into id order
+        pos_of_id_.resize(n);
+        for (size_t p = 0; p < n; ++p) pos_of_id_[order[p]] = static_cast<uint16_t>(p);
+    }
     // Codes in table-0 order; the other tables sort positions of these.
     sorted_.copy_codes(all.data());
     for (int j = 1; j < m; ++j) {
@@ -604,8 +611,8 @@ void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const
                              int k, const ExcludeList& exclude, int num_threads, int32_t* D,
                              int64_t* I) const {
     const size_t nw = sorted_.nwords();
-    const bool small = !pos_of_id_.empty();
-    if (which.size() >= (small ? kSmallBatchCopyQueries : kBatchCopyQueriesLarge)) {
+    const bool small = sorted_.size() <= kSmallScanItems && sorted_.nbits() < 255;
+    if (which.size() >= (small ? kBatchCopyQueries : kBatchCopyQueriesLarge)) {
         // Many queries: a temporary id-ordered copy of the codes lets Index's own
         // scan answer them, its cost spread over the batch. (Scanning table 0's
         // order instead must keep every tie with the k-th distance and sort out
@@ -638,14 +645,40 @@ void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const
     if (small) {
         parallel_for(which.size(), num_threads, [&](size_t i, size_t) {
             const size_t q = which[i];
-            scan_small(kern, sorted_, pos_of_id_.data(), queries + q * sorted_.nwords(), k, exclude.begin(q),
-                       exclude.end(q), D + q * k, I + q * k);
+            scan_small(kern, queries + q * sorted_.nwords(), k, exclude.begin(q), exclude.end(q), D + q * k,
+                       I + q * k);
         });
         return;
     }
     scan_sorted(kern, sorted_, [&](uint32_t pos) { return static_cast<int64_t>(id_of_.get(pos)); },
                 [&](uint32_t pos) { __builtin_prefetch(id_of_.data() + size_t{pos} * id_of_.width()); }, queries,
                 which, k, exclude, num_threads, D, I);
+}
+
+void MIHIndex::scan_small(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                          const int64_t* ex_end, int32_t* D, int64_t* I) const {
+    // All distances into a byte buffer in table-0 order, as Index does for
+    // short lists, then gathered into id order (n <= 65536: the buffers and
+    // the 2-byte positions stay in L2), so Index's byte select yields (distance, id) order and handles
+    // exclude itself. Selecting in table-0 order instead breaks ties by
+    // position, and sorting out the ties by id cost more than the scan.
+    thread_local std::vector<uint8_t> dist;
+    thread_local std::vector<uint8_t> by_id;
+    thread_local std::vector<uint32_t> hist;
+    const size_t n = sorted_.size();
+    const int nbits = sorted_.nbits();
+    dist.resize(n);
+    by_id.resize(n);
+    hist.resize(4 * (static_cast<size_t>(nbits) + 2) + static_cast<size_t>(k));
+    uint8_t* dp = dist.data();  // (each thread_local access costs a call)
+    uint8_t* bp = by_id.data();
+    if (sorted_.compact())
+        kern.fill32(sorted_.data32(), 0, n, static_cast<uint32_t>(query[0]), dp);
+    else
+        kern.fill_bytes(sorted_.data64(), sorted_.nwords(), n, query, dp);
+    const uint16_t* pos = pos_of_id_.data();
+    for (size_t i = 0; i < n; ++i) bp[i] = dp[pos[i]];
+    kern.select_bytes(bp, n, nbits, k, ex_begin, ex_end, hist.data(), D, I);
 }
 
 void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,

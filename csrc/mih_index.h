@@ -179,6 +179,9 @@ private:
     // ties still broken by id.
     void scan_fallback(const Kernels& kern, const uint64_t* queries, const std::vector<size_t>& which,
                        int k, const ExcludeList& exclude, int num_threads, int32_t* D, int64_t* I) const;
+    // One query by the two-pass byte select, for small indexes (see scan_fallback).
+    void scan_small(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                    const int64_t* ex_end, int32_t* D, int64_t* I) const;
     // The codes in id order as an Index, for scanning large batches (the
     // caller holds it only while it scans: one more copy of the codes).
     FlatIndex id_ordered_copy() const;

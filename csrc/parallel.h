@@ -9,9 +9,10 @@
 //
 // Between loops a worker polls for the next one for a short while (HASHSEARCH_SPIN_US,
 // default 100 microseconds; 0: sleep at once; never while the pool holds more threads than
-// cores) before it sleeps, and the caller polls for the workers' end the same way: waking a sleeping thread costs tens of microseconds
-// (~50 on this 2-core VM), which a serving loop's next call, usually within that time,
-// would otherwise pay twice. (OpenMP, which faiss uses, spins longer by default.)
+// cores) before it sleeps, and the caller polls for the workers' end the same way: waking
+// a sleeping thread costs tens of microseconds (~50 on this 2-core VM), which a serving
+// loop's next call, usually within that time, would otherwise pay twice. (OpenMP, which
+// faiss uses, spins longer by default.)
 //
 // The pool runs one loop at a time. A loop started while it is busy (another
 // Python thread searching with the GIL released, or a loop nested inside a

@@ -89,45 +89,6 @@ void scan_sorted(const Kernels& kern, const FlatIndex& sorted, IdOf id_of, Prefe
 }
 
 
-// Small indexes (up to kSmallScanItems codes of under 255 bits): one query's distances
-// into a byte buffer in sorted order, then gathered into id order through 2-byte
-// positions (the buffers and positions stay in L2), so Index's byte select yields
-// (distance, id) order and handles exclude itself. Selecting in sorted order instead
-// breaks ties by position, and sorting out the ties by id cost more than the scan.
-constexpr size_t kSmallScanItems = size_t{1} << 16;
-// From this many queries on a small index, an id-ordered copy of the codes (~2 ns an
-// item, built for the call) and Index's blocked scan cost less than scan_small per query.
-constexpr size_t kSmallBatchCopyQueries = 16;
-
-inline bool small_scan_fits(size_t n, int nbits) { return n <= kSmallScanItems && nbits < 255; }
-
-// pos_of_id[id] = position, from id_of(position), for small_scan_fits indexes.
-template <class IdOf>
-std::vector<uint16_t> positions_of_ids(size_t n, IdOf id_of) {
-    std::vector<uint16_t> pos(n);
-    for (size_t p = 0; p < n; ++p) pos[static_cast<size_t>(id_of(p))] = static_cast<uint16_t>(p);
-    return pos;
-}
-
-inline void scan_small(const Kernels& kern, const FlatIndex& sorted, const uint16_t* pos_of_id, const uint64_t* query,
-                       int k, const int64_t* ex_begin, const int64_t* ex_end, int32_t* D, int64_t* I) {
-    thread_local std::vector<uint8_t> dist, by_id;
-    thread_local std::vector<uint32_t> hist;
-    const size_t n = sorted.size();
-    const int nbits = sorted.nbits();
-    dist.resize(n);
-    by_id.resize(n);
-    hist.resize(4 * (static_cast<size_t>(nbits) + 2) + static_cast<size_t>(k));
-    uint8_t* dp = dist.data();  // (each thread_local access costs a call)
-    uint8_t* bp = by_id.data();
-    if (sorted.compact())
-        kern.fill32(sorted.data32(), 0, n, static_cast<uint32_t>(query[0]), dp);
-    else
-        kern.fill_bytes(sorted.data64(), sorted.nwords(), n, query, dp);
-    for (size_t i = 0; i < n; ++i) bp[i] = dp[pos_of_id[i]];
-    kern.select_bytes(bp, n, nbits, k, ex_begin, ex_end, hist.data(), D, I);
-}
-
 // Range search hits of each query, (distance, id) pairs.
 using RangeHits = std::vector<std::vector<std::pair<int32_t, int64_t>>>;
 
