@@ -10,6 +10,10 @@ from setuptools import setup
 # against SIMDe's portable intrinsics (Debian: libsimde-dev), so tests run it on
 # CPUs without AVX-512 (see .ci/avx512-emulated). Never for a release.
 emulate_avx512 = os.environ.get("HASHSEARCH_EMULATE_AVX512") == "1"
+# HASHSEARCH_SANITIZE=1: a test build under AddressSanitizer and UndefinedBehaviorSanitizer
+# (see .ci/python-sanitizers); -O1 keeps its build short. Never for a release.
+sanitize = os.environ.get("HASHSEARCH_SANITIZE") == "1"
+sanitizer_flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"]
 ext_modules = [
     Pybind11Extension(
         "hashsearch._core",
@@ -17,7 +21,10 @@ ext_modules = [
         include_dirs=["csrc"],
         cxx_std=17,
         # (-Wno-psabi: the emulated vectors are passed without AVX-512 enabled, by design.)
-        extra_compile_args=["-O3", "-fvisibility=hidden"] + (["-Wno-psabi"] if emulate_avx512 else []),
+        extra_compile_args=(["-O1"] + sanitizer_flags if sanitize else ["-O3"])
+        + ["-fvisibility=hidden"]
+        + (["-Wno-psabi"] if emulate_avx512 else []),
+        extra_link_args=sanitizer_flags if sanitize else [],
         define_macros=[("HASHSEARCH_EMULATE_AVX512", "1")] if emulate_avx512 else [],
         depends=sorted(glob("csrc/*.h") + glob("csrc/*.inc")),
     ),
