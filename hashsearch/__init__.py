@@ -11,7 +11,17 @@ from typing import List
 
 from . import _core
 from ._codes import pack, unpack
-from .index import ClusterIndex, HierarchicalIndex, Index, MIHIndex, default_mih_m, default_nclusters, load
+from .index import (
+    ClusterIndex,
+    HierarchicalIndex,
+    Index,
+    MIHIndex,
+    default_mih_m,
+    default_nclusters,
+    deserialize_index,
+    load,
+    serialize_index,
+)
 from .reference import hamming_distances
 
 __version__ = "0.1.0"
@@ -55,9 +65,11 @@ __all__ = [
     "available_simd_levels",
     "default_mih_m",
     "default_nclusters",
+    "deserialize_index",
     "hamming_distances",
     "load",
     "pack",
+    "serialize_index",
     "set_simd_level",
     "simd_level",
     "unpack",

@@ -24,7 +24,19 @@ from ._validate import (
     float_matrix,
     packed_queries,
 )
-from .io import KIND_CLUSTER, KIND_FLAT, KIND_HIER, KIND_MIH, KIND_NAMES, IndexFile, PathLike, read_index, write_index
+from .io import (
+    KIND_CLUSTER,
+    KIND_FLAT,
+    KIND_HIER,
+    KIND_MIH,
+    KIND_NAMES,
+    IndexFile,
+    PathLike,
+    index_from_bytes,
+    index_to_bytes,
+    read_index,
+    write_index,
+)
 
 
 class _HammingBase:
@@ -91,6 +103,16 @@ class _HammingBase:
         if data.kind != cls._kind:
             raise ValueError(f"{path} holds an index of type {KIND_NAMES[data.kind]}, not {cls.__name__}")
         return cls._from_file(data, num_threads)
+
+    def __reduce__(self):
+        # pickle, copy.deepcopy and multiprocessing go through the file format (a copy of
+        # the codes, checksummed); MIH tables are rebuilt, clusters kept. The index's
+        # num_threads travels with it; counters (stats) start afresh.
+        return (_unpickle_index, (serialize_index(self), self.num_threads, self._pickle_extra()))
+
+    def _pickle_extra(self) -> dict:
+        """Python-side settings that the file format does not hold."""
+        return {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(ntotal={self.ntotal}, nbits={self.nbits})"
@@ -329,6 +351,9 @@ class MIHIndex(_RangeSearch, _HammingBase):
 
     def _file(self) -> IndexFile:
         return IndexFile(kind=self._kind, nbits=self.nbits, codes=self.codes(), m=self.m)
+
+    def _pickle_extra(self) -> dict:
+        return {"_m_arg": self._m_arg}  # None: add() still re-chooses m for the new size
 
     @classmethod
     def _from_file(cls, data: IndexFile, num_threads: int) -> "MIHIndex":
@@ -612,8 +637,32 @@ class HierarchicalIndex(_HammingBase):
         return cls(data.codes, data.embeddings, data.nbits, num_threads=num_threads)
 
 
+def _class_of(data: IndexFile):
+    return {KIND_FLAT: Index, KIND_MIH: MIHIndex, KIND_HIER: HierarchicalIndex, KIND_CLUSTER: ClusterIndex}[data.kind]
+
+
 def load(path: PathLike, *, num_threads: int = 0):
     """Load any index written by ``save``, returning the matching class."""
     data = read_index(path)
-    cls = {KIND_FLAT: Index, KIND_MIH: MIHIndex, KIND_HIER: HierarchicalIndex, KIND_CLUSTER: ClusterIndex}[data.kind]
-    return cls._from_file(data, num_threads)
+    return _class_of(data)._from_file(data, num_threads)
+
+
+def serialize_index(index) -> bytes:
+    """The bytes ``index.save`` would write (versioned header, payload, CRC32), for sending an
+    index without a file (faiss' ``serialize_index``). Pickling an index uses them too."""
+    if not isinstance(index, _HammingBase):
+        raise TypeError(f"expected a hashsearch index, got {type(index).__name__}")
+    return index_to_bytes(index._file())
+
+
+def deserialize_index(data, *, num_threads: int = 0):
+    """The index held by ``data`` (bytes-like, from :func:`serialize_index`), as its class;
+    ValueError if the bytes are foreign, truncated or corrupt."""
+    parsed = index_from_bytes(data)
+    return _class_of(parsed)._from_file(parsed, num_threads)
+
+
+def _unpickle_index(data: bytes, num_threads: int, extra: dict):
+    index = deserialize_index(data, num_threads=num_threads)
+    index.__dict__.update(extra)
+    return index

@@ -95,8 +95,8 @@ def atomic_write(path: PathLike, chunks: Iterable[bytes]) -> None:
         raise
 
 
-def write_index(path: PathLike, data: IndexFile) -> None:
-    """Atomically write ``data`` to ``path``."""
+def _encode(data: IndexFile) -> tuple:
+    """(header, payload) bytes of ``data`` in the layout above."""
     codes = np.ascontiguousarray(data.codes, dtype="<u8")
     parts = [codes.tobytes()]
     dim = 0
@@ -116,52 +116,102 @@ def write_index(path: PathLike, data: IndexFile) -> None:
         MAGIC, FORMAT_VERSION, data.kind, data.nbits, codes.shape[1], codes.shape[0],
         data.m, dim, len(payload), zlib.crc32(payload),
     )
-    atomic_write(path, (header, payload))
+    return header, payload
+
+
+@dataclass
+class _Header:
+    kind: int
+    nbits: int
+    nwords: int
+    n: int
+    m: int
+    dim: int
+    nbytes: int
+    crc: int
+    has_clusters: bool
+
+
+def _parse_header(raw: bytes, source: str) -> _Header:
+    """Check the fixed-size header ``raw``; ValueError naming ``source`` if it is foreign or
+    inconsistent. The payload is sized from it, so a corrupt one is caught before anything
+    is allocated."""
+    if len(raw) < _HEADER.size or raw[:8] != MAGIC:
+        raise ValueError(f"{source} is not a hashsearch index file (bad magic or too short)")
+    _, version, kind, nbits, nwords, n, m, dim, nbytes, crc = _HEADER.unpack(raw[: _HEADER.size])
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{source} has format version {version}; this hashsearch reads version {FORMAT_VERSION}")
+    if kind not in KIND_NAMES:
+        raise ValueError(f"{source} has unknown index kind {kind}")
+    expected = n * nwords * 8 + n * dim * 4
+    clusters_bytes = m * nwords * 8 + n * 4 if kind in (KIND_CLUSTER, KIND_HIER) else 0
+    has_clusters = clusters_bytes > 0 and nbytes == expected + clusters_bytes
+    if has_clusters:
+        expected += clusters_bytes
+    if nbytes != expected or nwords != (nbits + 63) // 64 or not 1 <= nbits <= 1024:
+        raise ValueError(f"{source} has an inconsistent header (corrupt file)")
+    return _Header(kind, nbits, nwords, n, m, dim, nbytes, crc, has_clusters)
+
+
+def _check_payload_size(h: _Header, found: int, source: str) -> None:
+    if found < h.nbytes:
+        raise ValueError(f"{source} is truncated: expected {h.nbytes} payload bytes, found {found}")
+    if found > h.nbytes:
+        raise ValueError(f"{source} is corrupt: {found - h.nbytes} bytes after the {h.nbytes}-byte payload")
+
+
+def _decode(h: _Header, payload: bytes, source: str) -> IndexFile:
+    """The index stored in ``payload`` (exactly h.nbytes bytes), checksum verified."""
+    if zlib.crc32(payload) != h.crc:
+        raise ValueError(f"{source} is corrupt: checksum mismatch")
+    n, nwords, dim, m = h.n, h.nwords, h.dim, h.m
+    codes = np.frombuffer(payload, dtype="<u8", count=n * nwords).reshape(n, nwords)
+    emb = None
+    if dim:
+        emb = np.frombuffer(payload, dtype="<f4", offset=n * nwords * 8, count=n * dim).reshape(n, dim)
+    centroids = labels = None
+    if h.has_clusters:
+        offset = n * nwords * 8 + n * dim * 4
+        centroids = np.frombuffer(payload, dtype="<u8", offset=offset, count=m * nwords).reshape(m, nwords)
+        labels = np.frombuffer(payload, dtype="<u4", offset=offset + m * nwords * 8, count=n)
+        centroids, labels = centroids.astype(np.uint64), labels.astype(np.uint32)
+    return IndexFile(kind=h.kind, nbits=h.nbits, codes=codes.astype(np.uint64), m=m,
+                     embeddings=None if emb is None else emb.astype(np.float32),
+                     centroids=centroids, labels=labels)
+
+
+def write_index(path: PathLike, data: IndexFile) -> None:
+    """Atomically write ``data`` to ``path``."""
+    atomic_write(path, _encode(data))
 
 
 def read_index(path: PathLike) -> IndexFile:
     """Read and verify an index file; ValueError if it is foreign, truncated or corrupt."""
     path = Path(path)
     with open(path, "rb") as f:
-        raw = f.read(_HEADER.size)
-        if len(raw) < _HEADER.size or raw[:8] != MAGIC:
-            raise ValueError(f"{path} is not a hashsearch index file (bad magic or too short)")
-        _, version, kind, nbits, nwords, n, m, dim, nbytes, crc = _HEADER.unpack(raw)
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has format version {version}; this hashsearch reads version {FORMAT_VERSION}"
-            )
-        if kind not in KIND_NAMES:
-            raise ValueError(f"{path} has unknown index kind {kind}")
-        expected = n * nwords * 8 + n * dim * 4
-        clusters_bytes = m * nwords * 8 + n * 4 if kind in (KIND_CLUSTER, KIND_HIER) else 0
-        has_clusters = clusters_bytes > 0 and nbytes == expected + clusters_bytes
-        if has_clusters:
-            expected += clusters_bytes
-        if nbytes != expected or nwords != (nbits + 63) // 64 or not 1 <= nbits <= 1024:
-            raise ValueError(f"{path} has an inconsistent header (corrupt file)")
+        h = _parse_header(f.read(_HEADER.size), str(path))
         # Sized against the file before reading: a header claiming terabytes
         # must say "truncated", not allocate them.
-        found = os.fstat(f.fileno()).st_size - _HEADER.size
-        if found < nbytes:
-            raise ValueError(f"{path} is truncated: expected {nbytes} payload bytes, found {found}")
-        if found > nbytes:
-            raise ValueError(f"{path} is corrupt: {found - nbytes} bytes after the {nbytes}-byte payload")
-        payload = f.read(nbytes)
-    if len(payload) != nbytes:  # the file shrank while being read
-        raise ValueError(f"{path} is truncated: expected {nbytes} payload bytes, found {len(payload)}")
-    if zlib.crc32(payload) != crc:
-        raise ValueError(f"{path} is corrupt: checksum mismatch")
-    codes = np.frombuffer(payload, dtype="<u8", count=n * nwords).reshape(n, nwords)
-    emb = None
-    if dim:
-        emb = np.frombuffer(payload, dtype="<f4", offset=n * nwords * 8, count=n * dim).reshape(n, dim)
-    centroids = labels = None
-    if has_clusters:
-        offset = n * nwords * 8 + n * dim * 4
-        centroids = np.frombuffer(payload, dtype="<u8", offset=offset, count=m * nwords).reshape(m, nwords)
-        labels = np.frombuffer(payload, dtype="<u4", offset=offset + m * nwords * 8, count=n)
-        centroids, labels = centroids.astype(np.uint64), labels.astype(np.uint32)
-    return IndexFile(kind=kind, nbits=nbits, codes=codes.astype(np.uint64), m=m,
-                     embeddings=None if emb is None else emb.astype(np.float32),
-                     centroids=centroids, labels=labels)
+        _check_payload_size(h, os.fstat(f.fileno()).st_size - _HEADER.size, str(path))
+        payload = f.read(h.nbytes)
+    if len(payload) != h.nbytes:  # the file shrank while being read
+        raise ValueError(f"{path} is truncated: expected {h.nbytes} payload bytes, found {len(payload)}")
+    return _decode(h, payload, str(path))
+
+
+def index_to_bytes(data: IndexFile) -> bytes:
+    """``data`` as the bytes :func:`write_index` would write."""
+    header, payload = _encode(data)
+    return header + payload
+
+
+def index_from_bytes(raw, source: str = "the serialized index") -> IndexFile:
+    """Inverse of :func:`index_to_bytes` (``raw``: bytes-like); ValueError if the bytes are
+    foreign, truncated or corrupt, as for files."""
+    try:
+        raw = memoryview(raw).cast("B")
+    except TypeError:
+        raise TypeError(f"expected bytes or another C-contiguous bytes-like object, got {type(raw).__name__}") from None
+    h = _parse_header(bytes(raw[: _HEADER.size]), source)
+    _check_payload_size(h, len(raw) - _HEADER.size, source)
+    return _decode(h, raw[_HEADER.size:], source)

@@ -226,3 +226,112 @@ def test_failed_save_keeps_old_file(tmp_path, rng, monkeypatch):
         hashsearch.Index(codes[:10]).save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["i.hsi"]
+
+
+def _indexes_of_every_kind(codes, nbits, emb):
+    return {
+        "flat": hashsearch.Index(codes, nbits, num_threads=1),
+        "mih": hashsearch.MIHIndex(codes, nbits, num_threads=2),
+        "mih-m3": hashsearch.MIHIndex(codes, nbits, m=3),
+        "cluster": hashsearch.ClusterIndex(codes, nbits, nclusters=9, num_threads=1),
+        "hier": hashsearch.HierarchicalIndex(codes, emb, nbits),
+        "hier-mih": hashsearch.HierarchicalIndex(codes, emb, nbits, candidate_search="mih", m=2),
+        "hier-cluster": hashsearch.HierarchicalIndex(codes, emb, nbits, candidate_search="cluster", nclusters=5),
+    }
+
+
+def _same_index(a, b, q, q_emb):
+    assert type(a) is type(b) and a.nbits == b.nbits and a.num_threads == b.num_threads
+    np.testing.assert_array_equal(a.codes(), b.codes())
+    if isinstance(a, hashsearch.HierarchicalIndex):
+        assert (a.candidate_search, a.m, a.nclusters) == (b.candidate_search, b.m, b.nclusters)
+        np.testing.assert_array_equal(a.embeddings(), b.embeddings())
+        ra, rb = a.topk(q, q_emb, 7, exclude=[[0, 3]] * len(q)), b.topk(q, q_emb, 7, exclude=[[0, 3]] * len(q))
+    else:
+        ra, rb = a.topk(q, 7, exclude=[[0, 3]] * len(q)), b.topk(q, 7, exclude=[[0, 3]] * len(q))
+    for x, y in zip(ra, rb):
+        np.testing.assert_array_equal(x, y)
+    if isinstance(a, hashsearch.MIHIndex):
+        assert (a.m, a._m_arg) == (b.m, b._m_arg)
+    if isinstance(a, hashsearch.ClusterIndex) or (isinstance(a, hashsearch.HierarchicalIndex) and a.nclusters):
+        np.testing.assert_array_equal(a._native.centroids(), b._native.centroids())
+        np.testing.assert_array_equal(a._native.labels(), b._native.labels())
+
+
+def test_every_index_pickles_and_deep_copies(rng):
+    import copy
+    import pickle
+
+    nbits = 70
+    codes = hashsearch.pack(rng.integers(0, 2, (300, nbits)))
+    emb = rng.standard_normal((300, 6)).astype(np.float32)
+    q, q_emb = codes[:5] ^ np.uint64(5), emb[:5]
+    for name, index in _indexes_of_every_kind(codes, nbits, emb).items():
+        for protocol in (2, pickle.HIGHEST_PROTOCOL):
+            _same_index(index, pickle.loads(pickle.dumps(index, protocol=protocol)), q, q_emb)
+        twin = copy.deepcopy(index)
+        _same_index(index, twin, q, q_emb)
+        # The copy is independent: growing it leaves the original as it was.
+        if isinstance(index, hashsearch.HierarchicalIndex):
+            twin.add(codes[:4], emb[:4])
+        else:
+            twin.add(codes[:4])
+        assert (twin.ntotal, index.ntotal) == (304, 300), name
+
+
+def test_pickled_mih_with_default_m_still_rechooses_m_on_add(rng):
+    import pickle
+
+    codes = hashsearch.pack(rng.integers(0, 2, (40, 64)))
+    index = pickle.loads(pickle.dumps(hashsearch.MIHIndex(codes, 64)))
+    assert index._m_arg is None
+    more = hashsearch.pack(rng.integers(0, 2, (100_000, 64)))
+    index.add(more)
+    assert index.m == hashsearch.default_mih_m(64, 100_040)
+
+
+def _search_in_child(index, q):
+    return index.topk(q, 5)
+
+
+def test_an_index_crosses_process_boundaries(rng):
+    import multiprocessing
+
+    codes = hashsearch.pack(rng.integers(0, 2, (200, 64)))
+    index = hashsearch.ClusterIndex(codes, 64, nclusters=4)
+    ctx = multiprocessing.get_context("spawn")  # the start method that must pickle
+    with ctx.Pool(1) as pool:
+        D, I = pool.apply(_search_in_child, (index, codes[:3]))
+    Dr, Ir = index.topk(codes[:3], 5)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+
+
+def test_serialized_bytes_are_the_file_and_reject_damage(tmp_path, rng):
+    codes = hashsearch.pack(rng.integers(0, 2, (50, 64)))
+    index = hashsearch.MIHIndex(codes, 64, m=2)
+    raw = hashsearch.serialize_index(index)
+    index.save(tmp_path / "i.hsi")
+    assert raw == (tmp_path / "i.hsi").read_bytes()
+    for form in (raw, bytearray(raw), memoryview(raw), np.frombuffer(raw, dtype=np.uint8)):
+        back = hashsearch.deserialize_index(form, num_threads=1)
+        assert type(back) is hashsearch.MIHIndex and back.m == 2 and back.num_threads == 1
+        np.testing.assert_array_equal(back.topk(codes[:4], 6)[1], index.topk(codes[:4], 6)[1])
+    with pytest.raises(ValueError, match="serialized index is truncated"):
+        hashsearch.deserialize_index(raw[:-1])
+    with pytest.raises(ValueError, match="not a hashsearch index"):
+        hashsearch.deserialize_index(raw[:10])
+    with pytest.raises(ValueError, match="3 bytes after"):
+        hashsearch.deserialize_index(raw + b"abc")
+    flipped = bytearray(raw)
+    flipped[-1] ^= 1
+    with pytest.raises(ValueError, match="checksum"):
+        hashsearch.deserialize_index(flipped)
+    huge = bytearray(raw)
+    huge[24:32] = (1 << 40).to_bytes(8, "little")  # n: a header claiming 2^40 codes
+    with pytest.raises(ValueError, match="inconsistent header|truncated"):
+        hashsearch.deserialize_index(huge)
+    with pytest.raises(TypeError, match="bytes-like"):
+        hashsearch.deserialize_index(np.frombuffer(raw, dtype=np.uint8)[::2])
+    with pytest.raises(TypeError, match="expected a hashsearch index, got ndarray"):
+        hashsearch.serialize_index(codes)
