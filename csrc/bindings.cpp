@@ -13,12 +13,33 @@
 #include "flat_index.h"
 #include "hierarchical_index.h"
 #include "mih_index.h"
+#include "parallel.h"
 #include "simd.h"
 
 namespace py = pybind11;
 using namespace hashsearch;
 
 namespace {
+
+// Ctrl-C during a long search or build: Python runs signal handlers only in the main thread,
+// and only between bytecodes, so the core's loops call this there at most every 100 ms
+// (parallel.h); a handler that raised (KeyboardInterrupt) stops the loop, and its exception,
+// left set here, is what the call raises.
+unsigned long main_thread_id = 0;
+bool python_signal_raised() {
+    py::gil_scoped_acquire gil;
+    return PyErr_CheckSignals() != 0;
+}
+
+// The GIL released for a search or a build, which a signal can interrupt (see above).
+class ReleaseGil {
+  public:
+    ReleaseGil() : interrupts_(PyThread_get_thread_ident() == main_thread_id ? &python_signal_raised : nullptr) {}
+
+  private:
+    InterruptScope interrupts_;        // armed first, disarmed last
+    py::gil_scoped_release release_;
+};
 
 using CodesArray = py::array_t<uint64_t, py::array::c_style>;
 using IdArray = py::array_t<int64_t, py::array::c_style>;
@@ -106,7 +127,7 @@ py::tuple hamming_topk(const Index& index, const Shape& flat, const CodesArray& 
     int64_t* ip = I.mutable_data();
     const uint64_t* qp = q.data();
     {
-        py::gil_scoped_release release;
+        ReleaseGil release;
         index.topk(qp, nq, k, ex, num_threads, dp, ip);
     }
     return py::make_tuple(D, I);
@@ -123,7 +144,7 @@ py::tuple hamming_range(const Index& index, size_t nwords, size_t n, const Codes
     std::vector<int32_t> D;
     std::vector<int64_t> I;
     {
-        py::gil_scoped_release release;
+        ReleaseGil release;
         index.range_search(q.data(), nq, radius, ex, num_threads, lims, D, I);
     }
     return py::make_tuple(py::array_t<int64_t>(lims.size(), lims.data()),
@@ -141,12 +162,16 @@ CodesArray export_codes(const FlatIndex& flat) {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "hashsearch native core: packed Hamming codes, SIMD scan, MIH, hierarchical search";
+    main_thread_id = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
 
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
         } catch (const std::bad_alloc&) {
             PyErr_SetString(PyExc_MemoryError, "hashsearch: out of memory");
+        } catch (const InterruptedError&) {
+            // The signal handler's exception is already set (python_signal_raised).
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyboardInterrupt, "hashsearch: interrupted");
         }
     });
 
@@ -196,7 +221,7 @@ PYBIND11_MODULE(_core, m) {
                                                  " words per code, the index has " + std::to_string(self.nwords()));
                  const uint64_t* p = codes.data();
                  const size_t count = static_cast<size_t>(codes.shape(0));
-                 py::gil_scoped_release release;
+                 ReleaseGil release;
                  auto lock = self.write_lock();
                  self.add(p, count);
              },
@@ -222,7 +247,7 @@ PYBIND11_MODULE(_core, m) {
     py::class_<MIHIndex>(m, "MIHIndex")
         .def(py::init([](const CodesArray& codes, int nbits, int m) {
                  check_codes(codes, "codes");
-                 py::gil_scoped_release release;
+                 ReleaseGil release;
                  return new MIHIndex(codes.data(), codes.shape(0), codes.shape(1), nbits, m);
              }),
              py::arg("codes"), py::arg("nbits"), py::arg("m"))
@@ -267,7 +292,7 @@ PYBIND11_MODULE(_core, m) {
     py::class_<ClusterIndex>(m, "ClusterIndex")
         .def(py::init([](const CodesArray& codes, int nbits, size_t nclusters, int num_threads) {
                  check_codes(codes, "codes");
-                 py::gil_scoped_release release;
+                 ReleaseGil release;
                  return new ClusterIndex(codes.data(), codes.shape(0), codes.shape(1), nbits, nclusters, 3,
                                          num_threads);
              }),
@@ -282,7 +307,7 @@ PYBIND11_MODULE(_core, m) {
                     throw std::invalid_argument("centroids must have as many words as the codes");
                 if (labels.ndim() != 1 || labels.shape(0) != codes.shape(0))
                     throw std::invalid_argument("labels must be one per code");
-                py::gil_scoped_release release;
+                ReleaseGil release;
                 return new ClusterIndex(codes.data(), codes.shape(0), codes.shape(1), nbits, centroids.data(),
                                         centroids.shape(0), labels.data());
             },
@@ -300,7 +325,7 @@ PYBIND11_MODULE(_core, m) {
                  if (static_cast<size_t>(codes.shape(1)) != self.nwords())
                      throw std::invalid_argument("codes have " + std::to_string(codes.shape(1)) +
                                                  " words per code, the index has " + std::to_string(self.nwords()));
-                 py::gil_scoped_release release;
+                 ReleaseGil release;
                  return self.grown(codes.data(), codes.shape(0), num_threads);
              },
              py::arg("codes"), py::arg("num_threads") = 0)
@@ -346,7 +371,7 @@ PYBIND11_MODULE(_core, m) {
                  check_codes(codes, "codes");
                  if (emb.ndim() != 2 || emb.shape(0) != codes.shape(0))
                      throw std::invalid_argument("embeddings must be (n, dim) with n matching codes");
-                 py::gil_scoped_release release;
+                 ReleaseGil release;
                  return new GrowableHierarchicalIndex(codes.data(), codes.shape(0), codes.shape(1), nbits,
                                               emb.data(), emb.shape(1), m);
              }),
@@ -373,7 +398,7 @@ PYBIND11_MODULE(_core, m) {
                  const uint64_t* qp = q.data();
                  const float* qep = qe.data();
                  {
-                     py::gil_scoped_release release;
+                     ReleaseGil release;
                      self.topk(qp, qep, nq, k, candidates, ex, num_threads, sp, ip);
                  }
                  return py::make_tuple(S, I);
@@ -395,7 +420,7 @@ PYBIND11_MODULE(_core, m) {
                  const uint64_t* cp = codes.data();
                  const float* ep = emb.data();
                  const size_t count = static_cast<size_t>(codes.shape(0));
-                 py::gil_scoped_release release;
+                 ReleaseGil release;
                  auto lock = self.write_lock();
                  self.add(cp, ep, count);
              },
@@ -421,7 +446,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("m", &HierarchicalIndex::m)
         .def("use_clusters",
              [](GrowableHierarchicalIndex& self, size_t nclusters, int num_threads) {
-                 py::gil_scoped_release release;
+                 ReleaseGil release;
                  auto lock = self.write_lock();
                  self.use_clusters(nclusters, num_threads);
              },
@@ -434,7 +459,7 @@ PYBIND11_MODULE(_core, m) {
                      throw std::invalid_argument("centroids must have as many words as the codes");
                  if (labels.ndim() != 1 || static_cast<size_t>(labels.shape(0)) != self.flat().size())
                      throw std::invalid_argument("labels must be one per code");
-                 py::gil_scoped_release release;
+                 ReleaseGil release;
                  auto lock = self.write_lock();
                  self.use_clusters(centroids.data(), centroids.shape(0), labels.data());
              },

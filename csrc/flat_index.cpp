@@ -49,7 +49,7 @@ FlatIndex::FlatIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits)
     add(codes, n);
 }
 
-void FlatIndex::add(const uint64_t* codes, size_t count) {
+void FlatIndex::check_codes(const uint64_t* codes, size_t count) const {
     // Bits above nbits in a code's last word would count in every distance.
     const unsigned tail_bits = static_cast<unsigned>(nbits_) - 64 * static_cast<unsigned>(nwords_ - 1);
     const uint64_t tail_mask = tail_bits == 64 ? ~uint64_t{0} : (uint64_t{1} << tail_bits) - 1;
@@ -57,6 +57,10 @@ void FlatIndex::add(const uint64_t* codes, size_t count) {
         if (codes[i * nwords_ + nwords_ - 1] & ~tail_mask)
             throw std::invalid_argument("code " + std::to_string(i) + " has bits set above nbits=" +
                                         std::to_string(nbits_));
+}
+
+void FlatIndex::add(const uint64_t* codes, size_t count) {
+    check_codes(codes, count);
     if (nbits_ <= 32) {
         if (half_.capacity() < n_ + count) half_.reserve(std::max(n_ + count, 2 * half_.capacity()));
         for (size_t i = 0; i < count; ++i) half_.push_back(static_cast<uint32_t>(codes[i]));

@@ -54,6 +54,8 @@ public:
     // Appends `count` codes of nwords() words each; they get ids size() .. size() + count - 1.
     // Validates every code first, so a bad one leaves the index as it was.
     void add(const uint64_t* codes, size_t count);
+    // std::invalid_argument if a code has bits set above nbits (what add() checks first).
+    void check_codes(const uint64_t* codes, size_t count) const;
 
     size_t size() const { return n_; }
     size_t nwords() const { return nwords_; }

@@ -34,14 +34,23 @@ void HierarchicalIndex::use_clusters(const uint64_t* centroids, size_t nclusters
 }
 
 void HierarchicalIndex::add(const uint64_t* codes, const float* emb, size_t count) {
-    flat_.add(codes, count);  // validates every code before it changes anything
-    emb_.insert(emb_.end(), emb, emb + count * dim_);
-    if (cluster_) cluster_ = cluster_->grown(codes, count, 0);
+    // Everything that can throw (a bad code, memory, an interrupt during a rebuild) comes
+    // before the first change, so a failed add leaves the index as it was.
+    flat_.check_codes(codes, count);
+    const size_t nw = flat_.nwords(), n = flat_.size();
+    std::unique_ptr<ClusterIndex> cluster = cluster_ ? cluster_->grown(codes, count, 0) : nullptr;
+    std::unique_ptr<MIHIndex> mih;
     if (mih_) {
-        std::vector<uint64_t> all(flat_.size() * flat_.nwords());
+        std::vector<uint64_t> all((n + count) * nw);
         flat_.copy_codes(all.data());
-        mih_ = std::make_unique<MIHIndex>(all.data(), flat_.size(), flat_.nwords(), flat_.nbits(), mih_->m());
+        std::copy_n(codes, count * nw, all.data() + n * nw);
+        mih = std::make_unique<MIHIndex>(all.data(), n + count, nw, flat_.nbits(), mih_->m());
     }
+    emb_.reserve(emb_.size() + count * dim_);
+    flat_.add(codes, count);  // (on bad_alloc it changes nothing)
+    emb_.insert(emb_.end(), emb, emb + count * dim_);  // within the reserved capacity: no throw
+    if (cluster) cluster_ = std::move(cluster);
+    if (mih) mih_ = std::move(mih);
 }
 
 void HierarchicalIndex::topk(const uint64_t* queries, const float* query_emb, size_t nq, int k,

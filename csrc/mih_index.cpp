@@ -249,7 +249,9 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
         for (size_t i = 0; i < n; ++i) order[fill[keys[i]]++] = static_cast<uint32_t>(i);
     };
     // Table 0: by key, then by sub-key, then by code (what locate() searches), then by id.
+    // (The build runs on one thread: poll_interrupt() between its phases lets Ctrl-C in.)
     bucket_sort(tables_[0], all.data());
+    poll_interrupt();
     const uint64_t* base = all.data();
     const Table& t0 = tables_[0];
     for (size_t b = 0; b + 1 < t0.offsets.size(); ++b) {
@@ -266,6 +268,7 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
                 return a < c;
             });
     }
+    poll_interrupt();
     sorted_.permute(order);
     id_of_ = PackedWords(n, PackedWords::width_for(n - 1));
     for (size_t p = 0; p < n; ++p) id_of_.set(p, order[p]);
@@ -277,7 +280,9 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
     sorted_.copy_codes(all.data());
     for (int j = 1; j < m; ++j) {
         Table& t = tables_[j];
+        poll_interrupt();
         bucket_sort(t, all.data());
+        poll_interrupt();
         // Inside a bucket by sub-key, then table-0 order (so equal codes stay adjacent, in table-0 order).
         if (t.sub_bits > 0)
             for (size_t b = 0; b + 1 < t.offsets.size(); ++b) {
@@ -297,6 +302,7 @@ MIHIndex::MIHIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits, in
                 std::copy_n(all.data() + size_t{order[e]} * nw, nw, t.full.data() + e * nw);
         }
     }
+    poll_interrupt();
     build_sub_dirs(all.data());
 }
 

@@ -14,6 +14,12 @@
 // loop's next call, usually within that time, would otherwise pay twice. (OpenMP, which
 // faiss uses, spins longer by default.)
 //
+// Interrupts: the thread that starts a loop may carry a check (interrupt_check, set by the
+// Python bindings on the thread that called in, so that Ctrl-C reaches a long search or
+// build). Between its tasks that thread calls it at most every 100 ms; when it says stop,
+// no further tasks are handed out and the loop throws InterruptedError once the workers
+// have finished the tasks they hold. Loops nested in pool threads never check.
+//
 // The pool runs one loop at a time. A loop started while it is busy (another
 // Python thread searching with the GIL released, or a loop nested inside a
 // worker) gets threads of its own for that call instead, so callers never
@@ -50,6 +56,52 @@ inline int hardware_threads() {
 }
 
 inline int resolve_threads(int requested) { return requested > 0 ? requested : hardware_threads(); }
+
+// Thrown out of parallel_for when the calling thread's interrupt check asked to stop.
+struct InterruptedError : std::exception {
+    const char* what() const noexcept override { return "hashsearch: interrupted"; }
+};
+
+// Returns true to stop the loop (see the top of this file); nullptr: never checked.
+using InterruptCheck = bool (*)();
+inline thread_local InterruptCheck interrupt_check = nullptr;
+
+// Arms `check` on this thread for its lifetime, first called 100 ms from now (a short call
+// never pays for it), then at most every 100 ms.
+class InterruptScope {
+  public:
+    explicit InterruptScope(InterruptCheck check) : saved_(interrupt_check), saved_next_(next_check()) {
+        interrupt_check = check;
+        next_check() = std::chrono::steady_clock::now() + kInterval;
+    }
+    ~InterruptScope() {
+        interrupt_check = saved_;
+        next_check() = saved_next_;
+    }
+    InterruptScope(const InterruptScope&) = delete;
+    InterruptScope& operator=(const InterruptScope&) = delete;
+
+    static constexpr std::chrono::milliseconds kInterval{100};
+    static std::chrono::steady_clock::time_point& next_check() {
+        static thread_local std::chrono::steady_clock::time_point t;
+        return t;
+    }
+
+  private:
+    InterruptCheck saved_;
+    std::chrono::steady_clock::time_point saved_next_;
+};
+
+// Calls this thread's interrupt check if one is armed and due; throws InterruptedError if it
+// says stop. Long single-threaded phases (MIH's table build) call it between steps.
+inline void poll_interrupt() {
+    if (interrupt_check == nullptr) return;
+    const auto now = std::chrono::steady_clock::now();
+    auto& next = InterruptScope::next_check();
+    if (now < next) return;
+    next = now + InterruptScope::kInterval;
+    if (interrupt_check()) throw InterruptedError();
+}
 
 namespace detail {
 
@@ -96,9 +148,13 @@ struct LoopJob {
     std::mutex error_mutex;
     std::exception_ptr error;
 
+    // Worker 0 is the thread that started the loop: only it checks for interrupts.
     void run(size_t worker) {
         try {
-            for (size_t t = next++; t < ntasks; t = next++) call(fn, t, worker);
+            for (size_t t = next++; t < ntasks; t = next++) {
+                call(fn, t, worker);
+                if (worker == 0) poll_interrupt();
+            }
         } catch (...) {
             std::lock_guard<std::mutex> lock(error_mutex);
             if (!error) error = std::current_exception();
@@ -222,7 +278,10 @@ template <class F>
 void parallel_for(size_t ntasks, int threads, F&& fn) {
     size_t nworkers = std::min<size_t>(static_cast<size_t>(resolve_threads(threads)), ntasks);
     if (nworkers <= 1) {
-        for (size_t t = 0; t < ntasks; ++t) fn(t, 0);
+        for (size_t t = 0; t < ntasks; ++t) {
+            fn(t, 0);
+            poll_interrupt();
+        }
         return;
     }
     using Fn = std::remove_reference_t<F>;
