@@ -10,7 +10,7 @@ import pytest
 from train.cli import main
 from train.config import METHODS, FitConfig
 from train.data import load_dataset
-from train.trainer import Trainer, fit
+from train.trainer import Trainer, TrainingInterrupted, fit
 
 TINY = "synthetic:users=150,items=200,edges=3000"
 KEYS = {f"{m}@{n}" for m in ("recall", "ndcg") for n in (20, 50, 100)}
@@ -332,3 +332,43 @@ def test_guided_gamma_puts_hashnet_continuation_under_the_guided_mix(tmp_path: P
     assert "guided_gamma" not in FitConfig(method="hashgnn").unused_fields()
     with pytest.raises(ValueError, match="guided_gamma"):
         FitConfig(guided_gamma=-0.1).validate()
+
+
+def test_ctrl_c_ends_training_but_still_writes_the_outputs(tmp_path: Path, tiny, monkeypatch) -> None:
+    import torch
+
+    cfg = _cfg(tmp_path, "hashgnn", epochs=4)
+    real_step = Trainer.step
+
+    def step(self, users, items):
+        if self.epoch == 2:  # the first batch of the third epoch
+            raise KeyboardInterrupt
+        return real_step(self, users, items)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    with pytest.raises(TrainingInterrupted) as stop:  # a KeyboardInterrupt: loops over fits stop too
+        fit(cfg, dataset=tiny)
+    m = stop.value.metrics
+    assert json.loads((Path(cfg.out) / "metrics.json").read_text())["stopped"] == m["stopped"]
+    assert m["stopped"] == "interrupted (Ctrl-C) after 2 whole epochs; the checkpoint holds epoch 2"
+    assert m["epochs_run"] == 2 and m["best_epoch"] in (1, 2)
+    _check_outputs(Path(cfg.out), tiny, 16)
+    assert torch.load(Path(cfg.out) / "checkpoint.pt", weights_only=False)["epoch"] == 2
+    monkeypatch.setattr(Trainer, "step", real_step)
+    resumed = Trainer(_cfg(tmp_path, "hashgnn", epochs=4, resume=True), dataset=tiny)
+    resumed.train()
+    assert resumed.epoch == 4 and not resumed.stopped
+
+
+def test_cli_fit_interrupted_reports_and_exits_130(tmp_path: Path, capsys, monkeypatch) -> None:
+    def step(self, users, items):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "step", step)
+    out = tmp_path / "cli"
+    rc = main(["fit", "--data", TINY, "--method", "ste", "--bits", "32", "--epochs", "3", "--out", str(out),
+               "--no-progress", "--emb-dim", "16", "--sage-dims", "32,16", "--threads", "1"])
+    assert rc == 130
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stopped"] == "interrupted (Ctrl-C) after 0 whole epochs; no checkpoint"
+    assert '"hamr"' in capsys.readouterr().out

@@ -115,14 +115,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if getattr(ns, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if ns.command == "fit":
-        from .trainer import fit
+        from .trainer import TrainingInterrupted, fit
 
         cfg = config_from_args(ns)
-        metrics = fit(cfg)
+        try:
+            metrics = fit(cfg)
+            code = 0
+        except TrainingInterrupted as stop:  # the outputs were written: report them, exit as Ctrl-C does
+            metrics, code = stop.metrics, 130
         summary = {m: {k: round(v, 4) for k, v in metrics[m].items() if k.startswith(("recall@", "ndcg@"))}
                    for m in ("hamr", "hies", "continuous")}
         print(json.dumps({"out": cfg.out, "train_seconds": round(metrics["train_seconds"], 1), **summary}, indent=1))
-        return 0
+        return code
     if ns.command == "reproduce":
         from .reproduce import run as run_reproduce
 

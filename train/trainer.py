@@ -47,6 +47,15 @@ def save_codes(path: Path, emb: Embeddings) -> None:
 
 
 # ---------------------------------------------------------------- set-up
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended training early; the best model so far was still evaluated and its outputs
+    written. ``metrics`` is what :func:`fit` would have returned."""
+
+    def __init__(self, metrics: Dict[str, Any]) -> None:
+        super().__init__(metrics["stopped"])
+        self.metrics = metrics
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -102,6 +111,7 @@ class Trainer:
         self.best = -math.inf
         self.best_epoch = -1
         self.best_state: Optional[Dict[str, torch.Tensor]] = None
+        self.interrupted = False  # Ctrl-C ended train()
         self.bad = 0
         self.stopped = ""
         self.history: List[Dict[str, Any]] = []
@@ -366,55 +376,67 @@ class Trainer:
         n = len(self.ds.train)
         last_val: Optional[float] = None
         first = self.epoch
-        while self.epoch < cfg.epochs and not self.stopped:
-            if stop_after is not None and self.epoch - first >= stop_after:
-                break
-            perm = self._epoch_order()
-            bar = tqdm(range(self.batches_per_epoch), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                       disable=not cfg.progress, leave=False, dynamic_ncols=True)
-            total = 0.0
-            for b in bar:
-                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                if cfg.lr_schedule != "constant":
-                    for g in self.optim.param_groups:
-                        g["lr"] = self.lr_now()
-                total += self.step(self.ds.train.users[idx], self.ds.train.items[idx])
-                if b % 10 == 0:
-                    bar.set_postfix(loss=f"{total / (b + 1):.4f}", val="-" if last_val is None else f"{last_val:.4f}")
-            bar.close()
-            self.epoch += 1
-            if self.sp_split and self.epoch == self.sp_split:
-                # hashgnn_sp stage 2: only the hash head learns, on frozen encoder outputs.
-                # Switched before the checkpoint so a resumed run rebuilds the same optimiser.
-                self.optim = self._make_optim()
-                self.frozen = None
-            self.train_seconds = time.perf_counter() - t_start
-            rec: Dict[str, Any] = {"epoch": self.epoch, "loss": total / self.batches_per_epoch,
-                                   "seconds": self.train_seconds}
-            if self.model.head is not None and self.cfg.head_kind == "guided":
-                rec["p"] = self.p_now()
-            # a run cut short by its time budget is validated at its last epoch too, so the epochs
-            # since the previous validation are not thrown away when the best state is restored
-            over_time = cfg.max_minutes is not None and self.train_seconds > 60 * cfg.max_minutes
-            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs or over_time:
-                val = self.validate()
-                if val is not None:
-                    last_val = val
-                    rec["val"] = val
-                    if val > self.best:
-                        self.best, self.best_epoch, self.bad = val, self.epoch, 0
-                        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                    else:
-                        self.bad += 1
-                        if self.bad >= cfg.patience:
-                            self.stopped = f"early stop: no better {cfg.val_spec} in {cfg.patience} evaluations"
-            if cfg.monitor_test and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
-                rec["test_monitor"] = self.monitor()
-            if over_time:
-                self.stopped = f"time budget of {cfg.max_minutes} min reached"
-            self.history.append(rec)
-            log.info("epoch %d: %s", self.epoch, {k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()})
-            save_torch(ckpt, self.state())
+        saved_epoch = self.epoch if cfg.resume and ckpt.exists() else None  # what the checkpoint holds
+        try:
+            while self.epoch < cfg.epochs and not self.stopped:
+                if stop_after is not None and self.epoch - first >= stop_after:
+                    break
+                perm = self._epoch_order()
+                bar = tqdm(range(self.batches_per_epoch), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                           disable=not cfg.progress, leave=False, dynamic_ncols=True)
+                total = 0.0
+                for b in bar:
+                    idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                    if cfg.lr_schedule != "constant":
+                        for g in self.optim.param_groups:
+                            g["lr"] = self.lr_now()
+                    total += self.step(self.ds.train.users[idx], self.ds.train.items[idx])
+                    if b % 10 == 0:
+                        bar.set_postfix(loss=f"{total / (b + 1):.4f}", val="-" if last_val is None else f"{last_val:.4f}")
+                bar.close()
+                self.epoch += 1
+                if self.sp_split and self.epoch == self.sp_split:
+                    # hashgnn_sp stage 2: only the hash head learns, on frozen encoder outputs.
+                    # Switched before the checkpoint so a resumed run rebuilds the same optimiser.
+                    self.optim = self._make_optim()
+                    self.frozen = None
+                self.train_seconds = time.perf_counter() - t_start
+                rec: Dict[str, Any] = {"epoch": self.epoch, "loss": total / self.batches_per_epoch,
+                                       "seconds": self.train_seconds}
+                if self.model.head is not None and self.cfg.head_kind == "guided":
+                    rec["p"] = self.p_now()
+                # a run cut short by its time budget is validated at its last epoch too, so the epochs
+                # since the previous validation are not thrown away when the best state is restored
+                over_time = cfg.max_minutes is not None and self.train_seconds > 60 * cfg.max_minutes
+                if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs or over_time:
+                    val = self.validate()
+                    if val is not None:
+                        last_val = val
+                        rec["val"] = val
+                        if val > self.best:
+                            self.best, self.best_epoch, self.bad = val, self.epoch, 0
+                            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                        else:
+                            self.bad += 1
+                            if self.bad >= cfg.patience:
+                                self.stopped = f"early stop: no better {cfg.val_spec} in {cfg.patience} evaluations"
+                if cfg.monitor_test and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
+                    rec["test_monitor"] = self.monitor()
+                if over_time:
+                    self.stopped = f"time budget of {cfg.max_minutes} min reached"
+                self.history.append(rec)
+                log.info("epoch %d: %s", self.epoch, {k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()})
+                save_torch(ckpt, self.state())
+                saved_epoch = self.epoch
+        except KeyboardInterrupt:
+            # Ctrl-C ends training, not the run: finish() still restores the best validated model,
+            # evaluates it and writes the outputs (a second Ctrl-C aborts that), then run() raises
+            # TrainingInterrupted so that callers looping over fits stop too. The checkpoint holds
+            # the last whole epoch, so --resume continues from there.
+            self.interrupted = True
+            where = "no checkpoint" if saved_epoch is None else f"the checkpoint holds epoch {saved_epoch}"
+            self.stopped = f"interrupted (Ctrl-C) after {self.epoch} whole epochs; {where}"
+            log.warning("%s: finishing with the best model validated so far (Ctrl-C again aborts)", self.stopped)
         if self.stopped:
             log.info("%s", self.stopped)
 
@@ -448,13 +470,19 @@ class Trainer:
         return metrics
 
     def run(self) -> Dict[str, Any]:
+        """train() then finish(); TrainingInterrupted (after finish) if Ctrl-C ended training."""
         self.train()
-        return self.finish()
+        metrics = self.finish()
+        if self.interrupted:
+            raise TrainingInterrupted(metrics)
+        return metrics
 
 
 def fit(cfg: FitConfig, dataset: Optional[Dataset] = None) -> Dict[str, Any]:
     """Train ``cfg.method`` and write ``cfg.out``/{codes.npz, metrics.json}; returns the metrics dict.
 
     ``dataset`` skips loading ``cfg.data`` (handy when one process trains many methods).
+    Ctrl-C during training still writes the outputs of the best model so far, then raises
+    :class:`TrainingInterrupted` (a KeyboardInterrupt) holding the metrics.
     """
     return Trainer(cfg, dataset).run()
