@@ -125,6 +125,9 @@ def test_ctrl_c_raises_keyboard_interrupt():
         rng = np.random.default_rng(0)
         codes = rng.integers(0, 2**63, (2_000_000, 1), dtype=np.uint64)
         index = hashsearch.Index(codes, 64, num_threads=2)
+        # Python leaves SIGINT ignored if it started so (a CI job run in the background):
+        # install the KeyboardInterrupt handler a terminal session would have.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
         start = time.perf_counter()
         try:
