@@ -51,6 +51,39 @@ def test_bad_exclude(index):
         index.topk(q, 5, exclude=3)
 
 
+def test_bad_exclude_csr_and_array_forms(index, rng):
+    q = index.codes()[:2]
+    with pytest.raises(TypeError, match="exclude CSR arrays must be integers, got float64 and int64"):
+        index.topk(q, 5, exclude=(np.array([0.0, 1, 1]), np.array([3])))
+    for indptr in ([0, 2, 1], [1, 1, 1], [0, 1, 5]):  # decreasing, not from 0, not to len(indices)
+        with pytest.raises(ValueError, match="indptr must be non-decreasing from 0 to len\\(indices\\)=1"):
+            index.topk(q, 5, exclude=(np.array(indptr), np.array([3])))
+    # A 2-D id array is one row per query, the same as the list and CSR forms, and as the reference.
+    rows = np.array([[0, 1], [1, 2]])
+    as_array = index.topk(q, 3, exclude=rows)
+    as_csr = index.topk(q, 3, exclude=(np.array([0, 2, 4]), rows.ravel()))
+    expected = hashsearch.reference.topk_hamming(q, index.codes(), 3, exclude=(np.array([0, 2, 4]), rows.ravel()))
+    for got in (as_array, as_csr, index.topk(q, 3, exclude=[[0, 1], [1, 2]])):
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+    assert 0 not in as_array[1][0] and 1 not in as_array[1][0]
+
+
+def test_bad_code_shapes_and_empty_indexes():
+    with pytest.raises(ValueError, match="packed codes must be 2-D \\(n, words\\), got shape \\(5,\\)"):
+        hashsearch.Index(np.zeros(5, np.uint64))
+    with pytest.raises(ValueError, match="packed codes have 0 words per code"):
+        hashsearch.Index(np.zeros((5, 0), np.uint64))
+    with pytest.raises(ValueError, match="unpacked codes must be 2-D \\(n, nbits\\), got shape \\(5,\\)"):
+        hashsearch.Index(np.zeros(5, bool))
+    with pytest.raises(ValueError, match="nbits=16 but unpacked codes have 8 columns"):
+        hashsearch.Index(np.zeros((5, 8), bool), 16)
+    with pytest.raises(ValueError, match="MIHIndex needs at least one code, got 0"):
+        hashsearch.MIHIndex(np.zeros((0, 1), np.uint64))
+    with pytest.raises(ValueError, match="the index is empty: it holds 0 codes"):
+        hashsearch.Index(np.zeros((0, 1), np.uint64)).range_search(np.zeros(1, np.uint64), 3)
+
+
 def test_bad_codes():
     with pytest.raises(ValueError, match="empty"):
         hashsearch.Index(np.zeros((0, 1), dtype=np.uint64)).topk(np.zeros(1, np.uint64), 1)
@@ -165,6 +198,11 @@ def test_damaged_files_are_rejected(tmp_path, rng):
     (tmp_path / "newer").write_bytes(bytes(newer))
     with pytest.raises(ValueError, match="format version 99"):
         hashsearch.load(tmp_path / "newer")
+    unknown_kind = bytearray(raw)
+    unknown_kind[12] = 77  # the kind field, after the magic and the version
+    (tmp_path / "kind").write_bytes(bytes(unknown_kind))
+    with pytest.raises(ValueError, match="unknown index kind 77"):
+        hashsearch.load(tmp_path / "kind")
     with pytest.raises(ValueError, match="holds an index of type Index, not MIHIndex"):
         hashsearch.MIHIndex.load(path)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from train.data import (
     read_lightgcn, read_movielens_ratings, read_netflix, remap, write_lightgcn,
 )
 from train.data.dataset import Pairs, dedupe
+from train.data import download
 from train.data.download import fetch, sha256_file
 from train.paths import shared_data_dir
 
@@ -162,6 +164,88 @@ def test_load_dataset_missing() -> None:
         load_dataset("/nonexistent/dir/for/sure")
 
 
+def _ratings_lines(n_users: int = 30, per_user: int = 20, seed: int = 0) -> str:
+    """MovieLens ``ratings.dat`` text: n_users users, per_user distinct items each (ids 100-199)."""
+    rng = np.random.default_rng(seed)
+    return "".join(f"{u}::{i}::{rng.integers(1, 6)}::97830{u:04d}\n" for u in range(1, n_users + 1)
+                   for i in rng.choice(np.arange(100, 200), per_user, replace=False))
+
+
+def _interactions(ds) -> int:
+    return len(ds.train) + len(ds.valid) + len(ds.test)
+
+
+def test_load_dataset_every_local_form(tmp_path: Path) -> None:
+    """Each --data form the docstring lists reads every interaction and splits it."""
+    ml = tmp_path / "ml"
+    ml.mkdir()
+    (ml / "ratings.dat").write_text(_ratings_lines())
+    by_file, by_dir = load_dataset(str(ml / "ratings.dat")), load_dataset(str(ml))
+    assert _interactions(by_file) == _interactions(by_dir) == 600 and by_dir.name == "ml"
+    assert by_file.stats() == by_dir.stats()
+
+    nf = tmp_path / "netflix"
+    nf.mkdir()
+    (nf / "combined_data_1.txt").write_text("1:\n10,3,2005-09-06\n11,5,2005-05-13\n2:\n10,4,2005-09-05\n")
+    (nf / "combined_data_2.txt").write_text("3:\n11,1,2005-01-01\n12,2,2005-01-02\n")
+    assert _interactions(load_dataset(str(nf))) == 5  # both files of the directory
+    assert _interactions(load_dataset(str(nf / "combined_data_2.txt"))) == 2
+    assert _interactions(load_dataset(str(nf), min_rating=3)) == 3
+
+    edges = tmp_path / "edges.txt"
+    edges.write_text("".join(f"{u} {i} {1 + (u + i) % 2}\n" for u in range(20) for i in range(u % 5, 40, 5)))
+    assert _interactions(load_dataset(str(edges))) == 160
+    assert _interactions(load_dataset(str(edges), min_rating=2)) == 80
+
+    # A LightGCN directory without valid.txt has an empty validation split; split="paper"
+    # merges its files and re-splits them.
+    lg = tmp_path / "lg"
+    lg.mkdir()
+    users, items = np.repeat(np.arange(10), 20), np.tile(np.arange(20), 10)
+    write_lightgcn(lg / "train.txt", users[users % 2 == 0], items[users % 2 == 0])
+    write_lightgcn(lg / "test.txt", users[users % 2 == 1], items[users % 2 == 1])
+    given = load_dataset(str(lg))
+    assert (len(given.train), len(given.valid), len(given.test)) == (100, 0, 100)
+    resplit = load_dataset(str(lg), split="paper")
+    assert _interactions(resplit) == 200 and len(resplit.valid) > 0
+
+
+def test_load_dataset_errors_name_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="split must be auto, given or paper, got 'random'"):
+        load_dataset("synthetic:users=10,items=10,edges=50", split="random")
+    with pytest.raises(FileNotFoundError, match="no train.txt, ratings.dat or combined_data_"):
+        load_dataset(str(tmp_path))
+    write_lightgcn(tmp_path / "train.txt", np.array([0]), np.array([0]))
+    with pytest.raises(FileNotFoundError, match="test.txt is missing"):
+        load_dataset(str(tmp_path))
+
+
+def test_ml1m_downloads_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--data ml-1m`` without the shared copy: the GroupLens archive is fetched into
+    $HASHSEARCH_DATA, checked, extracted, and read from the cache afterwards (served here
+    from a local file:// URL standing in for GroupLens)."""
+    archive = tmp_path / "served" / "ml-1m.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ml-1m/ratings.dat", _ratings_lines())
+        zf.writestr("ml-1m/README", "stand-in")
+    monkeypatch.setenv("HASHSEARCH_SHARED_DATA", str(tmp_path / "no-shared-data"))
+    monkeypatch.setenv("HASHSEARCH_DATA", str(tmp_path / "cache"))
+    monkeypatch.setattr(download, "ML1M_URL", archive.as_uri())
+    monkeypatch.setattr(download, "ML1M_SHA256", "0" * 64)
+    with pytest.raises(OSError, match="checksum mismatch"):
+        load_dataset("ml-1m")
+    assert not (tmp_path / "cache" / "ml-1m" / "ratings.dat").exists()
+
+    monkeypatch.setattr(download, "ML1M_SHA256", sha256_file(archive))
+    ds = load_dataset("ml-1m", seed=0)
+    assert ds.name == "ml-1m" and _interactions(ds) == 600
+    assert (tmp_path / "cache" / "ml-1m" / "ratings.dat").read_text() == _ratings_lines()
+    # Afterwards the cache answers: no download (the URL no longer resolves).
+    monkeypatch.setattr(download, "ML1M_URL", (tmp_path / "gone.zip").as_uri())
+    assert load_dataset("ml-1m:download", seed=0).stats() == ds.stats()
+
+
 def test_fetch_checks_sha256_and_is_atomic(tmp_path: Path) -> None:
     src = tmp_path / "src.bin"
     src.write_bytes(b"hello" * 1000)
@@ -172,6 +256,8 @@ def test_fetch_checks_sha256_and_is_atomic(tmp_path: Path) -> None:
     assert not dest.exists() and os.listdir(dest.parent) == []  # no partial file left
     assert fetch(src.as_uri(), dest, good) == dest
     assert dest.read_bytes() == src.read_bytes()
+    dest.write_bytes(b"stale")  # a damaged cached copy is downloaded again
+    assert fetch(src.as_uri(), dest, good) == dest and dest.read_bytes() == src.read_bytes()
 
 
 SHARED = shared_data_dir()
