@@ -53,6 +53,16 @@ void HierarchicalIndex::add(const uint64_t* codes, const float* emb, size_t coun
     if (mih) mih_ = std::move(mih);
 }
 
+void HierarchicalIndex::hamming_topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude,
+                                     int num_threads, int32_t* D, int64_t* I) const {
+    if (mih_)
+        mih_->topk(queries, nq, k, exclude, num_threads, D, I);
+    else if (cluster_)
+        cluster_->topk(queries, nq, k, exclude, num_threads, D, I);
+    else
+        flat_.topk(queries, nq, k, exclude, num_threads, D, I);
+}
+
 void HierarchicalIndex::topk(const uint64_t* queries, const float* query_emb, size_t nq, int k,
                              int candidates, const ExcludeList& exclude, int num_threads, float* S,
                              int64_t* I) const {
@@ -71,12 +81,7 @@ void HierarchicalIndex::topk(const uint64_t* queries, const float* query_emb, si
         ci.resize(nb * candidates);
         ExcludeList ex = exclude;
         if (ex.indptr) ex.indptr += q0;
-        if (mih_)
-            mih_->topk(queries + q0 * nw, nb, candidates, ex, num_threads, cd.data(), ci.data());
-        else if (cluster_)
-            cluster_->topk(queries + q0 * nw, nb, candidates, ex, num_threads, cd.data(), ci.data());
-        else
-            flat_.topk(queries + q0 * nw, nb, candidates, ex, num_threads, cd.data(), ci.data());
+        hamming_topk(queries + q0 * nw, nb, candidates, ex, num_threads, cd.data(), ci.data());
         Kernels kern = active_kernels();
         parallel_for(nb, num_threads, [&](size_t b, size_t) {
             const float* qe = query_emb + (q0 + b) * dim_;

@@ -25,6 +25,11 @@ public:
     void topk(const uint64_t* queries, const float* query_emb, size_t nq, int k, int candidates,
               const ExcludeList& exclude, int num_threads, float* S, int64_t* I) const;
 
+    // The Hamming stage alone (HamR over this index's codes): exact top-k by the
+    // candidate index (MIH, clusters or the scan; the same output as FlatIndex::topk).
+    void hamming_topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude, int num_threads,
+                      int32_t* D, int64_t* I) const;
+
     // Candidates by a ClusterIndex of the codes instead (identical output, its own
     // copy of the codes): built here, or from saved clusters (see ClusterIndex).
     // Only for an index without MIH.

@@ -489,6 +489,15 @@ def test_mih_rejects_bad_m(rng):
 # ---------------------------------------------------------------- HieS
 
 
+def assert_hamr_equals_reference(index, queries, codes, exclude, threads=None) -> None:
+    """HierarchicalIndex.hamming_topk (HamR by its candidate search) equals the numpy brute force."""
+    D, I = index.hamming_topk(queries, 30, exclude=exclude, num_threads=threads)
+    Dr, Ir = topk_hamming(queries, codes, 30, exclude=exclude)
+    assert D.dtype == np.int32 and I.dtype == np.int64
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_hierarchical_matches_reference(simd, threads, rng):
     n, nbits, dim = 3000, 64, 16
@@ -504,6 +513,7 @@ def test_hierarchical_matches_reference(simd, threads, rng):
         assert S.dtype == np.float32 and I.dtype == np.int64
         np.testing.assert_array_equal(I, Ir)
         np.testing.assert_allclose(S, Sr, rtol=1e-6)
+        assert_hamr_equals_reference(index, queries, codes, ex)
 
 
 @pytest.mark.parametrize("nbits,m", [(32, 2), (64, 3), (128, 2)])
@@ -526,6 +536,7 @@ def test_hierarchical_mih_candidates_match_reference(nbits, m, rng, tmp_path):
             S, I = index.topk(queries, q_emb, 20, candidates=300, exclude=ex, num_threads=threads)
             np.testing.assert_array_equal(I, Ir)
             np.testing.assert_allclose(S, Sr, rtol=1e-6)
+            assert_hamr_equals_reference(index, queries, codes, ex, threads)
     index.save(tmp_path / "hies.hsi")
     back = hashsearch.load(tmp_path / "hies.hsi")
     assert back.candidate_search == "mih" and back.m == m
@@ -553,6 +564,7 @@ def test_hierarchical_cluster_candidates_match_reference(simd, nbits, rng, tmp_p
             S, I = index.topk(queries, q_emb, 20, candidates=300, exclude=ex, num_threads=threads)
             np.testing.assert_array_equal(I, Ir)
             np.testing.assert_allclose(S, Sr, rtol=1e-6)
+            assert_hamr_equals_reference(index, queries, codes, ex, threads)
     index.save(tmp_path / "hies.hsi")
     back = hashsearch.load(tmp_path / "hies.hsi")
     assert back.candidate_search == "cluster" and back.nclusters == 40
