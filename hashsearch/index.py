@@ -612,13 +612,14 @@ class HierarchicalIndex(_HammingBase):
         queries = packed_queries(q_codes, self.nbits)
         nq = queries.shape[0]
         qe = float_matrix(q_emb, "query embeddings", rows=nq, cols=self.dim)
-        k = check_k(k, self.ntotal)
+        n = self.ntotal  # read once: each read costs ~0.4 us
+        k = check_k(k, n)
         if candidates is None:
-            candidates = max(k, min(500, self.ntotal))
-        candidates = check_k(candidates, self.ntotal, "candidates")
+            candidates = max(k, min(500, n))
+        candidates = check_k(candidates, n, "candidates")
         if candidates < k:
             raise ValueError(f"candidates={candidates} must be >= k={k}")
-        indptr, indices = exclude_csr(exclude, nq, self.ntotal)
+        indptr, indices = exclude_csr(exclude, nq, n)
         return self._native.topk(queries, qe, k, candidates, indptr, indices, self._threads(num_threads))
 
     def _file(self) -> IndexFile:
