@@ -70,14 +70,6 @@ void FlatIndex::add(const uint64_t* codes, size_t count) {
     n_ += count;
 }
 
-void FlatIndex::scan_all(const Kernels& kern, const uint64_t* query, TopKCollector& col,
-                         ExcludeCursor& ex) const {
-    if (compact())
-        kern.scan32(half_.data(), 0, n_, static_cast<uint32_t>(query[0]), col, ex);
-    else
-        kern.scan(codes_.data(), nwords_, 0, n_, query, col, ex);
-}
-
 void FlatIndex::copy_codes(uint64_t* out) const {
     if (compact())
         std::copy(half_.begin(), half_.end(), out);  // widens each code to one uint64 word
@@ -97,14 +89,6 @@ void FlatIndex::permute(const std::vector<uint32_t>& order) {
                         out.data() + i * nwords_);
         codes_.swap(out);
     }
-}
-
-void FlatIndex::gather(const Kernels& kern, const uint32_t* ids, size_t count, const uint64_t* query,
-                       uint32_t* out) const {
-    if (compact())
-        kern.gather32(half_.data(), ids, count, static_cast<uint32_t>(query[0]), out);
-    else
-        kern.gather(codes_.data(), nwords_, ids, count, query, out);
 }
 
 void FlatIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude,

@@ -78,15 +78,9 @@ public:
     void scan_block(const Kernels& kern, const uint64_t* const* queries, size_t count,
                     TopKCollector* cols, ExcludeCursor* cursors, size_t begin = 0,
                     size_t end = SIZE_MAX) const;
-    // Offers every item to `col` (one query, all ids in order).
-    void scan_all(const Kernels& kern, const uint64_t* query, TopKCollector& col,
-                  ExcludeCursor& ex) const;
     void copy_codes(uint64_t* out) const;
     // Reorders the items: new item i is old item order[i] (a permutation of [0, n)).
     void permute(const std::vector<uint32_t>& order);
-    // Hamming distances from `query` to the items `ids`.
-    void gather(const Kernels& kern, const uint32_t* ids, size_t count, const uint64_t* query,
-                uint32_t* out) const;
     size_t memory_bytes() const { return codes_.size() * sizeof(uint64_t) + half_.size() * sizeof(uint32_t); }
 
 private:

@@ -345,8 +345,8 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
 
 }  // namespace
 
-Kernels avx2_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &two_pass_bytes,
-                   &scan32, &fill32, &gather32_generic, &select_bytes,
+Kernels avx2_kernels() { return Kernels{&scan, &topk_two_pass, &two_pass_bytes,
+                   &scan32, &fill32, &select_bytes,
                    &inner_products, &select_within_w1, &select_within32, &select_within_packed,
                    &fill_bytes}; }
 

@@ -100,8 +100,8 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
 
 }  // namespace
 
-Kernels avx512_kernels() { return Kernels{&scan, &gather_generic, &topk_two_pass, &topk_two_pass_bytes,
-                   &scan32_generic, &fill32_generic, &gather32_generic, &select_bytes,
+Kernels avx512_kernels() { return Kernels{&scan, &topk_two_pass, &topk_two_pass_bytes,
+                   &scan32_generic, &fill32_generic, &select_bytes,
                    &inner_products, &select_within, &select_within32, &select_within_packed,
                    &fill_distances_bytes}; }
 

@@ -22,8 +22,8 @@ inline uint32_t popcount64(uint64_t x) {
 
 }  // namespace
 
-Kernels scalar_kernels() { return Kernels{&scan_generic, &gather_generic, &topk_two_pass, &topk_two_pass_bytes,
-                   &scan32_generic, &fill32_generic, &gather32_generic, &select_bytes,
+Kernels scalar_kernels() { return Kernels{&scan_generic, &topk_two_pass, &topk_two_pass_bytes,
+                   &scan32_generic, &fill32_generic, &select_bytes,
                    &inner_products, &select_within, &select_within32, &select_within_packed,
                    &fill_distances_bytes}; }
 

@@ -170,9 +170,6 @@ private:
 // pushes every item with distance < col.bound() that is not excluded.
 using ScanFn = void (*)(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
                         const uint64_t* query, TopKCollector& col, ExcludeCursor& ex);
-// Hamming distance between the query and each of `count` items given by id.
-using GatherFn = void (*)(const uint64_t* codes, size_t nwords, const uint32_t* ids, size_t count,
-                          const uint64_t* query, uint32_t* out);
 
 // Exact top-k of items [0, n) by computing every distance first (see
 // scan_generic.inc); for lists short enough that the buffer stays in cache.
@@ -194,8 +191,6 @@ using Scan32Fn = void (*)(const uint32_t* codes, size_t begin, size_t end, uint3
                           TopKCollector& col, ExcludeCursor& ex);
 using Fill32Fn = void (*)(const uint32_t* codes, size_t begin, size_t end, uint32_t query,
                           uint8_t* dist);
-using Gather32Fn = void (*)(const uint32_t* codes, const uint32_t* ids, size_t count,
-                            uint32_t query, uint32_t* out);
 using SelectBytesFn = void (*)(uint8_t* dist, size_t n, int nbits, int k, const int64_t* ex_begin,
                                const int64_t* ex_end, uint32_t* hist, int32_t* D, int64_t* I);
 
@@ -217,12 +212,10 @@ using InnerProductsFn = void (*)(const float* emb, size_t dim, const int64_t* id
 
 struct Kernels {
     ScanFn scan;
-    GatherFn gather;
     TwoPassFn two_pass;
     TwoPassBytesFn two_pass_bytes;
     Scan32Fn scan32;
     Fill32Fn fill32;
-    Gather32Fn gather32;
     SelectBytesFn select_bytes;
     InnerProductsFn inner_products;
     SelectWithinFn select_within;
