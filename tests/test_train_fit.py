@@ -138,6 +138,44 @@ def test_config_rejects_bad_values() -> None:
         FitConfig(bits=0).validate()
 
 
+@pytest.mark.parametrize("setting, message", [
+    (dict(lr=-0.001), r"lr must be in \[0.0, inf\), got -0.001"),
+    (dict(lr=float("nan")), r"lr must be in \[0.0, inf\), got nan"),
+    (dict(temperature=0.0), r"temperature must be in \(0.0, inf\), got 0.0"),
+    (dict(p_start=1.5), r"p_start must be in \[0.0, 1.0\], got 1.5"),
+    (dict(p_decay=0.0), r"p_decay must be in \(0.0, 1.0\], got 0.0"),
+    (dict(eval_every=0), r"eval_every must be in \[1, inf\), got 0"),
+    (dict(batch_size=0), r"batch_size must be in \[1, inf\), got 0"),
+    (dict(negatives=2.5), r"negatives must be in \[1, inf\), got 2.5"),
+    (dict(epochs=-1), r"epochs must be in \[0, inf\), got -1"),
+    (dict(emb_dim=0), r"emb_dim must be in \[1, inf\), got 0"),
+    (dict(lam=-1.0), r"lam must be in \[0.0, inf\), got -1.0"),
+    (dict(max_minutes=0.0), r"max_minutes must be in \(0.0, inf\), got 0.0"),
+    (dict(sage_dims=[128, 0]), r"sage_dims must be one or more layer sizes >= 1, got \[128, 0\]"),
+    (dict(val_metric="hies:recall@10"), r"val_metric must be MODE:METRIC .* got 'hies:recall@10'"),
+    (dict(val_metric="recall@20"), r"METRIC one of recall@20, .* got 'recall@20'"),
+])
+def test_config_names_the_setting_its_range_and_the_value(setting: dict, message: str) -> None:
+    """Out of range, these trained silently into garbage (a negative lr) or failed late (a zero
+    temperature gave NaN losses, eval_every 0 a ZeroDivisionError, an unknown val_metric a KeyError
+    after the first epoch)."""
+    with pytest.raises(ValueError, match=message):
+        FitConfig(**setting).validate()
+
+
+def test_config_accepts_the_edges_of_each_range() -> None:
+    FitConfig(lr=0.0, p_start=0.0, p_decay=1.0, p_floor=1.0, layers=0, patience=0, margin=0.0,
+              max_minutes=0.01, val_metric="hamr:ndcg@100").validate()
+    FitConfig(method="lightgcn", sage_dims=[]).validate()  # sage_dims unused by LightGCN
+
+
+def test_cli_reports_a_bad_setting_as_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--data", TINY, "--lr", "-1", "--out", "unused"])
+    assert exit_info.value.code == 2
+    assert "error: lr must be in [0.0, inf), got -1.0" in capsys.readouterr().err
+
+
 def test_resume_across_the_two_stage_switch(tmp_path: Path, tiny) -> None:
     """hashgnn_sp switches optimiser between stages; a checkpoint at the switch must resume."""
     a = _cfg(tmp_path, "hashgnn_sp", epochs=4, out=str(tmp_path / "a"))

@@ -119,6 +119,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         cfg = config_from_args(ns)
         try:
+            cfg.validate()
+        except ValueError as bad:  # a usage error: say so the argparse way (exit status 2), no traceback
+            parser.error(str(bad))
+        try:
             metrics = fit(cfg)
             code = 0
         except TrainingInterrupted as stop:  # the outputs were written: report them, exit as Ctrl-C does

@@ -1,6 +1,7 @@
 """Run configuration (a dataclass; the command line fills it, nothing is parsed at import)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -9,6 +10,10 @@ METHODS = ("hashgnn", "lsh", "hashnet", "ste", "gumbel", "hashgnn_sp", "hashgnn_
 HASH_METHODS = ("hashgnn", "hashnet", "ste", "gumbel", "hashgnn_sp", "hashgnn_nr")
 # Continuous methods get their codes by random hyperplanes (LSH) on their embeddings.
 CONTINUOUS_METHODS = ("lsh", "graphsage", "lightgcn", "mf")
+
+# Retrieval modes and cut-offs n of the metrics (Recall@n, NDCG@n) every evaluation reports.
+EVAL_MODES = ("hamr", "hies", "continuous")
+EVAL_KS = (20, 50, 100)
 
 # method -> (default encoder, hash head kind or None)
 METHOD_TABLE = {
@@ -259,8 +264,42 @@ class FitConfig:
             raise ValueError("item_bias and margin are for the softmax loss")
         if self.shared_negatives < 0:
             raise ValueError(f"shared_negatives must be >= 0 (0: all items), got {self.shared_negatives}")
-        if self.epochs < 0 or self.batch_size < 1 or self.negatives < 1:
-            raise ValueError("epochs >= 0, batch_size >= 1 and negatives >= 1 required")
+        self._validate_numbers()
+
+    def _validate_numbers(self) -> None:
+        """Numeric settings in range, each error naming the setting, its range and the value given
+        (out of range, they trained silently into garbage: a negative lr, or failed later: a zero
+        temperature gave NaN losses, eval_every 0 a ZeroDivisionError after the first epoch)."""
+        inf = math.inf
+
+        def need(name: str, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False) -> None:
+            v = getattr(self, name)
+            above = v > lo if lo_open else v >= lo  # NaN fails both comparisons
+            if not (above and v <= hi) or (integer and v != int(v)):
+                where = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi == inf else ']'}"
+                raise ValueError(f"{name} must be in {where}, got {v}")
+
+        for name in ("epochs", "layers", "shared_negatives", "p_every", "patience", "threads"):
+            need(name, 0, inf, integer=True)
+        for name in ("batch_size", "negatives", "emb_dim", "eval_every", "candidates", "eval_block"):
+            need(name, 1, inf, integer=True)
+        for name in ("temperature", "score_scale", "gumbel_tau"):
+            need(name, 0.0, inf, lo_open=True)
+        for name in ("lr", "reg", "margin", "lam", "alpha", "hashnet_gamma"):  # (lr 0: nothing trains; tests use it)
+            need(name, 0.0, inf)
+        for name in ("p_start", "p_floor", "p_lr_min", "sp_pretrain_frac"):
+            need(name, 0.0, 1.0)
+        need("p_decay", 0.0, 1.0, lo_open=True)
+        if self.max_minutes is not None:
+            need("max_minutes", 0.0, inf, lo_open=True)
+        if any(d < 1 for d in self.sage_dims) or (not self.sage_dims and self.encoder_kind == "sage"):
+            raise ValueError(f"sage_dims must be one or more layer sizes >= 1, got {self.sage_dims}")
+        if self.val_metric is not None:
+            mode, _, metric = self.val_metric.partition(":")
+            metrics = [f"{m}@{n}" for m in ("recall", "ndcg") for n in EVAL_KS]
+            if mode not in EVAL_MODES or metric not in metrics:
+                raise ValueError(f"val_metric must be MODE:METRIC with MODE one of {', '.join(EVAL_MODES)} and "
+                                 f"METRIC one of {', '.join(metrics)}, got {self.val_metric!r}")
 
     @property
     def encoder_kind(self) -> str:

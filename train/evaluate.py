@@ -18,10 +18,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .config import EVAL_KS as KS
+from .config import EVAL_MODES as MODES
 from .metrics import hit_matrix, paper_ndcg, recall_ndcg
-
-MODES = ("hamr", "hies", "continuous")
-KS = (20, 50, 100)
 
 PAPER_PROTOCOL_NOTE = (
     "the official HashGNN code's protocol, for comparison with the paper only: training items are "
