@@ -11,22 +11,29 @@ from ._codes import as_packed, words_for
 ExcludeArg = Union[None, Sequence[Sequence[int]], Tuple[np.ndarray, np.ndarray]]
 
 
-def check_int(value, name: str, minimum: int) -> int:
+# The native core takes these counts as C ints; a larger value would fail pybind11's
+# conversion with a TypeError listing signatures instead of saying what was wrong.
+INT_MAX = 2**31 - 1
+
+
+def check_int(value, name: str, minimum: int, maximum: Optional[int] = INT_MAX) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
 def check_k(k, n: int, name: str = "k") -> int:
-    k = check_int(k, name, 1)
+    k = check_int(k, name, 1, maximum=None)
     if n == 0:
         raise ValueError("the index is empty: it holds 0 codes")
     if k > n:
         raise ValueError(f"{name}={k} exceeds the number of indexed codes n={n}")
-    return k
+    return check_int(k, name, 1)
 
 
 def check_threads(num_threads) -> int:
@@ -56,10 +63,21 @@ def packed_queries(q, nbits: int, what: str = "queries") -> np.ndarray:
             )
         packed, _ = as_packed(arr, nbits, what)
         return packed
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must be bool, integer (0/1 or ±1) or floating (sign), got dtype {arr.dtype}")
     if arr.shape[1] != nbits:
-        raise ValueError(f"{what} have {arr.shape[1]} bits, the index has nbits={nbits}")
+        hint = ""
+        if arr.dtype.kind in "iu" and arr.shape[1] == words_for(nbits):  # packed words of another dtype
+            hint = f" (packed codes must be uint64, got {arr.dtype})"
+        raise ValueError(f"{what} have {arr.shape[1]} bits, the index has nbits={nbits}{hint}")
     packed, _ = as_packed(arr, nbits, what)
     return packed
+
+
+def _check_unsigned_ids(ids: np.ndarray, n: int) -> None:
+    """Unsigned ids beyond int64 would wrap to negatives when cast: report them as given."""
+    if ids.dtype.kind == "u" and ids.size and int(ids.max()) >= n:
+        raise ValueError(f"exclude id {int(ids.max())} is out of range [0, {n})")
 
 
 def float_matrix(x, name: str, rows: Optional[int] = None, cols: Optional[int] = None) -> np.ndarray:
@@ -92,6 +110,7 @@ def exclude_csr(exclude: ExcludeArg, nq: int, n: int) -> Tuple[Optional[np.ndarr
             raise TypeError(
                 f"exclude CSR arrays must be integers, got {indptr.dtype} and {indices.dtype}"
             )
+        _check_unsigned_ids(indices, n)
         indptr = indptr.astype(np.int64).ravel()
         indices = indices.astype(np.int64).ravel()
         if len(indptr) != nq + 1:
@@ -113,10 +132,14 @@ def exclude_csr(exclude: ExcludeArg, nq: int, n: int) -> Tuple[Optional[np.ndarr
                 ) from None
         if len(rows) != nq:
             raise ValueError(f"exclude has {len(rows)} rows but there are {nq} queries")
-        arrays = [np.asarray(r).ravel() for r in rows]
+        try:
+            arrays = [np.asarray(r).ravel() for r in rows]
+        except ValueError as e:  # a ragged row
+            raise ValueError(f"each exclude row must be a flat list or array of ids: {e}") from None
         for a in arrays:
             if a.size and not np.issubdtype(a.dtype, np.integer):
                 raise TypeError(f"exclude ids must be integers, got dtype {a.dtype}")
+            _check_unsigned_ids(a, n)
         lengths = np.array([a.size for a in arrays], dtype=np.int64)
         indptr = np.zeros(nq + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])

@@ -17,6 +17,7 @@ import numpy as np
 from . import _core
 from ._codes import as_packed
 from ._validate import (
+    INT_MAX,
     ExcludeArg,
     check_int,
     check_k,
@@ -91,7 +92,10 @@ class _HammingBase:
     def _hamming_search(self, native_topk, q, k, exclude: ExcludeArg, num_threads: Optional[int]):
         queries = packed_queries(q, self.nbits)
         # k <= ntotal is checked natively, under the index's lock (reading ntotal costs ~0.6 us).
-        k = check_int(k, "k", 1)
+        k = check_int(k, "k", 1, maximum=None)
+        if k > INT_MAX:
+            check_k(k, self.ntotal)  # says k exceeds ntotal
+            check_int(k, "k", 1)  # an index of more than INT_MAX codes: says k is beyond what is supported
         indptr, indices = (None, None) if exclude is None else exclude_csr(exclude, queries.shape[0], self.ntotal)
         return native_topk(queries, k, indptr, indices, self._threads(num_threads))
 
@@ -145,7 +149,7 @@ class _RangeSearch:
             (int64 ids), sorted by distance, ties by the smaller id.
         """
         queries = packed_queries(q, self.nbits)
-        radius = check_int(radius, "radius", 0)
+        radius = min(check_int(radius, "radius", 0, maximum=None), self.nbits)  # beyond nbits: every item
         if self.ntotal == 0:
             raise ValueError("the index is empty: it holds 0 codes")
         indptr, indices = exclude_csr(exclude, queries.shape[0], self.ntotal)

@@ -69,6 +69,48 @@ def test_bad_exclude_csr_and_array_forms(index, rng):
     assert 0 not in as_array[1][0] and 1 not in as_array[1][0]
 
 
+BIG = 2**40  # beyond a C int: pybind11 refused it with a TypeError listing signatures
+
+
+@pytest.mark.parametrize("kind", ["flat", "mih", "cluster", "hier"])
+def test_values_beyond_a_c_int_and_odd_dtypes_say_what_was_wrong(kind, rng):
+    codes = hashsearch.pack(rng.integers(0, 2, (100, 64)))
+    emb = rng.standard_normal((100, 8)).astype(np.float32)
+    index = {"flat": lambda: hashsearch.Index(codes, 64), "mih": lambda: hashsearch.MIHIndex(codes, 64),
+             "cluster": lambda: hashsearch.ClusterIndex(codes, 64),
+             "hier": lambda: hashsearch.HierarchicalIndex(codes, emb, 64)}[kind]()
+    hamming = index.hamming_topk if kind == "hier" else index.topk
+    q = codes[:2]
+    with pytest.raises(ValueError, match=f"k={BIG} exceeds the number of indexed codes n=100"):
+        hamming(q, BIG)
+    with pytest.raises(ValueError, match=f"num_threads must be <= 2147483647, got {BIG}"):
+        hamming(q, 5, num_threads=BIG)
+    with pytest.raises(TypeError, match="queries must be bool, integer .* got dtype complex64"):
+        hamming(q.astype(np.complex64), 5)
+    with pytest.raises(ValueError, match="queries have 1 bits, .* \\(packed codes must be uint64, got int64\\)"):
+        hamming(q.astype(np.int64), 5)
+    huge_id = np.array([2**63], np.uint64)  # wrapped to a negative id when cast to int64
+    with pytest.raises(ValueError, match="exclude id 9223372036854775808 is out of range \\[0, 100\\)"):
+        hamming(q, 5, exclude=[huge_id, []])
+    with pytest.raises(ValueError, match="exclude id 9223372036854775808 is out of range"):
+        hamming(q, 5, exclude=(np.array([0, 1, 1]), huge_id))
+    with pytest.raises(ValueError, match="each exclude row must be a flat list or array of ids"):
+        hamming(q, 5, exclude=[[1, [2]], []])
+    if kind != "hier":
+        lims, D, I = index.range_search(q, BIG)  # a radius beyond nbits holds every item
+        assert np.diff(lims).tolist() == [100, 100]
+
+
+def test_constructor_counts_beyond_a_c_int(rng):
+    codes = hashsearch.pack(rng.integers(0, 2, (100, 64)))
+    with pytest.raises(ValueError, match=f"m must be <= 2147483647, got {BIG}"):
+        hashsearch.MIHIndex(codes, 64, m=BIG)
+    with pytest.raises(ValueError, match=f"nclusters must be <= 2147483647, got {BIG}"):
+        hashsearch.ClusterIndex(codes, 64, nclusters=BIG)
+    with pytest.raises(ValueError, match=f"num_threads must be <= 2147483647, got {BIG}"):
+        hashsearch.Index(codes, 64, num_threads=BIG)
+
+
 def test_bad_code_shapes_and_empty_indexes():
     with pytest.raises(ValueError, match="packed codes must be 2-D \\(n, words\\), got shape \\(5,\\)"):
         hashsearch.Index(np.zeros(5, np.uint64))
