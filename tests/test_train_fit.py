@@ -174,6 +174,10 @@ def test_cli_reports_a_bad_setting_as_a_usage_error(capsys: pytest.CaptureFixtur
         main(["fit", "--data", TINY, "--lr", "-1", "--out", "unused"])
     assert exit_info.value.code == 2
     assert "error: lr must be in [0.0, inf), got -1.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "table2", "--data", TINY, "--patience", "-2", "--out", "unused"])
+    assert exit_info.value.code == 2
+    assert "error: patience must be in [0, inf), got -2" in capsys.readouterr().err
 
 
 def test_resume_across_the_two_stage_switch(tmp_path: Path, tiny) -> None:

@@ -132,8 +132,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps({"out": cfg.out, "train_seconds": round(metrics["train_seconds"], 1), **summary}, indent=1))
         return code
     if ns.command == "reproduce":
+        from .reproduce import check_settings
         from .reproduce import run as run_reproduce
 
+        try:
+            check_settings(ns)
+        except ValueError as bad:
+            parser.error(str(bad))
         return run_reproduce(ns)
     parser.error(f"unknown command {ns.command}")
     return 2

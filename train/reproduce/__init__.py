@@ -79,6 +79,12 @@ def _base_config(ns: argparse.Namespace, spec: str):
                      **{k: v for k, v in optional.items() if v is not None})
 
 
+def check_settings(ns: argparse.Namespace) -> None:
+    """ValueError naming the first training setting out of range, before any data is loaded
+    (each method's run would otherwise stop on it only when its turn comes)."""
+    _base_config(ns, (ns.data or ["ml-1m"])[0]).validate()
+
+
 def run(ns: argparse.Namespace) -> int:
     # OpenMP's default busy-waiting makes faiss' timings swing 10x or more on a
     # shared machine; passive waiting keeps the comparison fair (set before any
