@@ -565,9 +565,9 @@ class HierarchicalIndex(_HammingBase):
         """MIH substrings of the candidate search (0 for the linear scan)."""
         return int(self._native.m)
 
-    @property
+    @functools.cached_property
     def dim(self) -> int:
-        """Embedding dimension."""
+        """Embedding dimension (fixed for the index's life: read from the native index once)."""
         return int(self._native.dim)
 
     def embeddings(self) -> np.ndarray:
@@ -615,7 +615,7 @@ class HierarchicalIndex(_HammingBase):
         """
         queries = packed_queries(q_codes, self.nbits)
         nq = queries.shape[0]
-        qe = float_matrix(q_emb, "query embeddings", rows=nq, cols=self.dim)
+        qe = float_matrix(q_emb, "query embeddings", rows=nq, cols=self.dim, check_finite=False)
         n = self.ntotal  # read once: each read costs ~0.4 us
         k = check_k(k, n)
         if candidates is None:

@@ -159,6 +159,11 @@ def test_bad_hierarchical_input(rng):
         index.topk(codes[:2], emb[:2], 5, candidates=3)
     with pytest.raises(ValueError, match="NaN"):
         index.topk(codes[:1], np.full((1, 4), np.nan), 5)
+    for bad_value in (np.nan, np.inf, -np.inf):  # checked natively: every element, float32 given as is
+        q_emb = emb[:3].copy()
+        q_emb[2, 3] = bad_value
+        with pytest.raises(ValueError, match="query embeddings contain NaN or infinite values"):
+            index.topk(codes[:3], q_emb, 5)
 
 
 def test_simd_level_controls():
