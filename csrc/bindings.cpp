@@ -4,11 +4,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <mutex>
 #include <shared_mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "cluster_index.h"
 #include "flat_index.h"
@@ -97,6 +100,8 @@ struct Growable : Base {
     using Base::Base;
     mutable std::shared_mutex rw;
     mutable std::mutex turnstile;  // held by a writer while it waits, so new readers queue behind it
+    mutable std::atomic<size_t> waited_reads{0};  // read locks that took the waiting path (tests)
+    std::atomic<bool> write_held{false};           // set by _hold_write_lock (tests)
 
     // The shared lock, waited for with the GIL released (a writer may be waiting on a reader).
     // With no add() running or waiting it is taken at once, without releasing the GIL: a
@@ -107,6 +112,7 @@ struct Growable : Base {
             std::unique_lock<std::mutex> queue(turnstile, std::try_to_lock);
             if (queue.owns_lock() && lock.try_lock()) return lock;
         }
+        waited_reads.fetch_add(1, std::memory_order_relaxed);
         py::gil_scoped_release release;
         { std::lock_guard<std::mutex> queue(turnstile); }
         lock.lock();
@@ -120,6 +126,23 @@ struct Growable : Base {
 };
 using GrowableFlatIndex = Growable<FlatIndex>;
 using GrowableHierarchicalIndex = Growable<HierarchicalIndex>;
+
+// Test hooks of a growable index: the read locks that waited, and holding the write lock as an
+// add() would (GIL released), so tests can make a search wait for a writer deterministically.
+template <class G, class Cls>
+void def_lock_hooks(Cls& cls) {
+    cls.def_property_readonly("_waited_reads", [](const G& self) { return self.waited_reads.load(); })
+        .def_property_readonly("_write_held", [](const G& self) { return self.write_held.load(); })
+        .def("_hold_write_lock",
+             [](G& self, double seconds) {
+                 ReleaseGil release;
+                 auto lock = self.write_lock();
+                 self.write_held = true;
+                 std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+                 self.write_held = false;
+             },
+             py::arg("seconds"));
+}
 
 template <class Index, class Shape>
 py::tuple hamming_topk(const Index& index, const Shape& flat, const CodesArray& q, int k,
@@ -213,7 +236,8 @@ PYBIND11_MODULE(_core, m) {
           "AVX2 scans of 128-bit and 4k-word codes: 'auto' (time both once per width), 'vector' "
           "(vpshufb) or 'popcnt'; for tests (HASHSEARCH_WIDE_POPCOUNT sets the start value).");
 
-    py::class_<GrowableFlatIndex>(m, "FlatIndex")
+    py::class_<GrowableFlatIndex> flat_cls(m, "FlatIndex");
+    flat_cls
         .def(py::init([](const CodesArray& codes, int nbits) {
                  check_codes(codes, "codes");
                  return new GrowableFlatIndex(codes.data(), codes.shape(0), codes.shape(1), nbits);
@@ -262,6 +286,7 @@ PYBIND11_MODULE(_core, m) {
             auto lock = self.read_lock();
             return self.memory_bytes();
         });
+    def_lock_hooks<GrowableFlatIndex>(flat_cls);
 
     m.def("mih_key_bits", &MIHIndex::key_bits_for, py::arg("sub_bits"), py::arg("n"), py::arg("nbits"),
           "Directory bits MIHIndex uses for a substring of sub_bits bits (n items, nbits-bit codes).");
@@ -388,7 +413,8 @@ PYBIND11_MODULE(_core, m) {
         .def("extra_bytes", &ClusterIndex::extra_bytes)
         .def("memory_bytes", [](const ClusterIndex& s) { return s.code_bytes() + s.extra_bytes(); });
 
-    py::class_<GrowableHierarchicalIndex>(m, "HierarchicalIndex")
+    py::class_<GrowableHierarchicalIndex> hier_cls(m, "HierarchicalIndex");
+    hier_cls
         .def(py::init([](const CodesArray& codes, int nbits, const FloatArray& emb, int m) {
                  check_codes(codes, "codes");
                  if (emb.ndim() != 2 || emb.shape(0) != codes.shape(0))
@@ -522,4 +548,5 @@ PYBIND11_MODULE(_core, m) {
             auto lock = s.read_lock();
             return s.memory_bytes();
         });
+    def_lock_hooks<GrowableHierarchicalIndex>(hier_cls);
 }

@@ -216,6 +216,42 @@ def test_add_while_other_threads_search(kind):
     assert adds_s < 60, f"add() waited {adds_s:.0f} s behind searching threads"
 
 
+@pytest.mark.parametrize("kind", ["flat", "hier"])
+def test_a_search_waits_for_a_writer_then_answers_exactly(kind):
+    """The read lock's waiting path (taken when an add() holds or waits for the lock; it releases
+    the GIL while it waits) is made to run: another thread holds the write lock as add() does, a
+    search from this thread must wait for it and then answer exactly, and other Python threads run
+    meanwhile. (The add-while-searching test above reached this path only by chance.)"""
+    rng = np.random.default_rng(5)
+    codes = hashsearch.pack(rng.integers(0, 2, size=(3000, 64), dtype=np.uint8))
+    emb = rng.standard_normal((3000, 8)).astype(np.float32)
+    index = hashsearch.Index(codes, 64) if kind == "flat" else hashsearch.HierarchicalIndex(codes, emb, 64)
+    search = index.topk if kind == "flat" else index.hamming_topk
+    native = index._native
+    holder = threading.Thread(target=native._hold_write_lock, args=(0.5,))
+    waited = native._waited_reads
+    holder.start()
+    deadline = time.monotonic() + 30
+    while not native._write_held and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert native._write_held, "the holder thread never took the write lock"
+    ticks = []
+    ticker = threading.Thread(target=lambda: [ticks.append(time.sleep(0.01)) for _ in range(10)])
+    ticker.start()  # runs only if the waiting search released the GIL
+    started = time.monotonic()
+    D, I = search(codes[:4], 10)
+    waited_s = time.monotonic() - started
+    ticks_while_waiting = len(ticks)
+    holder.join()
+    ticker.join()
+    assert native._waited_reads == waited + 1
+    assert waited_s > 0.1, f"the search returned after {waited_s:.3f} s, while the write lock was held"
+    assert ticks_while_waiting >= 3, f"another thread ran only {ticks_while_waiting} ticks: the GIL was held"
+    Dr, Ir = topk_hamming(codes[:4], codes, 10)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+
+
 @pytest.mark.parametrize("candidate_search", ["scan", "mih", "cluster"])
 def test_hierarchical_add_equals_building_at_once(candidate_search, tmp_path):
     from hashsearch.reference import topk_hierarchical
