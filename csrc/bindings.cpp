@@ -169,6 +169,12 @@ py::tuple hamming_topk(const Index& index, const Shape& flat, const CodesArray& 
     return py::make_tuple(D, I);
 }
 
+// Embeddings must be finite: a NaN would make the re-ranking's order undefined.
+void check_finite(const float* x, size_t count, const char* what) {
+    for (size_t i = 0; i < count; ++i)
+        if (!std::isfinite(x[i])) throw std::invalid_argument(std::string(what) + " contain NaN or infinite values");
+}
+
 // A HierarchicalIndex's Hamming stage, searched as an index by hamming_topk.
 struct HammingStage {
     const HierarchicalIndex& index;
@@ -419,6 +425,7 @@ PYBIND11_MODULE(_core, m) {
                  check_codes(codes, "codes");
                  if (emb.ndim() != 2 || emb.shape(0) != codes.shape(0))
                      throw std::invalid_argument("embeddings must be (n, dim) with n matching codes");
+                 check_finite(emb.data(), static_cast<size_t>(emb.size()), "embeddings");
                  ReleaseGil release;
                  return new GrowableHierarchicalIndex(codes.data(), codes.shape(0), codes.shape(1), nbits,
                                               emb.data(), emb.shape(1), m);
@@ -437,9 +444,7 @@ PYBIND11_MODULE(_core, m) {
                      throw std::invalid_argument("query embeddings must be (nq, " +
                                                  std::to_string(self.dim()) + ")");
                  // Checked here rather than in Python (np.isfinite(...).all() cost ~2 us a call).
-                 const float* qf = qe.data();
-                 for (size_t i = 0, count = nq * self.dim(); i < count; ++i)
-                     if (!std::isfinite(qf[i])) throw std::invalid_argument("query embeddings contain NaN or infinite values");
+                 check_finite(qe.data(), nq * self.dim(), "query embeddings");
                  IdArray keep_ptr, keep_idx;
                  ExcludeList ex = make_exclude(indptr, indices, nq, flat.size(), keep_ptr, keep_idx);
                  size_t kk = static_cast<size_t>(k > 0 ? k : 0);
@@ -477,6 +482,7 @@ PYBIND11_MODULE(_core, m) {
                      static_cast<size_t>(emb.shape(1)) != self.dim())
                      throw std::invalid_argument("embeddings must be (n, " + std::to_string(self.dim()) +
                                                  ") with n matching codes");
+                 check_finite(emb.data(), static_cast<size_t>(emb.size()), "embeddings");
                  const uint64_t* cp = codes.data();
                  const float* ep = emb.data();
                  const size_t count = static_cast<size_t>(codes.shape(0));

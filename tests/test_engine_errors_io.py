@@ -166,6 +166,25 @@ def test_bad_hierarchical_input(rng):
             index.topk(codes[:3], q_emb, 5)
 
 
+def test_the_native_layer_rejects_non_finite_embeddings_on_its_own(rng):
+    """hashsearch._core checks again what the Python layer checks (it accepted NaN item
+    embeddings from a direct caller before, and now holds the query check alone)."""
+    from hashsearch import _core
+
+    codes = rng.integers(0, 2**63, (50, 1), dtype=np.uint64)
+    emb = rng.standard_normal((50, 4)).astype(np.float32)
+    bad = emb.copy()
+    bad[-1, -1] = np.nan
+    with pytest.raises(ValueError, match="embeddings contain NaN or infinite values"):
+        _core.HierarchicalIndex(codes, 64, bad, 0)
+    index = _core.HierarchicalIndex(codes, 64, emb, 0)
+    with pytest.raises(ValueError, match="embeddings contain NaN or infinite values"):
+        index.add(codes[:2], np.full((2, 4), np.inf, np.float32))
+    assert index.ntotal == 50
+    with pytest.raises(ValueError, match="query embeddings contain NaN or infinite values"):
+        index.topk(codes[:2], bad[-2:], 5, 10)
+
+
 def test_simd_level_controls():
     levels = hashsearch.available_simd_levels()
     assert levels[0] == "scalar" and hashsearch.simd_level() in levels
