@@ -172,7 +172,7 @@ py::tuple hamming_topk(const Index& index, const Shape& flat, const CodesArray& 
 // Embeddings must be finite: a NaN would make the re-ranking's order undefined.
 void check_finite(const float* x, size_t count, const char* what) {
     for (size_t i = 0; i < count; ++i)
-        if (!std::isfinite(x[i])) throw std::invalid_argument(std::string(what) + " contain NaN or infinite values");
+        if (!std::isfinite(x[i])) throw std::invalid_argument(std::string(what) + " contain NaN or infinite values (as float32)");
 }
 
 // A HierarchicalIndex's Hamming stage, searched as an index by hamming_topk.

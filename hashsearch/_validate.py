@@ -98,9 +98,10 @@ def float_matrix(
         raise ValueError(f"{name} must have {rows} rows, got {arr.shape[0]}")
     if cols is not None and arr.shape[1] != cols:
         raise ValueError(f"{name} must have {cols} columns, got {arr.shape[1]}")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range becomes inf, reported below
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     if check_finite and not np.isfinite(out).all():
-        raise ValueError(f"{name} contain NaN or infinite values")
+        raise ValueError(f"{name} contain NaN or infinite values (as float32)")
     return out
 
 

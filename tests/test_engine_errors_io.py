@@ -3,6 +3,7 @@ import os
 import stat
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -164,6 +165,14 @@ def test_bad_hierarchical_input(rng):
         q_emb[2, 3] = bad_value
         with pytest.raises(ValueError, match="query embeddings contain NaN or infinite values"):
             index.topk(codes[:3], q_emb, 5)
+    beyond = emb[:3].astype(np.float64)
+    beyond[1, 0] = 1e39  # finite, but inf as float32: an error, without numpy's overflow warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="query embeddings contain NaN or infinite values \\(as float32\\)"):
+            index.topk(codes[:3], beyond, 5)
+        with pytest.raises(ValueError, match="^embeddings contain NaN or infinite values \\(as float32\\)"):
+            hashsearch.HierarchicalIndex(codes, np.full(emb.shape, 1e39), 32)
 
 
 def test_the_native_layer_rejects_non_finite_embeddings_on_its_own(rng):
