@@ -35,7 +35,9 @@ def check_k(k, n: int, name: str = "k") -> int:
         raise ValueError("the index is empty: it holds 0 codes")
     if k > n:
         raise ValueError(f"{name}={k} exceeds the number of indexed codes n={n}")
-    return check_int(k, name, 1)
+    if k > INT_MAX:  # an index of more codes than a C int counts
+        raise ValueError(f"{name} must be <= {INT_MAX}, got {k}")
+    return k
 
 
 def check_threads(num_threads) -> int:

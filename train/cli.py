@@ -114,14 +114,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if getattr(ns, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .reproduce import check_settings
+
+    try:  # a setting out of range is a usage error: said the argparse way (exit status 2), no traceback
+        if ns.command == "fit":
+            cfg = config_from_args(ns)
+            cfg.validate()
+        elif ns.command == "reproduce":
+            check_settings(ns)
+    except ValueError as bad:
+        parser.error(str(bad))
     if ns.command == "fit":
         from .trainer import TrainingInterrupted, fit
 
-        cfg = config_from_args(ns)
-        try:
-            cfg.validate()
-        except ValueError as bad:  # a usage error: say so the argparse way (exit status 2), no traceback
-            parser.error(str(bad))
         try:
             metrics = fit(cfg)
             code = 0
@@ -132,13 +137,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps({"out": cfg.out, "train_seconds": round(metrics["train_seconds"], 1), **summary}, indent=1))
         return code
     if ns.command == "reproduce":
-        from .reproduce import check_settings
         from .reproduce import run as run_reproduce
 
-        try:
-            check_settings(ns)
-        except ValueError as bad:
-            parser.error(str(bad))
         return run_reproduce(ns)
     parser.error(f"unknown command {ns.command}")
     return 2

@@ -244,12 +244,6 @@ class FitConfig:
             raise ValueError("the softmax loss is for continuous methods (lsh, graphsage, lightgcn, mf)")
         if self.q_mode not in ("element", "node", "pair"):
             raise ValueError(f"unknown q_mode {self.q_mode!r} (element, node, pair)")
-        if not self.quant_weight >= 0.0:
-            raise ValueError(f"quant_weight must be >= 0, got {self.quant_weight}")
-        if not self.cont_weight >= 0.0:
-            raise ValueError(f"cont_weight must be >= 0, got {self.cont_weight}")
-        if not self.guided_gamma >= 0.0:
-            raise ValueError(f"guided_gamma must be >= 0, got {self.guided_gamma}")
         if self.code_scale not in ("auto", "one", "mean"):
             raise ValueError(f"unknown code_scale {self.code_scale!r} (auto, one, mean)")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -279,13 +273,14 @@ class FitConfig:
                 where = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi == inf else ']'}"
                 raise ValueError(f"{name} must be in {where}, got {v}")
 
-        for name in ("epochs", "layers", "shared_negatives", "p_every", "patience", "threads"):
+        for name in ("epochs", "layers", "p_every", "patience", "threads"):
             need(name, 0, inf, integer=True)
         for name in ("batch_size", "negatives", "emb_dim", "eval_every", "candidates", "eval_block"):
             need(name, 1, inf, integer=True)
         for name in ("temperature", "score_scale", "gumbel_tau"):
             need(name, 0.0, inf, lo_open=True)
-        for name in ("lr", "reg", "margin", "lam", "alpha", "hashnet_gamma"):  # (lr 0: nothing trains; tests use it)
+        for name in ("lr", "reg", "margin", "lam", "alpha", "hashnet_gamma", "quant_weight", "cont_weight",
+                     "guided_gamma"):  # (lr 0: nothing trains; tests use it)
             need(name, 0.0, inf)
         for name in ("p_start", "p_floor", "p_lr_min", "sp_pretrain_frac"):
             need(name, 0.0, 1.0)
