@@ -222,6 +222,7 @@ def _bench_mih(benchmark, w, nbits, dist, m):
         table_bytes=mih.table_bytes(), code_bytes=codes_bytes,
         table_over_codes=round(mih.table_bytes() / codes_bytes, 3),
         fallbacks_per_call=s1["fallbacks"] - s0["fallbacks"],
+        joined_per_call=s1["joined"] - s0["joined"], scanned_per_call=s1["scanned"] - s0["scanned"],
         candidates_per_query=round((s1["candidates"] - s0["candidates"]) / w.nq, 1),
         probes_per_query=round((s1["probes"] - s0["probes"]) / w.nq, 1),
         kth_distance_mean=round(float(D[:, -1].mean()), 2),

@@ -11,68 +11,16 @@
 #include <type_traits>
 #include <utility>
 
+#include "mih_detail.h"
 #include "parallel.h"
 #include "scan_sorted.h"
 #include "unordered_topk.h"
 
 namespace hashsearch {
 
+using namespace mih_detail;
+
 namespace {
-
-// Bits [start, start+bits) of a packed code, bits <= 32.
-inline uint32_t substring(const uint64_t* code, int start, int bits) {
-    size_t w = static_cast<size_t>(start) >> 6;
-    int off = start & 63;
-    uint64_t v = code[w] >> off;
-    if (off + bits > 64) v |= code[w + 1] << (64 - off);
-    return static_cast<uint32_t>(v & ((uint64_t{1} << bits) - 1));
-}
-
-// Portable popcount of a substring (this file is built without -mpopcnt, where
-// __builtin_popcount would be a library call); only admitted candidates use it.
-inline int popcount32(uint32_t x) {
-    x = x - ((x >> 1) & 0x55555555u);
-    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
-    x = (x + (x >> 4)) & 0x0F0F0F0Fu;
-    return static_cast<int>((x * 0x01010101u) >> 24);
-}
-
-// The k-th smallest distance from counts of distances alone: a candidate's id
-// (a random read, or a binary search in table 0 for tables j >= 1) is only
-// looked up if it is still within the k-th distance when the search ends, not
-// each time it would enter a (distance, id) top-k that later drops it. (With
-// ids, 15% of a 64-bit query's time went to those binary searches.)
-class CountingTopK {
-public:
-    void reset(size_t k, int nbits) {
-        k_ = k;
-        counts_.assign(static_cast<size_t>(nbits) + 1, 0);
-        total_ = within_ = 0;
-        kth_ = std::numeric_limits<uint32_t>::max();
-    }
-    // Largest distance that can still be among the k nearest (ties included).
-    uint32_t threshold() const { return kth_; }
-    int64_t kth_distance() const { return total_ >= k_ ? static_cast<int64_t>(kth_) : -1; }
-    // Counts a candidate at distance d <= threshold().
-    void add(uint32_t d) {
-        ++counts_[d];
-        ++total_;
-        if (total_ < k_) return;
-        if (total_ == k_) {  // the k-th distance, first known
-            within_ = 0;
-            kth_ = 0;
-            while ((within_ += counts_[kth_]) < k_) ++kth_;
-            return;
-        }
-        ++within_;
-        while (within_ - counts_[kth_] >= k_) within_ -= counts_[kth_--];
-    }
-
-private:
-    size_t k_ = 0, total_ = 0, within_ = 0;  // within_: candidates at distance <= kth_
-    std::vector<size_t> counts_;
-    uint32_t kth_ = 0;
-};
 
 // Costs (ns) for choosing the next ring and for deciding when a query is
 // better finished by the linear scan, fitted to timings of 1M and 4.2M-item
@@ -80,13 +28,9 @@ private:
 // share of them that must be offered to the top-k and have their ids looked up).
 constexpr double kProbeNs = 15.0;        // one bucket: its offsets read
 constexpr double kRunNs = 40.0;          // a non-empty bucket: the miss that starts its run
-constexpr double kSubProbeNs = 2.0;      // one sub-bucket of a sub-directory (a line already fetched)
 constexpr double kCandidateNs = 3.5;     // a candidate
 constexpr double kRangeCandidateNs = 8.0;  // a candidate of range_search (a scalar distance each)
-constexpr double kScanNsPerWord = 0.35;  // the linear scan, per item and code word
-constexpr double kCompactScanNs = 0.2;   // ... for codes of <= 32 bits
-constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
-constexpr int kMaxSubBits = 5;           // sub-directories of at most 32 sub-buckets
+constexpr double kCompactScanNs = 0.2;   // the linear scan per item, codes of <= 32 bits
 constexpr size_t kSmallScanItems = 1 << 16;  // up to here the fallback fills a byte buffer (Index's two-pass)
 // From this many fallback queries on a small index, an id-ordered copy of the
 // codes (~2 ns an item) costs less than putting each query's distances into id order.
@@ -102,58 +46,10 @@ constexpr size_t kOrderedBatch = 1024;
 constexpr uint32_t kSliceItems = 256;    // items read per threshold update
 constexpr size_t kPrefetchRuns = 16;     // runs fetched ahead of the one being read
 constexpr size_t kPrefetchBytes = 128;   // ... up to this much of each (the rest streams)
-
-// C(n, r) for n <= 64 from a table built once (the search's cost floor asks
-// for it on every ring: computing it by divisions took a tenth of a query).
-double binomial(int n, int r) {
-    struct Binomials {
-        double c[65][65] = {};
-        Binomials() {
-            for (int a = 0; a <= 64; ++a) {
-                c[a][0] = 1;
-                for (int b = 1; b <= a; ++b) c[a][b] = c[a - 1][b - 1] + (b < a ? c[a - 1][b] : 0);
-            }
-        }
-    };
-    static const Binomials table;
-    if (r < 0 || r > n || n > 64) return 0;
-    return table.c[n][r];
-}
-
-// Calls fn(bucket) for every key of `key_bits` bits at distance exactly rho from
-// `key`, stepping through the rho-bit masks with Gosper's hack.
-template <class Fn>
-void for_each_key_at(uint32_t key, int key_bits, int rho, Fn&& fn) {
-    const uint64_t limit = uint64_t{1} << key_bits;
-    uint64_t mask = rho == 0 ? 0 : (uint64_t{1} << rho) - 1;
-    while (mask < limit) {
-        fn(key ^ static_cast<uint32_t>(mask));
-        if (rho == 0) break;
-        const uint64_t c = mask & (~mask + 1);
-        const uint64_t nx = mask + c;
-        mask = (((nx ^ mask) >> 2) >> __builtin_ctzll(c)) | nx;  // c is a power of two: no divide
-    }
-}
-
-inline uint64_t low_mask(int bits) { return bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1; }
-
-// A one-word code with bits [s, s + kb) cut out (the higher bits move down).
-inline uint64_t cut_key(uint64_t x, int s, int kb) {
-    uint64_t high = s + kb >= 64 ? 0 : (x >> (s + kb)) << s;
-    return (x & low_mask(s)) | high;
-}
-
-// Inverse of cut_key: puts `key` back at bits [s, s + kb).
-inline uint64_t paste_key(uint64_t rest, uint64_t key, int s, int kb) {
-    uint64_t high = s + kb >= 64 ? 0 : (rest >> s) << (s + kb);
-    return (rest & low_mask(s)) | high | (key << s);
-}
-
-inline bool code_less(const uint64_t* a, const uint64_t* b, size_t nw) {
-    for (size_t w = 0; w < nw; ++w)
-        if (a[w] != b[w]) return a[w] < b[w];
-    return false;
-}
+// Batches of one-word codes from this many queries are searched joined (search_joined),
+// in chunks of at most kJoinChunk (a pair packs bucket, sub distance and query in 32 bits).
+constexpr size_t kJoinMinQueries = 64;
+constexpr size_t kJoinChunk = 2048;
 
 }  // namespace
 
@@ -479,7 +375,9 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     if (k <= 0) throw std::invalid_argument("k must be positive, got " + std::to_string(k));
     if (sorted_.size() == 0) throw std::invalid_argument("the index is empty");
     Kernels kern = active_kernels();
-    const size_t probe = std::min(kMaxCalibrationQueries, std::max(kMinCalibrationQueries, nq / 32));
+    // (A batch that will be searched joined is timed joined too, on enough queries to be.)
+    const size_t probe = std::min(kMaxCalibrationQueries,
+                                  std::max({kMinCalibrationQueries, nq / 32, joinable() ? kJoinMinQueries : 0}));
     if (!scan_fallback_ || nq < 4 * probe) {
         if (scan_fallback_ && fall_score_.skipping()) {
             // Small batches (below the timed size) whose recent queries fell back: scan this
@@ -558,19 +456,39 @@ FlatIndex MIHIndex::id_ordered_copy() const {
 void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_t q0, size_t q1, int k,
                              const ExcludeList& exclude, int num_threads, int32_t* D, int64_t* I) const {
     if (q1 <= q0) return;
-    const size_t nw = sorted_.nwords();
+    const size_t nw = sorted_.nwords(), nq = q1 - q0;
     const size_t nworkers = static_cast<size_t>(resolve_threads(num_threads));
     std::vector<size_t> probes(nworkers, 0), cands(nworkers, 0);
-    std::vector<uint8_t> fell(q1 - q0, 0);
-    // A large batch goes in the order of its queries' table-0 keys (then codes):
-    // neighbouring queries probe the same and nearby buckets, which are then
-    // still in cache. Learned codes cluster, so this pays once a batch holds
-    // many queries per cluster (each query's answer is unchanged).
+    std::vector<uint8_t> fell(nq, 0);
+    // Queries searched one by one (batch positions; empty: all, in batch order).
     std::vector<uint32_t> order;
-    if (q1 - q0 >= kOrderedBatch) {
+    if (joinable() && nq >= kJoinMinQueries) {
+        // Large batches of one-word codes are searched joined (search_joined), all but
+        // the queries with more than k exclusions (search_one's exclusion-aware top-k).
+        std::vector<uint32_t> joined;
+        for (size_t i = 0; i < nq; ++i) {
+            const size_t q = q0 + i;
+            const bool few = static_cast<size_t>(exclude.end(q) - exclude.begin(q)) <= static_cast<size_t>(k);
+            (few ? joined : order).push_back(static_cast<uint32_t>(q));
+        }
+        std::vector<uint8_t> jfell(joined.size(), 0);
+        // Equal chunks of at most kJoinChunk queries, one after the other, each by all the threads.
+        const size_t chunks = (joined.size() + kJoinChunk - 1) / kJoinChunk;
+        const size_t per = chunks == 0 ? 0 : (joined.size() + chunks - 1) / chunks;
+        for (size_t c0 = 0; c0 < joined.size(); c0 += per)
+            search_joined(kern, queries, joined.data() + c0, std::min(per, joined.size() - c0), k, exclude,
+                          num_threads, D, I, jfell.data() + c0, probes[0], cands[0]);
+        for (size_t i = 0; i < joined.size(); ++i) fell[joined[i] - q0] = jfell[i];
+        joined_ += joined.size() - static_cast<size_t>(std::count(jfell.begin(), jfell.end(), uint8_t{1}));
+        for (uint32_t& q : order) q -= static_cast<uint32_t>(q0);
+    } else if (nq >= kOrderedBatch) {
+        // A large batch goes in the order of its queries' table-0 keys (then codes):
+        // neighbouring queries probe the same and nearby buckets, which are then
+        // still in cache. Learned codes cluster, so this pays once a batch holds
+        // many queries per cluster (each query's answer is unchanged).
         const Table& t0 = tables_[0];
-        std::vector<std::pair<uint32_t, uint32_t>> keyed(q1 - q0);
-        for (size_t i = 0; i < q1 - q0; ++i)
+        std::vector<std::pair<uint32_t, uint32_t>> keyed(nq);
+        for (size_t i = 0; i < nq; ++i)
             keyed[i] = {substring(queries + (q0 + i) * nw, t0.start, t0.key_bits), static_cast<uint32_t>(i)};
         std::sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
             if (a.first != b.first) return a.first < b.first;
@@ -581,17 +499,19 @@ void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_
         });
         order.resize(keyed.size());
         for (size_t i = 0; i < keyed.size(); ++i) order[i] = keyed[i].second;
+    } else {
+        order.resize(nq);
+        std::iota(order.begin(), order.end(), 0u);
     }
     // Fewer queries than threads: a query searches the tables on one thread, but its
     // fallback scan would split the items over all of them (scan_sorted, as Index), so it
     // is measured against that share of the scan's time.
-    const size_t nq = q1 - q0;
     const double scan_share = nq < nworkers && sorted_.size() * nw >= split_min_words()
                                   ? static_cast<double>(nq) / static_cast<double>(nworkers)
                                   : 1.0;
-    parallel_for(q1 - q0, num_threads, [&](size_t task, size_t worker) {
+    parallel_for(order.size(), num_threads, [&](size_t task, size_t worker) {
         thread_local Scratch scratch;
-        const size_t i = order.empty() ? task : order[task];
+        const size_t i = order[task];
         const size_t q = q0 + i;
         scratch.probes = scratch.candidates = 0;
         bool fell_back = false;

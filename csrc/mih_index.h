@@ -99,12 +99,16 @@ public:
     // because timing a batch's first queries showed the scan faster (or to time
     // it), in small ones because most recent queries fell back.
     size_t scanned_count() const { return scanned_.load(); }
+    // Queries answered by a joined search (search_joined) since construction.
+    size_t joined_count() const { return joined_.load(); }
     // Buckets probed and candidates checked since construction.
     size_t probe_count() const { return probes_.load(); }
     size_t candidate_count() const { return candidates_.load(); }
     // Tests turn the scan fallback off to exercise the table search on inputs
     // too small for it to pay.
     void set_scan_fallback(bool enabled) { scan_fallback_ = enabled; }
+    // Tests: batches searched query by query (false) or joined where they can be (true).
+    void set_join(bool enabled) { join_enabled_ = enabled; }
     // Which way large batches go: -1 not timed yet, 0 the scan, 1 the tables.
     int batch_verdict() const { return verdict_.load(); }
     // Tests: impose a verdict on the next kRetimeEvery - 1 large batches.
@@ -170,6 +174,15 @@ private:
     // the cost model says the scan is cheaper.
     void search_tables(const Kernels& kern, const uint64_t* queries, size_t q0, size_t q1, int k,
                        const ExcludeList& exclude, int num_threads, int32_t* D, int64_t* I) const;
+    // Queries which[0..count) (one-word codes of 33..64 bits, at most k exclusions each)
+    // searched together, ring by ring: each ring's (bucket, query) pairs are grouped by
+    // bucket, so the tables are read in address order instead of a cache miss per bucket
+    // and query. fell[i] set: query which[i] is left to the scan.
+    void search_joined(const Kernels& kern, const uint64_t* queries, const uint32_t* which, size_t count,
+                       int k, const ExcludeList& exclude, int num_threads, int32_t* D, int64_t* I,
+                       uint8_t* fell, size_t& probes, size_t& candidates) const;
+    // Whether search_tables may answer a batch by search_joined.
+    bool joinable() const { return join_enabled_ && sorted_.nwords() == 1 && !sorted_.compact() && tables_.size() > 1; }
     // scan_share: the part of the fallback scan's one-thread time this query would wait
     // for (1, or 1/threads when fewer queries than threads split the scan's items).
     void search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
@@ -201,6 +214,7 @@ private:
     std::vector<Table> tables_;
     size_t max_bucket_ = 0;
     bool scan_fallback_ = true;
+    bool join_enabled_ = true;
     mutable std::atomic<size_t> fallbacks_{0};
     mutable std::atomic<size_t> scanned_{0};
     static constexpr int kUntimed = -1, kScanFaster = 0, kTablesFaster = 1;
@@ -208,6 +222,7 @@ private:
     mutable std::atomic<int> verdict_{kUntimed};
     mutable std::atomic<uint32_t> large_calls_{0};
     FallbackScore fall_score_;  // whether recent queries kept falling back to the scan
+    mutable std::atomic<size_t> joined_{0};
     mutable std::atomic<size_t> probes_{0};
     mutable std::atomic<size_t> candidates_{0};
 };

@@ -345,7 +345,11 @@ class MIHIndex(_RangeSearch, _HammingBase):
         """Counters since construction (a guide for choosing ``m``).
 
         ``fallbacks``: queries the cost model sent from the tables to the scan;
-        ``scanned``: queries of large batches (>= 128) answered by the scan because
+        ``joined``: queries of batches of >= 64 (codes of 33..64 bits) answered by a joined
+        search (the batch's queries through the tables together, ring by ring, each
+        ring's buckets read once for all the queries that probe them);
+        ``scanned``: queries of large batches (>= 128; >= 256 for codes of 33..64 bits)
+        answered by the scan because
         timing a batch's first queries showed the scan faster (or to time it; the
         verdict is reused by later large batches and re-timed every 8th), and
         queries of smaller calls answered by the scan straight away because most
@@ -354,7 +358,8 @@ class MIHIndex(_RangeSearch, _HammingBase):
         ``probes``: buckets probed; ``candidates``: codes compared in the tables.
         """
         return {"fallbacks": int(self._native.fallback_count), "scanned": int(self._native.scanned_count),
-                "probes": int(self._native.probe_count), "candidates": int(self._native.candidate_count)}
+                "joined": int(self._native.joined_count), "probes": int(self._native.probe_count),
+                "candidates": int(self._native.candidate_count)}
 
     def table_bytes(self) -> int:
         """Bytes held by the hash tables alone."""

@@ -337,7 +337,7 @@ def test_mih_stats_count_work(rng):
     mih.topk(codes[:10], 1)  # each query is an indexed code: found in its first bucket
     st = mih.stats()
     # only the radius-0 bucket of each table is looked up
-    assert st == {"fallbacks": 0, "scanned": 0, "probes": 10 * mih.m, "candidates": st["candidates"]}
+    assert st == {"fallbacks": 0, "scanned": 0, "joined": 0, "probes": 10 * mih.m, "candidates": st["candidates"]}
     assert st["candidates"] >= 10
     # far from every code, probing would cost more than scanning 5,000 items: the scan answers
     D, I = mih.topk(random_codes(rng, 10, 32), 50)
@@ -358,14 +358,16 @@ def test_mih_large_batch_timing_path_is_exact(simd, kind, rng):
     expected = {ex is None: flat.topk(queries, 100, exclude=ex) for ex in (None, exclude)}
     mih = hashsearch.MIHIndex(codes, nbits, m=3)
     assert mih._native.batch_verdict == -1
-    # timed: the same 32 queries both ways (the next 32 too if the scan won), then the faster
+    # timed: the same `probe` queries both ways (the next ones too if the scan won), then
+    # the faster; 64-bit codes are searched joined, timed on its least batch (64 queries)
+    probe = 64
     D, I = mih.topk(queries, 100, exclude=exclude)
     np.testing.assert_array_equal(D, expected[False][0])
     np.testing.assert_array_equal(I, expected[False][1])
     assert mih._native.batch_verdict in (0, 1)
     st = mih.stats()
-    assert st["scanned"] in ((32, 64) if mih._native.batch_verdict == 1 else (300,))
-    assert st["fallbacks"] <= (300 if mih._native.batch_verdict == 1 else 64)
+    assert st["scanned"] in ((probe, 2 * probe) if mih._native.batch_verdict == 1 else (300,))
+    assert st["fallbacks"] <= (300 if mih._native.batch_verdict == 1 else 2 * probe)
     for verdict in (0, 1):  # each verdict reused by later batches, exactly
         for threads in (1, 2):
             for ex in (None, exclude):
@@ -376,7 +378,7 @@ def test_mih_large_batch_timing_path_is_exact(simd, kind, rng):
                 np.testing.assert_array_equal(I, expected[ex is None][1])
                 assert (mih.stats()["scanned"] - before == 300) == (verdict == 0)
     small = hashsearch.MIHIndex(codes, nbits, m=3)
-    small.topk(queries[:127], 10)  # below 4 x 32 queries: no timing, the cost model alone
+    small.topk(queries[:255], 10)  # below 4 x 64 queries: no timing, the cost model alone
     assert small.stats()["scanned"] == 0
 
 
@@ -444,7 +446,8 @@ def test_mih_scan_paths_break_ties_by_id(simd, nbits, rng):
     for n in (70_000, 5_000):
         distinct = clustered_codes(rng, 500, nbits)
         codes = distinct[rng.integers(0, 500, size=n)]
-        queries = np.concatenate([distinct[:64], clustered_codes(rng, 64, nbits)])
+        # (256 queries: the least batch a verdict applies to, 4 x the 64 timed for a joined search)
+        queries = np.concatenate([distinct[:128], clustered_codes(rng, 128, nbits)])
         exclude = random_exclude(rng, len(queries), n, 100)
         flat = hashsearch.Index(codes, nbits)
         mih = hashsearch.MIHIndex(codes, nbits, m=2)

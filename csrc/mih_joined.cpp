@@ -1,0 +1,377 @@
+// Joined search of a batch of queries through MIHIndex's tables (one-word codes of
+// 33..64 bits).
+//
+// search_one answers a query by itself: every bucket it probes and every run of
+// items it reads starts with a cache miss, since a query's buckets are scattered
+// over the tables. Here the queries of a chunk go through the rings together, one
+// step (one ring of one table) at a time: the step's (bucket, query) pairs are put
+// in bucket order, so the table is read in address order and a bucket that several
+// queries probe is read once for all of them, while it is in cache. Same output as
+// search_one, bit for bit.
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "mih_detail.h"
+#include "mih_index.h"
+#include "parallel.h"
+#include "unordered_topk.h"
+
+namespace hashsearch {
+
+using namespace mih_detail;
+
+namespace {
+
+// Pairs are grouped by the top kJoinGroupBits bits of their bucket (a counting sort
+// with 2^14 counters per thread): a group's buckets then lie within a few KB of the
+// table, which is as good as a full sort by bucket and far cheaper to clear.
+constexpr int kJoinGroupBits = 14;
+// Sub distances of a pair (up to kMaxSubBits = 5) take three bits of its 32.
+constexpr int kSubDistanceBits = 3;
+// Costs (ns) counted against a query's budget (its share of a linear scan), so that
+// queries the tables cannot answer cheaply (uniform codes) go to the scan: a pair
+// (generating, grouping and reading its bucket's offsets, and keeping what passes)
+// and an item of a run. Fitted where the budget binds, 1M learned 64-bit codes on an
+// AVX2 core (~185 us a query: ~2,100 pairs, ~32,000 items); at 4.2M items, whose
+// tables miss the cache more, a query costs ~2x this estimate but stays far within
+// its budget.
+constexpr double kJoinPairNs = 50.0;
+constexpr double kJoinItemNs = 2.5;
+// The least a future step's key costs (search_one's kProbeNs for a future ring's
+// key): proving a query's k-th distance costs at least the keys of the steps it
+// still takes. (Charged like the pairs so far, it sent ~30% more of those 1M
+// learned queries to the scan.)
+constexpr double kJoinKeyNs = 15.0;
+
+}  // namespace
+
+void MIHIndex::search_joined(const Kernels& kern, const uint64_t* queries, const uint32_t* which, size_t count,
+                             int k, const ExcludeList& exclude, int num_threads, int32_t* D, int64_t* I,
+                             uint8_t* fell, size_t& probes, size_t& candidates) const {
+    // Every query goes through the rings in the same order (tables 0..m-1 at radius 0,
+    // then at radius 1, ...), so after each step all active queries have searched
+    // table j to the same radius done[j], and an item met in table j is new iff no
+    // other table has already read it (seen_before). Ring r of a table is what
+    // search_one reads there: buckets at key distance r, whole or, with a
+    // sub-directory, their sub-bucket at sub distance 0, and the sub-buckets at sub
+    // distance b of the crowded buckets at key distance r - b.
+    //
+    // The threads share each step: each reads blocks of the step's grouped pairs and
+    // keeps what it finds in its own part of every query's state. Between steps the
+    // parts' distance counts are summed to each query's k-th distance so far, which
+    // bounds every part's threshold in the next step.
+    const int m = static_cast<int>(tables_.size());
+    const size_t mm = static_cast<size_t>(m);
+    int qbits = 1;
+    while ((size_t{1} << qbits) < count) ++qbits;
+    const int low_bits = qbits + kSubDistanceBits;  // a pair: bucket | sub distance | query
+    if (count == 0) return;
+    if (kMaxKeyBits + low_bits > 32) throw std::logic_error("search_joined: too many queries in one chunk");
+    const uint32_t qmask = (uint32_t{1} << qbits) - 1;
+    const size_t nthreads = std::max<size_t>(1, std::min<size_t>(resolve_threads(num_threads), count / 64 + 1));
+    const uint64_t* codes0 = sorted_.data64();
+    const Table& t0 = tables_[0];
+
+    struct Kept {
+        uint64_t code;   // tables j >= 1: the item's code (its table-0 position is looked up at the end)
+        uint32_t d;
+        uint32_t where;  // table 0: its position; else the rank of its code among equal codes
+        bool at_position;
+    };
+    struct Crowded {  // a bucket with a sub-directory, met at some key distance
+        uint32_t bucket;
+        uint8_t table, key_distance;
+    };
+    struct Part {  // one thread's part of one query's state
+        CountingTopK counts;
+        std::vector<Kept> kept;
+        std::vector<Crowded> crowded;
+        size_t compact_at = 0;
+        double spent_ns = 0;
+    };
+    struct Run {  // items [e0, e1) of `bucket` for `query`
+        uint32_t e0, e1, bucket, query, key_distance;
+    };
+    struct Lookup {  // a kept candidate's id, found at the end
+        uint32_t pos;   // table-0 position (once known)
+        uint32_t slot;  // index into the finishing queries' candidates
+        uint32_t key;   // table-0 key and sub-key of its code (the order of the binary searches)
+        uint32_t rank;
+        uint64_t code;
+    };
+    struct Worker {
+        std::vector<uint32_t> pairs, group_at;
+        std::vector<Run> runs;
+        std::vector<uint32_t> idx, dist;
+        std::vector<Candidate> cands;
+        std::vector<size_t> cand_begin;
+        std::vector<Lookup> lookups;
+        size_t probes = 0, candidates = 0;
+    };
+    std::vector<Part> parts(nthreads * count);
+    auto part = [&](size_t th, uint32_t a) -> Part& { return parts[th * count + a]; };
+    std::vector<Worker> workers(nthreads);
+    for (Worker& w : workers) {
+        w.idx.resize(std::max<size_t>(max_bucket_, 1));
+        w.dist.resize(std::max<size_t>(max_bucket_, 1));
+    }
+    std::vector<uint32_t> bound(count, std::numeric_limits<uint32_t>::max());  // k-th distance so far
+    std::vector<size_t> want(count);  // k + the query's exclusions: counting to that many keeps it exact
+    std::vector<uint32_t> qkey(count * mm), qsub(count * mm), active(count);
+    std::vector<uint64_t> qrest(count * mm);
+    for (size_t a = 0; a < count; ++a) {
+        const uint64_t* q = queries + which[a];
+        want[a] = static_cast<size_t>(k) + static_cast<size_t>(exclude.end(which[a]) - exclude.begin(which[a]));
+        for (size_t th = 0; th < nthreads; ++th) {
+            Part& pt = part(th, static_cast<uint32_t>(a));
+            pt.counts.reset(want[a], sorted_.nbits());
+            pt.compact_at = 4 * want[a] + 256;
+        }
+        for (int j = 0; j < m; ++j) {
+            const Table& t = tables_[j];
+            qkey[a * mm + j] = substring(q, t.start, t.key_bits);
+            qsub[a * mm + j] = t.sub_bits > 0 ? substring(q, t.start + t.key_bits, t.sub_bits) : 0;
+            qrest[a * mm + j] = cut_key(q[0], t.start, t.key_bits);
+        }
+        active[a] = static_cast<uint32_t>(a);
+    }
+
+    std::vector<int> done(mm, -1);
+    // Read before iff some other table jj has read it: its key there within done[jj]
+    // (and, if its bucket there has a sub-directory, key and sub distance together).
+    auto seen_before = [&](int j, uint64_t diff, uint64_t code) {
+        for (int jj = 0; jj < m; ++jj) {
+            if (jj == j || done[jj] < 0) continue;
+            const Table& t = tables_[jj];
+            const int a = popcount32(substring(&diff, t.start, t.key_bits));
+            if (a > done[jj]) continue;
+            if (t.sub_min == 0 || !t.sub_dir(substring(&code, t.start, t.key_bits))) return true;
+            if (a + popcount32(substring(&diff, t.start + t.key_bits, t.sub_bits)) <= done[jj]) return true;
+        }
+        return false;
+    };
+    // Writes the rows of queries fin[0..nfin). Their ids are looked up together, in
+    // table-0 order (binary searches by code, then reads of the id permutation).
+    auto finish = [&](const uint32_t* fin, size_t nfin, Worker& w) {
+        w.cands.clear();
+        w.lookups.clear();
+        w.cand_begin.assign(1, 0);
+        for (size_t f = 0; f < nfin; ++f) {
+            const uint32_t a = fin[f];
+            for (size_t th = 0; th < nthreads; ++th) {
+                Part& pt = part(th, a);
+                for (const Kept& c : pt.kept) {
+                    if (c.d > bound[a]) continue;
+                    const uint32_t slot = static_cast<uint32_t>(w.cands.size());
+                    w.cands.push_back({c.d, -1});
+                    if (c.at_position) {
+                        w.lookups.push_back({c.where, slot, 0, 0, 0});
+                    } else {
+                        const uint32_t key = (substring(&c.code, 0, t0.key_bits) << t0.sub_bits) |
+                                             (t0.sub_bits > 0 ? substring(&c.code, t0.key_bits, t0.sub_bits) : 0);
+                        w.lookups.push_back({std::numeric_limits<uint32_t>::max(), slot, key, c.where, c.code});
+                    }
+                }
+                std::vector<Kept>().swap(pt.kept);
+            }
+            w.cand_begin.push_back(w.cands.size());
+        }
+        std::sort(w.lookups.begin(), w.lookups.end(), [](const Lookup& x, const Lookup& y) {
+            return x.key != y.key ? x.key < y.key : x.code < y.code;
+        });
+        for (Lookup& l : w.lookups)
+            if (l.pos == std::numeric_limits<uint32_t>::max()) l.pos = locate(&l.code, l.rank);
+        std::sort(w.lookups.begin(), w.lookups.end(), [](const Lookup& x, const Lookup& y) { return x.pos < y.pos; });
+        for (const Lookup& l : w.lookups) w.cands[l.slot].id = static_cast<int64_t>(id_of_.get(l.pos));
+        for (size_t f = 0; f < nfin; ++f) {
+            const size_t q = which[fin[f]];
+            const int64_t *eb = exclude.begin(q), *ee = exclude.end(q);
+            auto first = w.cands.begin() + static_cast<std::ptrdiff_t>(w.cand_begin[f]);
+            auto last = w.cands.begin() + static_cast<std::ptrdiff_t>(w.cand_begin[f + 1]);
+            if (eb != ee) last = std::remove_if(first, last, [&](const Candidate& c) { return is_excluded(eb, ee, c.id); });
+            const size_t kk = std::min(static_cast<size_t>(k), static_cast<size_t>(last - first));
+            std::partial_sort(first, first + static_cast<std::ptrdiff_t>(kk), last);
+            int32_t* Dq = D + q * static_cast<size_t>(k);
+            int64_t* Iq = I + q * static_cast<size_t>(k);
+            for (size_t r = 0; r < static_cast<size_t>(k); ++r) {
+                Dq[r] = r < kk ? static_cast<int32_t>(first[static_cast<std::ptrdiff_t>(r)].d) : -1;
+                Iq[r] = r < kk ? first[static_cast<std::ptrdiff_t>(r)].id : -1;
+            }
+        }
+    };
+
+    const double budget_ns = static_cast<double>(sorted_.size()) * kScanNsPerWord;
+    // Steps in search order: (table j, radius r) is step r * m + j.
+    auto step_keys = [&](size_t step) { return binomial(tables_[step % mm].key_bits, static_cast<int>(step / mm)); };
+    std::vector<uint32_t> grouped, finishing;
+    for (size_t step = 0; !active.empty(); ++step) {
+        const int j = static_cast<int>(step % mm), r = static_cast<int>(step / mm);
+        const Table& t = tables_[j];
+        if (r > t.key_bits + t.sub_bits) continue;
+        const int kb = t.key_bits;
+        // The step's pairs, grouped by their bucket's top bits: each thread makes the
+        // pairs of a share of the queries and counts them per group, then places them.
+        const int gbits = std::min(kb, kJoinGroupBits), shift = low_bits + kb - gbits;
+        const size_t ngroups = size_t{1} << gbits;
+        parallel_for(nthreads, static_cast<int>(nthreads), [&](size_t th, size_t) {
+            Worker& w = workers[th];
+            w.pairs.clear();
+            const size_t a0 = active.size() * th / nthreads, a1 = active.size() * (th + 1) / nthreads;
+            for (size_t ai = a0; ai < a1; ++ai) {
+                const uint32_t a = active[ai];
+                if (r <= kb)
+                    for_each_key_at(qkey[a * mm + j], kb, r, [&](uint32_t b) { w.pairs.push_back((b << low_bits) | a); });
+                for (size_t th2 = 0; th2 < nthreads; ++th2)
+                    for (const Crowded& c : part(th2, a).crowded) {
+                        const int bsub = r - c.key_distance;
+                        if (c.table == j && bsub >= 1 && bsub <= t.sub_bits)
+                            w.pairs.push_back((c.bucket << low_bits) | (static_cast<uint32_t>(bsub) << qbits) | a);
+                    }
+            }
+            w.group_at.assign(ngroups, 0);
+            for (uint32_t p : w.pairs) ++w.group_at[p >> shift];
+        });
+        size_t npairs = 0;  // groups in order, threads in order within a group
+        for (size_t g = 0; g < ngroups; ++g)
+            for (Worker& w : workers) {
+                const uint32_t c = w.group_at[g];
+                w.group_at[g] = static_cast<uint32_t>(npairs);
+                npairs += c;
+            }
+        grouped.resize(npairs);
+        parallel_for(nthreads, static_cast<int>(nthreads), [&](size_t th, size_t) {
+            Worker& w = workers[th];
+            for (uint32_t p : w.pairs) grouped[w.group_at[p >> shift]++] = p;
+        });
+
+        // Blocks of pairs handed out as threads come free (buckets vary in size).
+        const size_t nblocks = nthreads == 1 ? 1 : 8 * nthreads;
+        parallel_for(nblocks, static_cast<int>(nthreads), [&](size_t blk, size_t th) {
+            Worker& w = workers[th];
+            const size_t p0 = npairs * blk / nblocks, p1 = npairs * (blk + 1) / nblocks;
+            // The pairs' runs of items: a whole bucket, or the sub-buckets at the pair's
+            // sub distance. (Prefetching offsets and runs ahead measured no difference.)
+            w.runs.clear();
+            for (size_t pi = p0; pi < p1; ++pi) {
+                const uint32_t p = grouped[pi];
+                const uint32_t b = p >> low_bits, a = p & qmask;
+                const int bsub = static_cast<int>((p >> qbits) & ((1u << kSubDistanceBits) - 1));
+                const uint32_t b0 = t.offsets[b], b1 = t.offsets[b + 1];
+                Part& pt = part(th, a);
+                pt.spent_ns += kJoinPairNs;
+                if (b1 <= b0) continue;
+                const uint32_t key_distance = static_cast<uint32_t>(r - bsub);
+                const Table::SubDir dir = t.sub_min > 0 && b1 - b0 >= t.sub_min ? t.sub_dir(b) : Table::SubDir{};
+                if (!dir) {
+                    w.runs.push_back({b0, b1, b, a, key_distance});
+                    continue;
+                }
+                if (bsub == 0) pt.crowded.push_back({b, static_cast<uint8_t>(j), static_cast<uint8_t>(r)});
+                for_each_key_at(qsub[a * mm + j], t.sub_bits, bsub, [&](uint32_t sk) {
+                    pt.spent_ns += kSubProbeNs;
+                    const uint32_t e0 = b0 + dir.begin(sk), e1 = b0 + dir.end(sk);
+                    if (e1 > e0) w.runs.push_back({e0, e1, b, a, key_distance});
+                });
+            }
+            w.probes += p1 - p0;
+            for (const Run& run : w.runs) {
+                const uint32_t a = run.query, e0 = run.e0, e1 = run.e1;
+                Part& pt = part(th, a);
+                const uint64_t* query = queries + which[a];
+                const uint32_t limit = bound[a];
+                auto threshold = [&] { return std::min(pt.counts.threshold(), limit); };
+                w.candidates += e1 - e0;
+                pt.spent_ns += kJoinItemNs * (e1 - e0);
+                const size_t cnt =
+                    j == 0 ? kern.select_within(codes0, 1, e0, e1, query, threshold(), w.idx.data(), w.dist.data())
+                           : kern.select_within_packed(t.rest.data(), t.rest.width(), e0, e1, qrest[a * mm + j],
+                                                       run.key_distance, threshold(), w.idx.data(), w.dist.data());
+                for (size_t c = 0; c < cnt; ++c) {
+                    const uint32_t e = w.idx[c], d = w.dist[c];
+                    if (d > threshold()) continue;
+                    uint64_t rest = 0, code;
+                    if (j == 0) {
+                        code = codes0[e];
+                    } else {
+                        rest = t.rest.get(e);
+                        code = paste_key(rest, run.bucket, t.start, kb);
+                    }
+                    if (seen_before(j, code ^ query[0], code)) continue;
+                    pt.counts.add(d);
+                    if (j == 0) {
+                        pt.kept.push_back({0, d, e, true});
+                    } else {
+                        uint32_t rank = 0;  // equal codes are adjacent (in one sub-bucket), in table-0 order
+                        while (e - rank > e0 && t.rest.get(e - rank - 1) == rest) ++rank;
+                        pt.kept.push_back({code, d, rank, false});
+                    }
+                    if (pt.kept.size() >= pt.compact_at) {  // drop what fell behind the k-th distance
+                        const uint32_t thr = threshold();
+                        pt.kept.erase(std::remove_if(pt.kept.begin(), pt.kept.end(), [&](const Kept& x) { return x.d > thr; }),
+                                      pt.kept.end());
+                        pt.compact_at = std::max(pt.compact_at, 2 * pt.kept.size());
+                    }
+                }
+            }
+        });
+        done[j] = r;
+
+        // Every item within sum_j (done_j + 1) - 1 of a query has been seen.
+        int proven = -1;
+        bool all_seen = false;  // a table searched to its full key and sub width holds every item
+        for (int jj = 0; jj < m; ++jj) {
+            proven += done[jj] + 1;
+            all_seen = all_seen || done[jj] == tables_[jj].key_bits + tables_[jj].sub_bits;
+        }
+        size_t out = 0;
+        finishing.clear();
+        for (uint32_t a : active) {
+            // The k-th distance from all parts' counts: each part counted every candidate
+            // within its threshold, which is never below the k-th distance of all found.
+            size_t total = 0;
+            double spent = 0;
+            for (size_t th = 0; th < nthreads; ++th) {
+                total += part(th, a).counts.total();
+                spent += part(th, a).spent_ns;
+            }
+            int64_t kth = -1;
+            if (total >= want[a]) {
+                size_t within = 0;
+                for (uint32_t d = 0; kth < 0; ++d) {
+                    for (size_t th = 0; th < nthreads; ++th) within += part(th, a).counts.count_at(d);
+                    if (within >= want[a]) kth = d;
+                }
+                bound[a] = static_cast<uint32_t>(kth);
+            }
+            if (all_seen || (kth >= 0 && kth <= proven)) {
+                finishing.push_back(a);
+                continue;
+            }
+            if (scan_fallback_) {
+                // Proving the k-th distance takes at least kth - proven more steps.
+                const size_t left = kth >= 0 ? static_cast<size_t>(kth - proven) : 1;
+                double floor_ns = 0;
+                for (size_t x = 1; x <= left; ++x) floor_ns += step_keys(step + x) * kJoinKeyNs;
+                if (spent + floor_ns > budget_ns) {
+                    fell[a] = 1;  // the caller scans for this query
+                    for (size_t th = 0; th < nthreads; ++th) std::vector<Kept>().swap(part(th, a).kept);
+                    continue;
+                }
+            }
+            active[out++] = a;
+        }
+        active.resize(out);
+        parallel_for(nthreads, static_cast<int>(nthreads), [&](size_t th, size_t) {
+            const size_t f0 = finishing.size() * th / nthreads, f1 = finishing.size() * (th + 1) / nthreads;
+            finish(finishing.data() + f0, f1 - f0, workers[th]);
+        });
+    }
+    for (const Worker& w : workers) {
+        probes += w.probes;
+        candidates += w.candidates;
+    }
+}
+
+}  // namespace hashsearch

@@ -1,0 +1,151 @@
+"""MIHIndex's joined search (csrc/mih_joined.cpp): a batch of >= 64 queries of
+33..64-bit codes goes through the tables together, ring by ring. Checked against the
+linear scan (Index, itself checked against numpy) and numpy brute force, at every SIMD
+level and at 1 and 2 threads, with the stats showing that the joined search answered."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import hashsearch
+from hashsearch.reference import topk_hamming
+
+
+def random_codes(rng, n, nbits):
+    return hashsearch.pack(rng.integers(0, 2, size=(n, nbits), dtype=np.uint8))
+
+
+def clustered_codes(rng, n, nbits, clusters=12, flip=0.06):
+    """Learned-like codes: noisy copies of a few centres (crowded buckets, sub-directories)."""
+    centres = rng.integers(0, 2, size=(clusters, nbits), dtype=np.uint8)
+    bits = centres[rng.integers(0, clusters, n)] ^ (rng.random((n, nbits)) < flip).astype(np.uint8)
+    return hashsearch.pack(bits)
+
+
+def duplicated_codes(rng, n, nbits):
+    """Few distinct codes, each many times: equal codes in every table (ties, ranks)."""
+    distinct = clustered_codes(rng, 300, nbits)
+    return distinct[rng.integers(0, len(distinct), n)]
+
+
+MAKERS = {"random": random_codes, "clustered": clustered_codes, "duplicated": duplicated_codes}
+
+
+def mixed_exclude(rng, nq, n, k):
+    """Per query 0..1.5k excluded ids: queries with more than k go query by query."""
+    return [rng.choice(n, size=rng.integers(0, 3 * k // 2 + 1), replace=False) for _ in range(nq)]
+
+
+@pytest.mark.parametrize("nbits", [40, 64])
+@pytest.mark.parametrize("kind", sorted(MAKERS))
+@pytest.mark.parametrize("fallback", [False, True])
+def test_joined_batch_equals_the_scan(simd, nbits, kind, fallback, rng):
+    n, nq = 20_000, 200
+    codes = MAKERS[kind](rng, n, nbits)
+    # half the queries are items (distance 0, crowded buckets), half new codes
+    queries = np.concatenate([codes[rng.integers(0, n, nq // 2)], MAKERS[kind](rng, nq // 2, nbits)])
+    flat = hashsearch.Index(codes, nbits)
+    mih = hashsearch.MIHIndex(codes, nbits, m=3)
+    mih._native._set_scan_fallback(fallback)  # off: the tables answer every query
+    if kind != "random":
+        assert mih.sub_dir_bytes() > 0  # crowded buckets read by sub-bucket
+    for k in (1, 17, 100):
+        exclude = mixed_exclude(rng, nq, n, k)
+        for ex in (None, exclude):
+            Df, If = flat.topk(queries, k, exclude=ex)
+            for threads in (1, 2):
+                before = mih.stats()
+                D, I = mih.topk(queries, k, exclude=ex, num_threads=threads)
+                np.testing.assert_array_equal(D, Df)
+                np.testing.assert_array_equal(I, If)
+                after = mih.stats()
+                few = nq if ex is None else sum(len(e) <= k for e in ex)
+                joined = after["joined"] - before["joined"]
+                fell = after["fallbacks"] - before["fallbacks"]
+                if not fallback:
+                    assert joined == few and fell == 0
+                else:  # some go to the scan (or the whole call does, once most fell back)
+                    assert joined <= few
+
+
+def test_joined_matches_the_query_by_query_search(rng):
+    """The same batch with the joined search turned off: identical rows, and the
+    joined search reads each bucket once per ring for all the queries that probe it."""
+    n, nbits = 30_000, 64
+    codes = clustered_codes(rng, n, nbits)
+    queries = np.concatenate([codes[rng.integers(0, n, 150)], clustered_codes(rng, 150, nbits)])
+    mih = hashsearch.MIHIndex(codes, nbits, m=3)
+    mih._native._set_scan_fallback(False)
+    rows = {}
+    for join in (False, True):
+        mih._native._set_join(join)
+        before = mih.stats()
+        rows[join] = mih.topk(queries, 50, num_threads=2)
+        assert (mih.stats()["joined"] - before["joined"] == len(queries)) == join
+    np.testing.assert_array_equal(rows[True][0], rows[False][0])
+    np.testing.assert_array_equal(rows[True][1], rows[False][1])
+
+
+def test_joined_batch_in_chunks(rng):
+    """More queries than one chunk holds (2,048): chunks one after the other."""
+    n, nbits = 4_000, 48
+    codes = clustered_codes(rng, n, nbits)
+    queries = clustered_codes(rng, 2_100, nbits)
+    mih = hashsearch.MIHIndex(codes, nbits, m=2)
+    mih._native._set_scan_fallback(False)
+    mih._native._set_batch_verdict(1)  # a large batch: through the tables, without timing
+    exclude = mixed_exclude(rng, len(queries), n, 10)
+    for threads in (1, 2):
+        D, I = mih.topk(queries, 10, exclude=exclude, num_threads=threads)
+        Dr, Ir = hashsearch.Index(codes, nbits).topk(queries, 10, exclude=exclude)
+        np.testing.assert_array_equal(D, Dr)
+        np.testing.assert_array_equal(I, Ir)
+    assert mih.stats()["joined"] == 2 * sum(len(e) <= 10 for e in exclude)
+
+
+def test_joined_batch_reads_every_item_when_k_is_large(rng):
+    """k near n: the k-th distance is proven only once a table has been read whole, and
+    rows with exclusions are padded with -1 (fewer allowed items than k)."""
+    n, nbits = 300, 64
+    codes = duplicated_codes(rng, n, nbits)
+    queries = np.concatenate([codes[:40], random_codes(rng, 40, nbits)])
+    exclude = [rng.choice(n, size=rng.integers(0, 6), replace=False) for _ in range(len(queries))]
+    mih = hashsearch.MIHIndex(codes, nbits, m=2)
+    mih._native._set_scan_fallback(False)
+    for ex in (None, exclude):
+        D, I = mih.topk(queries, n, exclude=ex, num_threads=2)
+        Dr, Ir = topk_hamming(queries, codes, n, exclude=ex)
+        np.testing.assert_array_equal(D, Dr)
+        np.testing.assert_array_equal(I, Ir)
+    assert mih.stats()["joined"] == 2 * len(queries)
+
+
+@st.composite
+def joined_problems(draw):
+    nbits = draw(st.integers(33, 64))
+    n = draw(st.integers(1, 3_000))
+    nq = draw(st.integers(64, 140))
+    k = draw(st.integers(1, min(n, 150)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(0, 2, size=(draw(st.integers(1, 40)), nbits), dtype=np.uint8)
+    flips = (rng.random((n, nbits)) < draw(st.sampled_from([0.0, 0.03, 0.2]))).astype(np.uint8)
+    codes = hashsearch.pack(pool[rng.integers(0, len(pool), n)] ^ flips)
+    queries = np.concatenate([codes[rng.integers(0, n, nq // 2)],
+                              hashsearch.pack(rng.integers(0, 2, size=(nq - nq // 2, nbits), dtype=np.uint8))])
+    exclude = None
+    if draw(st.booleans()):
+        exclude = [rng.integers(0, n, size=rng.integers(0, 2 * k + 1)) for _ in range(nq)]
+    return nbits, codes, queries, k, exclude
+
+
+@settings(max_examples=40, deadline=None)
+@given(joined_problems(), st.sampled_from([1, 2]), st.sampled_from([None, 2, 3, 4]))
+def test_joined_search_equals_brute_force(problem, threads, m):
+    nbits, codes, queries, k, exclude = problem
+    Dr, Ir = topk_hamming(queries, codes, k, exclude=exclude)
+    for fallback in (False, True):
+        mih = hashsearch.MIHIndex(codes, nbits, m=m)
+        mih._native._set_scan_fallback(fallback)
+        D, I = mih.topk(queries, k, exclude=exclude, num_threads=threads)
+        np.testing.assert_array_equal(D, Dr)
+        np.testing.assert_array_equal(I, Ir)
