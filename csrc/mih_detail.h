@@ -19,6 +19,11 @@ inline uint32_t substring(const uint64_t* code, int start, int bits) {
     return static_cast<uint32_t>(v & ((uint64_t{1} << bits) - 1));
 }
 
+// Bits [start, start+bits) of a one-word code (start + bits <= 64, bits <= 32).
+inline uint32_t substring64(uint64_t code, int start, int bits) {
+    return static_cast<uint32_t>((code >> start) & ((uint64_t{1} << bits) - 1));
+}
+
 // Portable popcount of a substring (this file is built without -mpopcnt, where
 // __builtin_popcount would be a library call); only admitted candidates use it.
 inline int popcount32(uint32_t x) {

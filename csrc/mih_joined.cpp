@@ -131,8 +131,8 @@ void MIHIndex::search_joined(const Kernels& kern, const uint64_t* queries, const
         }
         for (int j = 0; j < m; ++j) {
             const Table& t = tables_[j];
-            qkey[a * mm + j] = substring(q, t.start, t.key_bits);
-            qsub[a * mm + j] = t.sub_bits > 0 ? substring(q, t.start + t.key_bits, t.sub_bits) : 0;
+            qkey[a * mm + j] = substring64(q[0], t.start, t.key_bits);
+            qsub[a * mm + j] = t.sub_bits > 0 ? substring64(q[0], t.start + t.key_bits, t.sub_bits) : 0;
             qrest[a * mm + j] = cut_key(q[0], t.start, t.key_bits);
         }
         active[a] = static_cast<uint32_t>(a);
@@ -145,10 +145,10 @@ void MIHIndex::search_joined(const Kernels& kern, const uint64_t* queries, const
         for (int jj = 0; jj < m; ++jj) {
             if (jj == j || done[jj] < 0) continue;
             const Table& t = tables_[jj];
-            const int a = popcount32(substring(&diff, t.start, t.key_bits));
+            const int a = popcount32(substring64(diff, t.start, t.key_bits));
             if (a > done[jj]) continue;
-            if (t.sub_min == 0 || !t.sub_dir(substring(&code, t.start, t.key_bits))) return true;
-            if (a + popcount32(substring(&diff, t.start + t.key_bits, t.sub_bits)) <= done[jj]) return true;
+            if (t.sub_min == 0 || !t.sub_dir(substring64(code, t.start, t.key_bits))) return true;
+            if (a + popcount32(substring64(diff, t.start + t.key_bits, t.sub_bits)) <= done[jj]) return true;
         }
         return false;
     };
@@ -169,8 +169,8 @@ void MIHIndex::search_joined(const Kernels& kern, const uint64_t* queries, const
                     if (c.at_position) {
                         w.lookups.push_back({c.where, slot, 0, 0, 0});
                     } else {
-                        const uint32_t key = (substring(&c.code, 0, t0.key_bits) << t0.sub_bits) |
-                                             (t0.sub_bits > 0 ? substring(&c.code, t0.key_bits, t0.sub_bits) : 0);
+                        const uint32_t key = (substring64(c.code, 0, t0.key_bits) << t0.sub_bits) |
+                                             (t0.sub_bits > 0 ? substring64(c.code, t0.key_bits, t0.sub_bits) : 0);
                         w.lookups.push_back({std::numeric_limits<uint32_t>::max(), slot, key, c.where, c.code});
                     }
                 }
