@@ -44,6 +44,10 @@ constexpr double kJoinItemNs = 2.5;
 // still takes. (Charged like the pairs so far, it sent ~30% more of those 1M
 // learned queries to the scan.)
 constexpr double kJoinKeyNs = 15.0;
+// ... counted once every table has searched rings 0 and 1: before that a query's k-th
+// distance is that of the few items sharing a key with it (22-25 of 64 bits at 4.2M
+// learned codes, ~9 once proven), and the floor sent 13% of those queries to the scan.
+constexpr size_t kJoinFloorFromRing = 2;
 
 }  // namespace
 
@@ -353,7 +357,8 @@ void MIHIndex::search_joined(const Kernels& kern, const uint64_t* queries, const
                 // Proving the k-th distance takes at least kth - proven more steps.
                 const size_t left = kth >= 0 ? static_cast<size_t>(kth - proven) : 1;
                 double floor_ns = 0;
-                for (size_t x = 1; x <= left; ++x) floor_ns += step_keys(step + x) * kJoinKeyNs;
+                if (step + 1 >= kJoinFloorFromRing * mm)
+                    for (size_t x = 1; x <= left; ++x) floor_ns += step_keys(step + x) * kJoinKeyNs;
                 if (spent + floor_ns > budget_ns) {
                     fell[a] = 1;  // the caller scans for this query
                     for (size_t th = 0; th < nthreads; ++th) std::vector<Kept>().swap(part(th, a).kept);
