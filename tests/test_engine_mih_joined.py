@@ -149,3 +149,20 @@ def test_joined_search_equals_brute_force(problem, threads, m):
         D, I = mih.topk(queries, k, exclude=exclude, num_threads=threads)
         np.testing.assert_array_equal(D, Dr)
         np.testing.assert_array_equal(I, Ir)
+
+
+def test_joined_batch_sends_hopeless_queries_to_the_scan(rng):
+    """Uniform codes: proving a query's k-th distance would cost more than scanning, so
+    the joined search gives up on each query (its cost floor) and the scan answers."""
+    n, nbits = 30_000, 64
+    codes = random_codes(rng, n, nbits)
+    queries = random_codes(rng, 100, nbits)
+    mih = hashsearch.MIHIndex(codes, nbits, m=3)
+    D, I = mih.topk(queries, 10, num_threads=2)
+    Dr, Ir = hashsearch.Index(codes, nbits).topk(queries, 10)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+    st = mih.stats()
+    assert st["fallbacks"] >= 90 and st["joined"] + st["fallbacks"] == len(queries)
+    # the attempt stopped early: a few rings' buckets, far from a scan's worth of items
+    assert st["candidates"] < 0.2 * n * len(queries)
