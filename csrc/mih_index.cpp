@@ -460,17 +460,37 @@ void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_
     const size_t nworkers = static_cast<size_t>(resolve_threads(num_threads));
     std::vector<size_t> probes(nworkers, 0), cands(nworkers, 0);
     std::vector<uint8_t> fell(nq, 0);
-    // Queries searched one by one (batch positions; empty: all, in batch order).
+    // Queries (batch positions) in the order of their table-0 keys, then codes:
+    // neighbouring queries probe the same and nearby buckets. Learned codes cluster, so
+    // this pays once a batch holds many queries per cluster (each answer is unchanged).
+    auto by_key = [&](std::vector<uint32_t>& positions) {
+        const Table& t0 = tables_[0];
+        std::vector<std::pair<uint32_t, uint32_t>> keyed(positions.size());
+        for (size_t i = 0; i < positions.size(); ++i)
+            keyed[i] = {substring(queries + (q0 + positions[i]) * nw, t0.start, t0.key_bits), positions[i]};
+        std::sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
+            if (a.first != b.first) return a.first < b.first;
+            const uint64_t *x = queries + (q0 + a.second) * nw, *y = queries + (q0 + b.second) * nw;
+            if (code_less(x, y, nw)) return true;
+            if (code_less(y, x, nw)) return false;
+            return a.second < b.second;
+        });
+        for (size_t i = 0; i < keyed.size(); ++i) positions[i] = keyed[i].second;
+    };
+    // Queries searched one by one (batch positions, in search order).
     std::vector<uint32_t> order;
     if (joinable() && nq >= kJoinMinQueries) {
         // Large batches of one-word codes are searched joined (search_joined), all but
-        // the queries with more than k exclusions (search_one's exclusion-aware top-k).
+        // the queries with more than k exclusions (search_one's exclusion-aware top-k),
+        // in chunks of neighbouring keys when there are several.
         std::vector<uint32_t> joined;
         for (size_t i = 0; i < nq; ++i) {
             const size_t q = q0 + i;
             const bool few = static_cast<size_t>(exclude.end(q) - exclude.begin(q)) <= static_cast<size_t>(k);
-            (few ? joined : order).push_back(static_cast<uint32_t>(q));
+            (few ? joined : order).push_back(static_cast<uint32_t>(i));
         }
+        if (joined.size() > kJoinChunk) by_key(joined);
+        for (uint32_t& i : joined) i += static_cast<uint32_t>(q0);  // search_joined takes query indices
         std::vector<uint8_t> jfell(joined.size(), 0);
         // Equal chunks of at most kJoinChunk queries, one after the other, each by all the threads.
         const size_t chunks = (joined.size() + kJoinChunk - 1) / kJoinChunk;
@@ -480,28 +500,10 @@ void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_
                           num_threads, D, I, jfell.data() + c0, probes[0], cands[0]);
         for (size_t i = 0; i < joined.size(); ++i) fell[joined[i] - q0] = jfell[i];
         joined_ += joined.size() - static_cast<size_t>(std::count(jfell.begin(), jfell.end(), uint8_t{1}));
-        for (uint32_t& q : order) q -= static_cast<uint32_t>(q0);
-    } else if (nq >= kOrderedBatch) {
-        // A large batch goes in the order of its queries' table-0 keys (then codes):
-        // neighbouring queries probe the same and nearby buckets, which are then
-        // still in cache. Learned codes cluster, so this pays once a batch holds
-        // many queries per cluster (each query's answer is unchanged).
-        const Table& t0 = tables_[0];
-        std::vector<std::pair<uint32_t, uint32_t>> keyed(nq);
-        for (size_t i = 0; i < nq; ++i)
-            keyed[i] = {substring(queries + (q0 + i) * nw, t0.start, t0.key_bits), static_cast<uint32_t>(i)};
-        std::sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
-            if (a.first != b.first) return a.first < b.first;
-            const uint64_t *x = queries + (q0 + a.second) * nw, *y = queries + (q0 + b.second) * nw;
-            if (code_less(x, y, nw)) return true;
-            if (code_less(y, x, nw)) return false;
-            return a.second < b.second;
-        });
-        order.resize(keyed.size());
-        for (size_t i = 0; i < keyed.size(); ++i) order[i] = keyed[i].second;
     } else {
         order.resize(nq);
         std::iota(order.begin(), order.end(), 0u);
+        if (nq >= kOrderedBatch) by_key(order);
     }
     // Fewer queries than threads: a query searches the tables on one thread, but its
     // fallback scan would split the items over all of them (scan_sorted, as Index), so it
