@@ -332,6 +332,7 @@ PYBIND11_MODULE(_core, m) {
         .def("sub_dir_bytes", &MIHIndex::sub_dir_bytes)
         .def("_set_scan_fallback", &MIHIndex::set_scan_fallback, py::arg("enabled"))
         .def("_set_join", &MIHIndex::set_join, py::arg("enabled"))
+        .def("_set_join_step_pairs", &MIHIndex::set_join_step_pairs, py::arg("pairs"))
         .def_property_readonly("ntotal", &MIHIndex::size)
         .def_property_readonly("nbits", &MIHIndex::nbits)
         .def_property_readonly("fallback_count", &MIHIndex::fallback_count)

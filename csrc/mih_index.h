@@ -15,6 +15,7 @@
 //    sum_j (r_j + 1) - 1 of the query has been seen. Each step widens the
 //    table whose next ring is cheapest, counted exactly from the offsets.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -109,6 +110,8 @@ public:
     void set_scan_fallback(bool enabled) { scan_fallback_ = enabled; }
     // Tests: batches searched query by query (false) or joined where they can be (true).
     void set_join(bool enabled) { join_enabled_ = enabled; }
+    // Tests: the most pairs a step of the joined search makes at once (see join_step_pairs_).
+    void set_join_step_pairs(size_t pairs) { join_step_pairs_ = std::max<size_t>(1, pairs); }
     // Which way large batches go: -1 not timed yet, 0 the scan, 1 the tables.
     int batch_verdict() const { return verdict_.load(); }
     // Tests: impose a verdict on the next kRetimeEvery - 1 large batches.
@@ -215,6 +218,9 @@ private:
     size_t max_bucket_ = 0;
     bool scan_fallback_ = true;
     bool join_enabled_ = true;
+    // A joined step's pairs are made and read in slices of the queries of at most this
+    // many pairs (two arrays of 4-byte pairs: 32 MiB).
+    size_t join_step_pairs_ = size_t{1} << 22;
     mutable std::atomic<size_t> fallbacks_{0};
     mutable std::atomic<size_t> scanned_{0};
     static constexpr int kUntimed = -1, kScanFaster = 0, kTablesFaster = 1;

@@ -215,111 +215,118 @@ void MIHIndex::search_joined(const Kernels& kern, const uint64_t* queries, const
         const Table& t = tables_[j];
         if (r > t.key_bits + t.sub_bits) continue;
         const int kb = t.key_bits;
-        // The step's pairs, grouped by their bucket's top bits: each thread makes the
-        // pairs of a share of the queries and counts them per group, then places them.
-        const int gbits = std::min(kb, kJoinGroupBits), shift = low_bits + kb - gbits;
-        const size_t ngroups = size_t{1} << gbits;
-        parallel_for(nthreads, static_cast<int>(nthreads), [&](size_t th, size_t) {
-            Worker& w = workers[th];
-            w.pairs.clear();
-            const size_t a0 = active.size() * th / nthreads, a1 = active.size() * (th + 1) / nthreads;
-            for (size_t ai = a0; ai < a1; ++ai) {
-                const uint32_t a = active[ai];
-                if (r <= kb)
-                    for_each_key_at(qkey[a * mm + j], kb, r, [&](uint32_t b) { w.pairs.push_back((b << low_bits) | a); });
-                for (size_t th2 = 0; th2 < nthreads; ++th2)
-                    for (const Crowded& c : part(th2, a).crowded) {
-                        const int bsub = r - c.key_distance;
-                        if (c.table == j && bsub >= 1 && bsub <= t.sub_bits)
-                            w.pairs.push_back((c.bucket << low_bits) | (static_cast<uint32_t>(bsub) << qbits) | a);
-                    }
-            }
-            w.group_at.assign(ngroups, 0);
-            for (uint32_t p : w.pairs) ++w.group_at[p >> shift];
-        });
-        size_t npairs = 0;  // groups in order, threads in order within a group
-        for (size_t g = 0; g < ngroups; ++g)
-            for (Worker& w : workers) {
-                const uint32_t c = w.group_at[g];
-                w.group_at[g] = static_cast<uint32_t>(npairs);
-                npairs += c;
-            }
-        grouped.resize(npairs);
-        parallel_for(nthreads, static_cast<int>(nthreads), [&](size_t th, size_t) {
-            Worker& w = workers[th];
-            for (uint32_t p : w.pairs) grouped[w.group_at[p >> shift]++] = p;
-        });
+        // The step in slices of the active queries whose pairs stay below join_step_pairs_
+        // (a ring far out has up to C(18, 9) = 48,620 keys a query).
+        const double keys = r <= kb ? binomial(kb, r) : 1.0;
+        const size_t per_slice = std::max<size_t>(1, std::min<size_t>(active.size(), static_cast<size_t>(static_cast<double>(join_step_pairs_) / keys)));
+        for (size_t s0 = 0; s0 < active.size(); s0 += per_slice) {
+            const size_t s1 = std::min(active.size(), s0 + per_slice);
+            // The step's pairs, grouped by their bucket's top bits: each thread makes the
+            // pairs of a share of the queries and counts them per group, then places them.
+            const int gbits = std::min(kb, kJoinGroupBits), shift = low_bits + kb - gbits;
+            const size_t ngroups = size_t{1} << gbits;
+            parallel_for(nthreads, static_cast<int>(nthreads), [&](size_t th, size_t) {
+                Worker& w = workers[th];
+                w.pairs.clear();
+                const size_t a0 = s0 + (s1 - s0) * th / nthreads, a1 = s0 + (s1 - s0) * (th + 1) / nthreads;
+                for (size_t ai = a0; ai < a1; ++ai) {
+                    const uint32_t a = active[ai];
+                    if (r <= kb)
+                        for_each_key_at(qkey[a * mm + j], kb, r, [&](uint32_t b) { w.pairs.push_back((b << low_bits) | a); });
+                    for (size_t th2 = 0; th2 < nthreads; ++th2)
+                        for (const Crowded& c : part(th2, a).crowded) {
+                            const int bsub = r - c.key_distance;
+                            if (c.table == j && bsub >= 1 && bsub <= t.sub_bits)
+                                w.pairs.push_back((c.bucket << low_bits) | (static_cast<uint32_t>(bsub) << qbits) | a);
+                        }
+                }
+                w.group_at.assign(ngroups, 0);
+                for (uint32_t p : w.pairs) ++w.group_at[p >> shift];
+            });
+            size_t npairs = 0;  // groups in order, threads in order within a group
+            for (size_t g = 0; g < ngroups; ++g)
+                for (Worker& w : workers) {
+                    const uint32_t c = w.group_at[g];
+                    w.group_at[g] = static_cast<uint32_t>(npairs);
+                    npairs += c;
+                }
+            grouped.resize(npairs);
+            parallel_for(nthreads, static_cast<int>(nthreads), [&](size_t th, size_t) {
+                Worker& w = workers[th];
+                for (uint32_t p : w.pairs) grouped[w.group_at[p >> shift]++] = p;
+            });
 
-        // Blocks of pairs handed out as threads come free (buckets vary in size).
-        const size_t nblocks = nthreads == 1 ? 1 : 8 * nthreads;
-        parallel_for(nblocks, static_cast<int>(nthreads), [&](size_t blk, size_t th) {
-            Worker& w = workers[th];
-            const size_t p0 = npairs * blk / nblocks, p1 = npairs * (blk + 1) / nblocks;
-            // The pairs' runs of items: a whole bucket, or the sub-buckets at the pair's
-            // sub distance. (Prefetching offsets and runs ahead measured no difference.)
-            w.runs.clear();
-            for (size_t pi = p0; pi < p1; ++pi) {
-                const uint32_t p = grouped[pi];
-                const uint32_t b = p >> low_bits, a = p & qmask;
-                const int bsub = static_cast<int>((p >> qbits) & ((1u << kSubDistanceBits) - 1));
-                const uint32_t b0 = t.offsets[b], b1 = t.offsets[b + 1];
-                Part& pt = part(th, a);
-                pt.spent_ns += kJoinPairNs;
-                if (b1 <= b0) continue;
-                const uint32_t key_distance = static_cast<uint32_t>(r - bsub);
-                const Table::SubDir dir = t.sub_min > 0 && b1 - b0 >= t.sub_min ? t.sub_dir(b) : Table::SubDir{};
-                if (!dir) {
-                    w.runs.push_back({b0, b1, b, a, key_distance});
-                    continue;
+            // Blocks of pairs handed out as threads come free (buckets vary in size).
+            const size_t nblocks = nthreads == 1 ? 1 : 8 * nthreads;
+            parallel_for(nblocks, static_cast<int>(nthreads), [&](size_t blk, size_t th) {
+                Worker& w = workers[th];
+                const size_t p0 = npairs * blk / nblocks, p1 = npairs * (blk + 1) / nblocks;
+                // The pairs' runs of items: a whole bucket, or the sub-buckets at the pair's
+                // sub distance. (Prefetching offsets and runs ahead measured no difference.)
+                w.runs.clear();
+                for (size_t pi = p0; pi < p1; ++pi) {
+                    const uint32_t p = grouped[pi];
+                    const uint32_t b = p >> low_bits, a = p & qmask;
+                    const int bsub = static_cast<int>((p >> qbits) & ((1u << kSubDistanceBits) - 1));
+                    const uint32_t b0 = t.offsets[b], b1 = t.offsets[b + 1];
+                    Part& pt = part(th, a);
+                    pt.spent_ns += kJoinPairNs;
+                    if (b1 <= b0) continue;
+                    const uint32_t key_distance = static_cast<uint32_t>(r - bsub);
+                    const Table::SubDir dir = t.sub_min > 0 && b1 - b0 >= t.sub_min ? t.sub_dir(b) : Table::SubDir{};
+                    if (!dir) {
+                        w.runs.push_back({b0, b1, b, a, key_distance});
+                        continue;
+                    }
+                    if (bsub == 0) pt.crowded.push_back({b, static_cast<uint8_t>(j), static_cast<uint8_t>(r)});
+                    for_each_key_at(qsub[a * mm + j], t.sub_bits, bsub, [&](uint32_t sk) {
+                        pt.spent_ns += kSubProbeNs;
+                        const uint32_t e0 = b0 + dir.begin(sk), e1 = b0 + dir.end(sk);
+                        if (e1 > e0) w.runs.push_back({e0, e1, b, a, key_distance});
+                    });
                 }
-                if (bsub == 0) pt.crowded.push_back({b, static_cast<uint8_t>(j), static_cast<uint8_t>(r)});
-                for_each_key_at(qsub[a * mm + j], t.sub_bits, bsub, [&](uint32_t sk) {
-                    pt.spent_ns += kSubProbeNs;
-                    const uint32_t e0 = b0 + dir.begin(sk), e1 = b0 + dir.end(sk);
-                    if (e1 > e0) w.runs.push_back({e0, e1, b, a, key_distance});
-                });
-            }
-            w.probes += p1 - p0;
-            for (const Run& run : w.runs) {
-                const uint32_t a = run.query, e0 = run.e0, e1 = run.e1;
-                Part& pt = part(th, a);
-                const uint64_t* query = queries + which[a];
-                const uint32_t limit = bound[a];
-                auto threshold = [&] { return std::min(pt.counts.threshold(), limit); };
-                w.candidates += e1 - e0;
-                pt.spent_ns += kJoinItemNs * (e1 - e0);
-                const size_t cnt =
-                    j == 0 ? kern.select_within(codes0, 1, e0, e1, query, threshold(), w.idx.data(), w.dist.data())
-                           : kern.select_within_packed(t.rest.data(), t.rest.width(), e0, e1, qrest[a * mm + j],
-                                                       run.key_distance, threshold(), w.idx.data(), w.dist.data());
-                for (size_t c = 0; c < cnt; ++c) {
-                    const uint32_t e = w.idx[c], d = w.dist[c];
-                    if (d > threshold()) continue;
-                    uint64_t rest = 0, code;
-                    if (j == 0) {
-                        code = codes0[e];
-                    } else {
-                        rest = t.rest.get(e);
-                        code = paste_key(rest, run.bucket, t.start, kb);
-                    }
-                    if (seen_before(j, code ^ query[0], code)) continue;
-                    pt.counts.add(d);
-                    if (j == 0) {
-                        pt.kept.push_back({0, d, e, true});
-                    } else {
-                        uint32_t rank = 0;  // equal codes are adjacent (in one sub-bucket), in table-0 order
-                        while (e - rank > e0 && t.rest.get(e - rank - 1) == rest) ++rank;
-                        pt.kept.push_back({code, d, rank, false});
-                    }
-                    if (pt.kept.size() >= pt.compact_at) {  // drop what fell behind the k-th distance
-                        const uint32_t thr = threshold();
-                        pt.kept.erase(std::remove_if(pt.kept.begin(), pt.kept.end(), [&](const Kept& x) { return x.d > thr; }),
-                                      pt.kept.end());
-                        pt.compact_at = std::max(pt.compact_at, 2 * pt.kept.size());
+                w.probes += p1 - p0;
+                for (const Run& run : w.runs) {
+                    const uint32_t a = run.query, e0 = run.e0, e1 = run.e1;
+                    Part& pt = part(th, a);
+                    const uint64_t* query = queries + which[a];
+                    const uint32_t limit = bound[a];
+                    auto threshold = [&] { return std::min(pt.counts.threshold(), limit); };
+                    w.candidates += e1 - e0;
+                    pt.spent_ns += kJoinItemNs * (e1 - e0);
+                    const size_t cnt =
+                        j == 0 ? kern.select_within(codes0, 1, e0, e1, query, threshold(), w.idx.data(), w.dist.data())
+                               : kern.select_within_packed(t.rest.data(), t.rest.width(), e0, e1, qrest[a * mm + j],
+                                                           run.key_distance, threshold(), w.idx.data(), w.dist.data());
+                    for (size_t c = 0; c < cnt; ++c) {
+                        const uint32_t e = w.idx[c], d = w.dist[c];
+                        if (d > threshold()) continue;
+                        uint64_t rest = 0, code;
+                        if (j == 0) {
+                            code = codes0[e];
+                        } else {
+                            rest = t.rest.get(e);
+                            code = paste_key(rest, run.bucket, t.start, kb);
+                        }
+                        if (seen_before(j, code ^ query[0], code)) continue;
+                        pt.counts.add(d);
+                        if (j == 0) {
+                            pt.kept.push_back({0, d, e, true});
+                        } else {
+                            uint32_t rank = 0;  // equal codes are adjacent (in one sub-bucket), in table-0 order
+                            while (e - rank > e0 && t.rest.get(e - rank - 1) == rest) ++rank;
+                            pt.kept.push_back({code, d, rank, false});
+                        }
+                        if (pt.kept.size() >= pt.compact_at) {  // drop what fell behind the k-th distance
+                            const uint32_t thr = threshold();
+                            pt.kept.erase(std::remove_if(pt.kept.begin(), pt.kept.end(), [&](const Kept& x) { return x.d > thr; }),
+                                          pt.kept.end());
+                            pt.compact_at = std::max(pt.compact_at, 2 * pt.kept.size());
+                        }
                     }
                 }
-            }
-        });
+            });
+        }
         done[j] = r;
 
         // Every item within sum_j (done_j + 1) - 1 of a query has been seen.

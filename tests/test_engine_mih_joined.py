@@ -67,6 +67,24 @@ def test_joined_batch_equals_the_scan(simd, nbits, kind, fallback, rng):
                     assert joined <= few
 
 
+def test_joined_steps_in_slices_are_exact(rng):
+    """A step whose pairs would pass the limit (4M; here 50) is made and read in
+    slices of the queries, one after the other: the same rows."""
+    n, nbits = 20_000, 64
+    codes = clustered_codes(rng, n, nbits)
+    queries = np.concatenate([codes[rng.integers(0, n, 60)], clustered_codes(rng, 60, nbits)])
+    exclude = mixed_exclude(rng, len(queries), n, 20)
+    mih = hashsearch.MIHIndex(codes, nbits, m=3)
+    mih._native._set_scan_fallback(False)
+    Df, If = hashsearch.Index(codes, nbits).topk(queries, 20, exclude=exclude)
+    for pairs in (1, 50, 1 << 22):
+        mih._native._set_join_step_pairs(pairs)
+        for threads in (1, 2):
+            D, I = mih.topk(queries, 20, exclude=exclude, num_threads=threads)
+            np.testing.assert_array_equal(D, Df)
+            np.testing.assert_array_equal(I, If)
+
+
 def test_joined_matches_the_query_by_query_search(rng):
     """The same batch with the joined search turned off: identical rows, and the
     joined search reads each bucket once per ring for all the queries that probe it."""
