@@ -810,12 +810,7 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
                 const int64_t id = static_cast<int64_t>(id_of_.get(pos));
                 if (!is_excluded(ex_begin, ex_end, id)) s.resolved.push_back({c.d, id});
             }
-            const size_t kk = std::min(static_cast<size_t>(k), s.resolved.size());
-            std::partial_sort(s.resolved.begin(), s.resolved.begin() + kk, s.resolved.end());
-            for (size_t r = 0; r < static_cast<size_t>(k); ++r) {
-                D[r] = r < kk ? static_cast<int32_t>(s.resolved[r].d) : -1;
-                I[r] = r < kk ? s.resolved[r].id : -1;
-            }
+            write_nearest(s.resolved.data(), s.resolved.data() + s.resolved.size(), k, D, I);
             return;
         }
         int64_t kth = top.kth_distance();

@@ -193,17 +193,10 @@ void MIHIndex::search_joined(const Kernels& kern, const uint64_t* queries, const
         for (size_t f = 0; f < nfin; ++f) {
             const size_t q = which[fin[f]];
             const int64_t *eb = exclude.begin(q), *ee = exclude.end(q);
-            auto first = w.cands.begin() + static_cast<std::ptrdiff_t>(w.cand_begin[f]);
-            auto last = w.cands.begin() + static_cast<std::ptrdiff_t>(w.cand_begin[f + 1]);
+            Candidate* first = w.cands.data() + w.cand_begin[f];
+            Candidate* last = w.cands.data() + w.cand_begin[f + 1];
             if (eb != ee) last = std::remove_if(first, last, [&](const Candidate& c) { return is_excluded(eb, ee, c.id); });
-            const size_t kk = std::min(static_cast<size_t>(k), static_cast<size_t>(last - first));
-            std::partial_sort(first, first + static_cast<std::ptrdiff_t>(kk), last);
-            int32_t* Dq = D + q * static_cast<size_t>(k);
-            int64_t* Iq = I + q * static_cast<size_t>(k);
-            for (size_t r = 0; r < static_cast<size_t>(k); ++r) {
-                Dq[r] = r < kk ? static_cast<int32_t>(first[static_cast<std::ptrdiff_t>(r)].d) : -1;
-                Iq[r] = r < kk ? first[static_cast<std::ptrdiff_t>(r)].id : -1;
-            }
+            write_nearest(first, last, k, D + q * static_cast<size_t>(k), I + q * static_cast<size_t>(k));
         }
     };
 

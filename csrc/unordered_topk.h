@@ -108,6 +108,17 @@ private:
     bool full_ = false;
 };
 
+// The k nearest of the candidates [first, last) in (distance, id) order into D and I,
+// padded with -1 when fewer qualify (the counting searches' last step).
+inline void write_nearest(Candidate* first, Candidate* last, int k, int32_t* D, int64_t* I) {
+    const size_t kk = std::min(static_cast<size_t>(k), static_cast<size_t>(last - first));
+    std::partial_sort(first, first + kk, last);
+    for (size_t r = 0; r < static_cast<size_t>(k); ++r) {
+        D[r] = r < kk ? static_cast<int32_t>(first[r].d) : -1;
+        I[r] = r < kk ? first[r].id : -1;
+    }
+}
+
 // Whether `id` is in the sorted list [begin, end).
 inline bool is_excluded(const int64_t* begin, const int64_t* end, int64_t id) {
     return begin != end && std::binary_search(begin, end, id);
