@@ -2,6 +2,7 @@
 // batch search (mih_joined.cpp): substrings of packed codes, the counting top-k,
 // ring enumeration and the cost constants both use.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -22,6 +23,14 @@ inline uint32_t substring(const uint64_t* code, int start, int bits) {
 // Bits [start, start+bits) of a one-word code (start + bits <= 64, bits <= 32).
 inline uint32_t substring64(uint64_t code, int start, int bits) {
     return static_cast<uint32_t>((code >> start) & ((uint64_t{1} << bits) - 1));
+}
+
+// The cache lines of the first `limit` bytes of a run of `bytes` bytes at p (the
+// hardware prefetcher streams the rest): a run of a table starts with a cache miss.
+inline void prefetch_lines(const void* p, size_t bytes, size_t limit) {
+    const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
+    const uintptr_t end = reinterpret_cast<uintptr_t>(p) + std::min(bytes, limit);
+    for (uintptr_t line = first; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line));
 }
 
 // Portable popcount of a substring (this file is built without -mpopcnt, where

@@ -819,10 +819,6 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
                 offer(locate(s.deferred_codes.data() + i * nw, s.deferred[i].rank), s.deferred[i].d);
         top.finish(D, I);
     };
-    auto prefetch_lines = [](const void* p, size_t bytes) {
-        const char* c = static_cast<const char*>(p);
-        for (size_t off = 0; off < std::min(bytes, kPrefetchBytes); off += 64) __builtin_prefetch(c + off);
-    };
     uint64_t code[16];
     // Items [b0, b1) of a run of table 0, the sorted codes themselves.
     auto read_table0 = [&](uint32_t b0, uint32_t b1) {
@@ -886,12 +882,12 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
         auto prefetch_run = [&](size_t r) {
             const size_t b = ring.runs[r].b0, len = ring.runs[r].b1 - b;
             if (j == 0) {
-                if (compact) prefetch_lines(sorted_.data32() + b, 4 * len);
-                else prefetch_lines(sorted_.data64() + b * nw, 8 * nw * len);
+                if (compact) prefetch_lines(sorted_.data32() + b, 4 * len, kPrefetchBytes);
+                else prefetch_lines(sorted_.data64() + b * nw, 8 * nw * len, kPrefetchBytes);
             } else if (nw == 1) {
-                prefetch_lines(t.rest.data() + b * t.rest.width(), t.rest.width() * len);
+                prefetch_lines(t.rest.data() + b * t.rest.width(), t.rest.width() * len, kPrefetchBytes);
             } else {
-                prefetch_lines(t.full.data() + b * nw, 8 * nw * len);
+                prefetch_lines(t.full.data() + b * nw, 8 * nw * len, kPrefetchBytes);
             }
         };
         for (size_t r = 0; r < std::min(nruns, kPrefetchRuns); ++r) prefetch_run(r);

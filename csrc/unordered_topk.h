@@ -112,7 +112,9 @@ private:
 // padded with -1 when fewer qualify (the counting searches' last step).
 inline void write_nearest(Candidate* first, Candidate* last, int k, int32_t* D, int64_t* I) {
     const size_t kk = std::min(static_cast<size_t>(k), static_cast<size_t>(last - first));
-    std::partial_sort(first, first + kk, last);
+    // (distance, id) is a total order, so selecting then sorting gives partial_sort's rows.
+    if (kk > 0 && first + kk < last) std::nth_element(first, first + (kk - 1), last);
+    std::sort(first, first + kk);
     for (size_t r = 0; r < static_cast<size_t>(k); ++r) {
         D[r] = r < kk ? static_cast<int32_t>(first[r].d) : -1;
         I[r] = r < kk ? first[r].id : -1;
