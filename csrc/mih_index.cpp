@@ -50,6 +50,9 @@ constexpr size_t kPrefetchBytes = 128;   // ... up to this much of each (the res
 // in chunks of at most kJoinChunk (a pair packs bucket, sub distance and query in 32 bits).
 constexpr size_t kJoinMinQueries = 64;
 constexpr size_t kJoinChunk = 2048;
+// Threads search chunks of their own once each gets at least this many queries: the
+// threads sharing each step of one chunk (barriers, merged counts) measured slower.
+constexpr size_t kJoinThreadChunkMin = 200;
 
 }  // namespace
 
@@ -400,7 +403,10 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     // each way on different queries picked the scan by chance) and answers the
     // rest the faster way; both are exact and write the same rows. The
     // verdict is reused by the next large batches and re-timed every
-    // kRetimeEvery of them (load and query mix change).
+    // kRetimeEvery of them (load and query mix change), or every
+    // kRetimeEveryDecisive when one way took at most half the other's time (a
+    // re-timing scans `probe` queries and copies the codes: 240 ms on top of a
+    // 135 ms call of 1,000 queries at 4.2M learned 64-bit codes, 2 threads).
     // The scan of a large batch is Index's scan over an id-ordered copy of the
     // codes (see scan_fallback), built once per batch.
     const size_t nw = sorted_.nwords();
@@ -413,13 +419,14 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     };
     const uint32_t call = large_calls_.fetch_add(1);
     const int verdict = verdict_.load();
-    if (verdict != kUntimed && call % kRetimeEvery != 0) {
+    if (verdict != kUntimed && call % retime_every_.load() != 0) {
         if (verdict == kTablesFaster) return search_tables(kern, queries, 0, nq, k, exclude, num_threads, D, I);
         return scan_copy(id_ordered_copy(), 0, nq);
     }
     // The copy is built outside the timing, which it would swamp on a few queries.
     using clock = std::chrono::steady_clock;
     std::optional<FlatIndex> copy;
+    bool decisive = false;
     // Times both ways on queries [q0, q0 + probe); true if the tables were no slower.
     auto tables_win = [&](size_t q0) {
         auto t0 = clock::now();
@@ -429,7 +436,9 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
         auto t2 = clock::now();
         scan_copy(*copy, q0, q0 + probe);
         auto t3 = clock::now();
-        return t1 - t0 <= t3 - t2;
+        const auto tables = t1 - t0, scan = t3 - t2;
+        decisive = 2 * tables <= scan || 2 * scan <= tables;
+        return tables <= scan;
     };
     // The scan must win twice: a first search through cold tables (or while another library's
     // threads still spin) can lose by chance, and the verdict holds for the next batches.
@@ -441,6 +450,7 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
         done = 2 * probe;
     }
     verdict_ = tables_faster ? kTablesFaster : kScanFaster;
+    retime_every_ = decisive ? kRetimeEveryDecisive : kRetimeEvery;
     if (tables_faster)
         search_tables(kern, queries, done, nq, k, exclude, num_threads, D, I);
     else
@@ -489,15 +499,35 @@ void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_
             const bool few = static_cast<size_t>(exclude.end(q) - exclude.begin(q)) <= static_cast<size_t>(k);
             (few ? joined : order).push_back(static_cast<uint32_t>(i));
         }
-        if (joined.size() > kJoinChunk) by_key(joined);
+        // Equal chunks of at most kJoinChunk queries. With several threads and enough
+        // queries, each thread searches whole chunks by itself (at least one per thread);
+        // else the chunks go one after the other, each searched by all the threads.
+        size_t chunks = (joined.size() + kJoinChunk - 1) / kJoinChunk;
+        const bool own_chunks = nworkers > 1 && joined.size() >= nworkers * kJoinThreadChunkMin;
+        if (own_chunks) chunks = (std::max(chunks, nworkers) + nworkers - 1) / nworkers * nworkers;
+        if (chunks > 1) by_key(joined);
         for (uint32_t& i : joined) i += static_cast<uint32_t>(q0);  // search_joined takes query indices
         std::vector<uint8_t> jfell(joined.size(), 0);
-        // Equal chunks of at most kJoinChunk queries, one after the other, each by all the threads.
-        const size_t chunks = (joined.size() + kJoinChunk - 1) / kJoinChunk;
         const size_t per = chunks == 0 ? 0 : (joined.size() + chunks - 1) / chunks;
-        for (size_t c0 = 0; c0 < joined.size(); c0 += per)
-            search_joined(kern, queries, joined.data() + c0, std::min(per, joined.size() - c0), k, exclude,
-                          num_threads, D, I, jfell.data() + c0, probes[0], cands[0]);
+        if (own_chunks) {
+            // A chunk takes long: one interrupted (or failing) stops the others at their next step.
+            std::atomic<bool> stop{false};
+            parallel_for(chunks, num_threads, [&](size_t c, size_t worker) {
+                const size_t c0 = std::min(joined.size(), c * per), c1 = std::min(joined.size(), c0 + per);
+                if (c1 <= c0) return;
+                try {
+                    search_joined(kern, queries, joined.data() + c0, c1 - c0, k, exclude, 1, D, I,
+                                  jfell.data() + c0, probes[worker], cands[worker], &stop);
+                } catch (...) {
+                    stop = true;
+                    throw;
+                }
+            });
+        } else {
+            for (size_t c0 = 0; c0 < joined.size(); c0 += per)
+                search_joined(kern, queries, joined.data() + c0, std::min(per, joined.size() - c0), k, exclude,
+                              num_threads, D, I, jfell.data() + c0, probes[0], cands[0]);
+        }
         for (size_t i = 0; i < joined.size(); ++i) fell[joined[i] - q0] = jfell[i];
         joined_ += joined.size() - static_cast<size_t>(std::count(jfell.begin(), jfell.end(), uint8_t{1}));
     } else {

@@ -114,7 +114,7 @@ public:
     void set_join_step_pairs(size_t pairs) { join_step_pairs_ = std::max<size_t>(1, pairs); }
     // Which way large batches go: -1 not timed yet, 0 the scan, 1 the tables.
     int batch_verdict() const { return verdict_.load(); }
-    // Tests: impose a verdict on the next kRetimeEvery - 1 large batches.
+    // Tests: impose a verdict on the next kRetimeEvery - 1 (or more) large batches.
     void set_batch_verdict(int verdict) {
         verdict_ = verdict;
         large_calls_ = 1;
@@ -180,10 +180,12 @@ private:
     // Queries which[0..count) (one-word codes of 33..64 bits, at most k exclusions each)
     // searched together, ring by ring: each ring's (bucket, query) pairs are grouped by
     // bucket, so the tables are read in address order instead of a cache miss per bucket
-    // and query. fell[i] set: query which[i] is left to the scan.
+    // and query. fell[i] set: query which[i] is left to the scan. Throws InterruptedError
+    // between steps once *stop is set (the thread of another chunk was interrupted or failed).
     void search_joined(const Kernels& kern, const uint64_t* queries, const uint32_t* which, size_t count,
                        int k, const ExcludeList& exclude, int num_threads, int32_t* D, int64_t* I,
-                       uint8_t* fell, size_t& probes, size_t& candidates) const;
+                       uint8_t* fell, size_t& probes, size_t& candidates,
+                       const std::atomic<bool>* stop = nullptr) const;
     // Whether search_tables may answer a batch by search_joined.
     bool joinable() const { return join_enabled_ && sorted_.nwords() == 1 && !sorted_.compact() && tables_.size() > 1; }
     // scan_share: the part of the fallback scan's one-thread time this query would wait
@@ -224,7 +226,8 @@ private:
     mutable std::atomic<size_t> fallbacks_{0};
     mutable std::atomic<size_t> scanned_{0};
     static constexpr int kUntimed = -1, kScanFaster = 0, kTablesFaster = 1;
-    static constexpr uint32_t kRetimeEvery = 8;
+    static constexpr uint32_t kRetimeEvery = 8, kRetimeEveryDecisive = 64;
+    mutable std::atomic<uint32_t> retime_every_{kRetimeEvery};
     mutable std::atomic<int> verdict_{kUntimed};
     mutable std::atomic<uint32_t> large_calls_{0};
     FallbackScore fall_score_;  // whether recent queries kept falling back to the scan

@@ -66,7 +66,8 @@ constexpr int kLookupOrderBits = 14;
 
 void MIHIndex::search_joined(const Kernels& kern, const uint64_t* queries, const uint32_t* which, size_t count,
                              int k, const ExcludeList& exclude, int num_threads, int32_t* D, int64_t* I,
-                             uint8_t* fell, size_t& probes, size_t& candidates) const {
+                             uint8_t* fell, size_t& probes, size_t& candidates,
+                             const std::atomic<bool>* stop) const {
     // Every query goes through the rings in the same order (tables 0..m-1 at radius 0,
     // then at radius 1, ...), so after each step all active queries have searched
     // table j to the same radius done[j], and an item met in table j is new iff no
@@ -224,6 +225,7 @@ void MIHIndex::search_joined(const Kernels& kern, const uint64_t* queries, const
     auto step_keys = [&](size_t step) { return binomial(tables_[step % mm].key_bits, static_cast<int>(step / mm)); };
     std::vector<uint32_t> grouped, finishing;
     for (size_t step = 0; !active.empty(); ++step) {
+        if (stop != nullptr && stop->load(std::memory_order_relaxed)) throw InterruptedError();
         const int j = static_cast<int>(step % mm), r = static_cast<int>(step / mm);
         const Table& t = tables_[j];
         if (r > t.key_bits + t.sub_bits) continue;

@@ -104,7 +104,8 @@ def test_joined_matches_the_query_by_query_search(rng):
 
 
 def test_joined_batch_in_chunks(rng):
-    """More queries than one chunk holds (2,048): chunks one after the other."""
+    """More queries than one chunk holds (2,048): chunks one after the other (one
+    thread), or one per thread."""
     n, nbits = 4_000, 48
     codes = clustered_codes(rng, n, nbits)
     queries = clustered_codes(rng, 2_100, nbits)
@@ -118,6 +119,28 @@ def test_joined_batch_in_chunks(rng):
         np.testing.assert_array_equal(D, Dr)
         np.testing.assert_array_equal(I, Ir)
     assert mih.stats()["joined"] == 2 * sum(len(e) <= 10 for e in exclude)
+
+
+@pytest.mark.parametrize("nq", [450, 700, 1_201])
+def test_joined_threads_search_chunks_of_their_own(simd, nq, rng):
+    """From 200 joined queries a thread (400 at 2 threads, 600 at 3), each thread searches
+    chunks of its own instead of sharing every step: the same rows at any thread count,
+    uneven chunks included."""
+    n, nbits, k = 20_000, 64, 30
+    codes = clustered_codes(rng, n, nbits)
+    queries = np.concatenate([codes[rng.integers(0, n, nq // 3)], clustered_codes(rng, nq - nq // 3, nbits)])
+    exclude = mixed_exclude(rng, nq, n, k)
+    mih = hashsearch.MIHIndex(codes, nbits, m=3)
+    mih._native._set_scan_fallback(False)
+    mih._native._set_batch_verdict(1)
+    Dr, Ir = hashsearch.Index(codes, nbits).topk(queries, k, exclude=exclude)
+    few = sum(len(e) <= k for e in exclude)
+    for threads in (1, 2, 3):
+        before = mih.stats()["joined"]
+        D, I = mih.topk(queries, k, exclude=exclude, num_threads=threads)
+        np.testing.assert_array_equal(D, Dr)
+        np.testing.assert_array_equal(I, Ir)
+        assert mih.stats()["joined"] - before == few
 
 
 def test_joined_batch_reads_every_item_when_k_is_large(rng):

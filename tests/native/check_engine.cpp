@@ -152,36 +152,39 @@ int run() {
         }
         if (nbits > 32 && nbits <= 64) {
             // A batch of >= 64 one-word queries: MIH's joined search (ring by ring for all
-            // of them, the threads sharing each ring), with these queries' exclusions.
-            const size_t nb = 70;
-            std::vector<uint64_t> batch(nb * nw);
-            for (size_t q = 0; q < nb; ++q) {
-                if (q % 2 == 0) std::copy_n(codes.data() + (rng() % n) * nw, nw, batch.data() + q * nw);
-                else draw(batch.data() + q * nw);
-            }
-            std::vector<int64_t> bptr(nb + 1, 0);
-            for (size_t q = 0; q < nb; ++q) bptr[q + 1] = indptr[(q % nq) + 1] - indptr[q % nq] + bptr[q];
-            std::vector<int64_t> bind;
-            for (size_t q = 0; q < nb; ++q) bind.insert(bind.end(), indices.begin() + indptr[q % nq], indices.begin() + indptr[(q % nq) + 1]);
-            ExcludeList bex;
-            bex.indptr = bptr.data();
-            bex.indices = bind.data();
-            for (int k : {1, 10, 100}) {
-                std::vector<int32_t> Dr(nb * k), D(nb * k);
-                std::vector<int64_t> Ir(nb * k), I(nb * k);
-                for (size_t q = 0; q < nb; ++q)
-                    topk_ref(codes, n, nw, batch.data() + q * nw, k, bex.begin(q), bex.end(q), Dr.data() + q * k,
-                             Ir.data() + q * k);
-                for (int threads : {1, 2}) {
-                    const size_t before = mih.joined_count();
-                    mih.topk(batch.data(), nb, k, bex, threads, D.data(), I.data());
-                    expect_equal("MIHIndex (joined)", nbits, k, D, I, Dr, Ir);
-                    if (mih.joined_count() == before) {
-                        std::printf("FAIL MIHIndex (joined) nbits=%d k=%d: the batch was not searched joined\n", nbits, k);
-                        ++failures;
+            // of them), with these queries' exclusions: 70 queries (the threads share each
+            // ring) and, on the smaller indexes, 450 (each of 2 threads searches a chunk).
+            for (size_t nb : {size_t{70}, size_t{450}}) {
+                if (nb > 70 && n > 20000) continue;
+                std::vector<uint64_t> batch(nb * nw);
+                for (size_t q = 0; q < nb; ++q) {
+                    if (q % 2 == 0) std::copy_n(codes.data() + (rng() % n) * nw, nw, batch.data() + q * nw);
+                    else draw(batch.data() + q * nw);
+                }
+                std::vector<int64_t> bptr(nb + 1, 0);
+                for (size_t q = 0; q < nb; ++q) bptr[q + 1] = indptr[(q % nq) + 1] - indptr[q % nq] + bptr[q];
+                std::vector<int64_t> bind;
+                for (size_t q = 0; q < nb; ++q) bind.insert(bind.end(), indices.begin() + indptr[q % nq], indices.begin() + indptr[(q % nq) + 1]);
+                ExcludeList bex;
+                bex.indptr = bptr.data();
+                bex.indices = bind.data();
+                for (int k : {1, 10, 100}) {
+                    std::vector<int32_t> Dr(nb * k), D(nb * k);
+                    std::vector<int64_t> Ir(nb * k), I(nb * k);
+                    for (size_t q = 0; q < nb; ++q)
+                        topk_ref(codes, n, nw, batch.data() + q * nw, k, bex.begin(q), bex.end(q), Dr.data() + q * k,
+                                 Ir.data() + q * k);
+                    for (int threads : {1, 2}) {
+                        const size_t before = mih.joined_count();
+                        mih.topk(batch.data(), nb, k, bex, threads, D.data(), I.data());
+                        expect_equal("MIHIndex (joined)", nbits, k, D, I, Dr, Ir);
+                        if (mih.joined_count() == before) {
+                            std::printf("FAIL MIHIndex (joined) nbits=%d k=%d: the batch was not searched joined\n", nbits, k);
+                            ++failures;
+                        }
+                        mih_auto.topk(batch.data(), nb, k, bex, threads, D.data(), I.data());
+                        expect_equal("MIHIndex (joined, fallback on)", nbits, k, D, I, Dr, Ir);
                     }
-                    mih_auto.topk(batch.data(), nb, k, bex, threads, D.data(), I.data());
-                    expect_equal("MIHIndex (joined, fallback on)", nbits, k, D, I, Dr, Ir);
                 }
             }
         }
