@@ -351,7 +351,8 @@ class MIHIndex(_RangeSearch, _HammingBase):
         ``scanned``: queries of large batches (>= 128; >= 256 for codes of 33..64 bits)
         answered by the scan because
         timing a batch's first queries showed the scan faster (or to time it; the
-        verdict is reused by later large batches and re-timed every 8th), and
+        verdict is reused by later large batches and re-timed every 8th, or every
+        64th when one way took at most half the other's time), and
         queries of smaller calls answered by the scan straight away because most
         recent queries fell back (uniform codes; one query in every 8th such call
         still tries the tables, and the tables take over again once they answer);
