@@ -207,3 +207,26 @@ def test_joined_batch_sends_hopeless_queries_to_the_scan(rng):
     assert st["fallbacks"] >= 90 and st["joined"] + st["fallbacks"] == len(queries)
     # the attempt stopped early: a few rings' buckets, far from a scan's worth of items
     assert st["candidates"] < 0.2 * n * len(queries)
+
+
+@pytest.mark.parametrize("n,nbits,m,width", [
+    (3_000, 24, 2, 2), (3_000, 33, 2, 3), (3_000, 40, 3, 4), (3_000, 48, 3, 5),
+    (3_000, 56, 4, 6), (3_000, 64, 2, 7), (100, 64, 2, 8),
+])
+def test_tables_read_rests_of_every_width(simd, n, nbits, m, width, rng):
+    """Tables j >= 1 keep each one-word code without its key bits in 2..8 bytes, read
+    with one 8-byte load: every width, batch (joined) and single queries, against the scan."""
+    codes = clustered_codes(rng, n, nbits)
+    mih = hashsearch.MIHIndex(codes, nbits, m=m)
+    widths = {-(-(nbits - mih.key_bits[j]) // 8) for j in range(1, m)}
+    assert width in widths
+    mih._native._set_scan_fallback(False)
+    queries = np.concatenate([codes[rng.integers(0, n, 50)], clustered_codes(rng, 50, nbits)])
+    k = min(25, n)
+    Dr, Ir = hashsearch.Index(codes, nbits).topk(queries, k)
+    D, I = mih.topk(queries, k)  # joined
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+    D, I = mih.topk(queries[:10], k)  # one by one
+    np.testing.assert_array_equal(D, Dr[:10])
+    np.testing.assert_array_equal(I, Ir[:10])
