@@ -91,19 +91,195 @@ void scan_w2(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
     scan_fixed<2>(codes, nwords, i, end, query, col, ex);
 }
 
+// Eight items' distances in one vector, from s[j] = the lane counts of item
+// j (its distance is the sum of s[j]'s eight lanes): pairs of lanes are added
+// within 128-bit lanes, then 128-bit lanes are paired twice.
+inline __m512i sum_lanes8(const __m512i* s) {
+    __m512i a[4];
+    for (int j = 0; j < 4; ++j)
+        a[j] = _mm512_add_epi64(_mm512_unpacklo_epi64(s[2 * j], s[2 * j + 1]),
+                                _mm512_unpackhi_epi64(s[2 * j], s[2 * j + 1]));
+    // a[j] 128-bit lane L: (item 2j, item 2j+1) partial sums of their lanes 2L, 2L+1.
+    // 0x88 takes lanes (0, 2) of each source, 0xDD lanes (1, 3).
+    __m512i b0 = _mm512_add_epi64(_mm512_shuffle_i32x4(a[0], a[1], 0x88), _mm512_shuffle_i32x4(a[0], a[1], 0xDD));
+    __m512i b1 = _mm512_add_epi64(_mm512_shuffle_i32x4(a[2], a[3], 0x88), _mm512_shuffle_i32x4(a[2], a[3], 0xDD));
+    return _mm512_add_epi64(_mm512_shuffle_i32x4(b0, b1, 0x88), _mm512_shuffle_i32x4(b0, b1, 0xDD));
+}
+
+// 256-bit codes: eight items from four vectors of two; lane sums as in
+// sum_lanes8 (one pairing fewer), then a lane permutation to item order.
+inline __m512i distances_w4(const uint64_t* p, __m512i q) {
+    __m512i v[4];
+    for (int g = 0; g < 4; ++g) v[g] = _mm512_popcnt_epi64(_mm512_xor_si512(load(p + 8 * g), q));
+    // a 128-bit lane L: (item 2g+L/2 of v[g], the same of v[g+1]) partial sums.
+    __m512i a0 = _mm512_add_epi64(_mm512_unpacklo_epi64(v[0], v[1]), _mm512_unpackhi_epi64(v[0], v[1]));
+    __m512i a1 = _mm512_add_epi64(_mm512_unpacklo_epi64(v[2], v[3]), _mm512_unpackhi_epi64(v[2], v[3]));
+    __m512i d = _mm512_add_epi64(_mm512_shuffle_i32x4(a0, a1, 0x88), _mm512_shuffle_i32x4(a0, a1, 0xDD));
+    // Lanes now hold items {0, 2, 1, 3, 4, 6, 5, 7}.
+    return _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7), d);
+}
+
+// Codes of 8j words (512j bits): one vector per item and 512 bits, eight items a step.
+inline __m512i distances_w8x(const uint64_t* p, size_t nwords, const uint64_t* query) {
+    __m512i s[8];
+    for (int j = 0; j < 8; ++j) {
+        const uint64_t* c = p + j * nwords;
+        __m512i acc = _mm512_popcnt_epi64(_mm512_xor_si512(load(c), load(query)));
+        for (size_t v = 8; v < nwords; v += 8)
+            acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(load(c + v), load(query + v))));
+        s[j] = acc;
+    }
+    return sum_lanes8(s);
+}
+
+// Codes of 4 or 8j words: eight items' distances a step, in item order.
+void scan_wide(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
+               const uint64_t* query, TopKCollector& col, ExcludeCursor& ex) {
+    static const int order[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    const __m512i q4 = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(query)));
+    uint32_t bound = col.bound();
+    __m512i vb = _mm512_set1_epi64(bound);
+    size_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+        const uint64_t* p = codes + i * nwords;
+        const __m512i d = nwords == 4 ? distances_w4(p, q4) : distances_w8x(p, nwords, query);
+        const __mmask8 m = _mm512_cmplt_epu64_mask(d, vb);
+        if (m) {
+            offer(d, m, order, i, col, ex, bound);
+            vb = _mm512_set1_epi64(bound);
+        }
+    }
+    scan_dynamic(codes, nwords, i, end, query, col, ex);
+}
+
 void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const uint64_t* query,
           TopKCollector& col, ExcludeCursor& ex) {
     if (nwords == 1) return scan_w1(codes, nwords, begin, end, query, col, ex);
     if (nwords == 2) return scan_w2(codes, nwords, begin, end, query, col, ex);
+    if (nwords == 4 || nwords % 8 == 0) return scan_wide(codes, nwords, begin, end, query, col, ex);
     return scan_generic(codes, nwords, begin, end, query, col, ex);
+}
+
+inline __m512i load32(const uint32_t* p) { return _mm512_loadu_si512(reinterpret_cast<const void*>(p)); }
+
+// Compact 32-bit codes: 64 items per iteration, 16 per vector (vpopcntd).
+void scan32(const uint32_t* codes, size_t begin, size_t end, uint32_t query, TopKCollector& col,
+            ExcludeCursor& ex) {
+    const __m512i q = _mm512_set1_epi32(static_cast<int>(query));
+    uint32_t bound = col.bound();
+    __m512i vb = _mm512_set1_epi32(static_cast<int>(bound));
+    size_t i = begin;
+    for (; i + 64 <= end; i += 64) {
+        __m512i d[4];
+        __mmask16 m[4];
+        for (int g = 0; g < 4; ++g) {
+            d[g] = _mm512_popcnt_epi32(_mm512_xor_si512(load32(codes + i + 16 * g), q));
+            m[g] = _mm512_cmplt_epu32_mask(d[g], vb);
+        }
+        if (!(m[0] | m[1] | m[2] | m[3])) continue;
+        for (int g = 0; g < 4; ++g) {  // in id order; the bound tightens as items enter
+            if (!m[g]) continue;
+            alignas(64) uint32_t dist[16];
+            _mm512_store_si512(reinterpret_cast<void*>(dist), d[g]);
+            for (unsigned bits = m[g]; bits != 0; bits &= bits - 1) {
+                const int j = __builtin_ctz(bits);
+                const int64_t id = static_cast<int64_t>(i + 16 * g + j);
+                if (dist[j] < bound && !ex.excluded(id)) {
+                    col.push(dist[j], id);
+                    bound = col.bound();
+                }
+            }
+        }
+        vb = _mm512_set1_epi32(static_cast<int>(bound));
+    }
+    scan32_generic(codes, i, end, query, col, ex);
+}
+
+// Compact 32-bit codes to byte distances, 16 per vector (vpmovdb narrows them).
+void fill32(const uint32_t* codes, size_t begin, size_t end, uint32_t query, uint8_t* dist) {
+    const __m512i q = _mm512_set1_epi32(static_cast<int>(query));
+    size_t i = begin;
+    for (; i + 16 <= end; i += 16) {
+        const __m512i d = _mm512_popcnt_epi32(_mm512_xor_si512(load32(codes + i), q));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dist + i), _mm512_cvtepi32_epi8(d));
+    }
+    fill32_generic(codes, i, end, query, dist);
+}
+
+inline void store8(uint8_t* dst, __m512i d) {  // eight 64-bit lanes as bytes
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi64_epi8(d));
+}
+
+// Byte distances for codes of 1, 2, 4 or 8j words, eight items a step.
+void fill_bytes(const uint64_t* codes, size_t nwords, size_t n, const uint64_t* query, uint8_t* dist) {
+    size_t i = 0;
+    if (nwords == 1) {
+        const __m512i q = _mm512_set1_epi64(static_cast<long long>(query[0]));
+        for (; i + 8 <= n; i += 8) store8(dist + i, _mm512_popcnt_epi64(_mm512_xor_si512(load(codes + i), q)));
+    } else if (nwords == 2) {
+        // Two vectors of four items; each item's sum lands in its even lane.
+        const __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(query)));
+        const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+        for (; i + 8 <= n; i += 8) {
+            __m512i a = _mm512_popcnt_epi64(_mm512_xor_si512(load(codes + 2 * i), q));
+            __m512i b = _mm512_popcnt_epi64(_mm512_xor_si512(load(codes + 2 * i + 8), q));
+            a = _mm512_add_epi64(a, _mm512_shuffle_epi32(a, _MM_PERM_BADC));
+            b = _mm512_add_epi64(b, _mm512_shuffle_epi32(b, _MM_PERM_BADC));
+            store8(dist + i, _mm512_permutex2var_epi64(a, even, b));
+        }
+    } else if (nwords == 4) {
+        const __m512i q4 = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(query)));
+        for (; i + 8 <= n; i += 8) store8(dist + i, distances_w4(codes + 4 * i, q4));
+    } else if (nwords % 8 == 0) {
+        for (; i + 8 <= n; i += 8) store8(dist + i, distances_w8x(codes + i * nwords, nwords, query));
+    }
+    fill_distances_bytes(codes + i * nwords, nwords, n - i, query, dist + i);
+}
+
+void two_pass_bytes(const uint64_t* codes, size_t nwords, size_t n, int nbits, const uint64_t* query,
+                    int k, const int64_t* ex_begin, const int64_t* ex_end, uint8_t* dist,
+                    uint32_t* hist, int32_t* D, int64_t* I) {
+    fill_bytes(codes, nwords, n, query, dist);
+    select_bytes(dist, n, nbits, k, ex_begin, ex_end, hist, D, I);
+}
+
+// select_within (scan_generic.inc) for 64-bit codes, eight a step: only the
+// items within thr are written (MIH runs and cluster windows read mostly others).
+size_t select_within_w1(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const uint64_t* query,
+                        uint32_t thr, uint32_t* idx, uint32_t* dist) {
+    if (nwords != 1) return select_within(codes, nwords, begin, end, query, thr, idx, dist);
+    const __m512i q = _mm512_set1_epi64(static_cast<long long>(query[0]));
+    const __m512i t = _mm512_set1_epi64(static_cast<long long>(thr));
+    size_t cnt = 0, i = begin;
+    for (; i + 8 <= end; i += 8) {
+        const __m512i d = _mm512_popcnt_epi64(_mm512_xor_si512(load(codes + i), q));
+        unsigned pass = _mm512_cmple_epu64_mask(d, t);
+        if (pass == 0) continue;
+        alignas(64) uint64_t dd[8];
+        _mm512_store_si512(reinterpret_cast<void*>(dd), d);
+        do {
+            const unsigned j = static_cast<unsigned>(__builtin_ctz(pass));
+            pass &= pass - 1;
+            idx[cnt] = static_cast<uint32_t>(i + j);
+            dist[cnt] = static_cast<uint32_t>(dd[j]);
+            ++cnt;
+        } while (pass != 0);
+    }
+    for (; i < end; ++i) {
+        const uint32_t d = popcount64(codes[i] ^ query[0]);
+        idx[cnt] = static_cast<uint32_t>(i);
+        dist[cnt] = d;
+        cnt += d <= thr;
+    }
+    return cnt;
 }
 
 }  // namespace
 
-Kernels avx512_kernels() { return Kernels{&scan, &topk_two_pass, &topk_two_pass_bytes,
-                   &scan32_generic, &fill32_generic, &select_bytes,
-                   &inner_products, &select_within, &select_within32, &select_within_packed,
-                   &fill_distances_bytes}; }
+Kernels avx512_kernels() { return Kernels{&scan, &topk_two_pass, &two_pass_bytes,
+                   &scan32, &fill32, &select_bytes,
+                   &inner_products, &select_within_w1, &select_within32, &select_within_packed,
+                   &fill_bytes}; }
 
 }  // namespace hashsearch
 #if !defined(HASHSEARCH_EMULATE_AVX512)
