@@ -100,7 +100,8 @@ void FlatIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeLis
     int threads = resolve_threads(num_threads);
     // Few queries on many items: split the items instead, so every core has work.
     const bool split = nq < 2 * static_cast<size_t>(threads) && threads > 1 && n_ * nwords_ >= split_min_words();
-    if (n_ <= kTwoPassMaxItems && n_ * nwords_ <= kTwoPassMaxItems && !split)
+    const bool wide_two_pass = nwords_ < 32 && ((kern.two_pass_wide_words >> nwords_) & 1);
+    if (n_ <= kTwoPassMaxItems && (n_ * nwords_ <= kTwoPassMaxItems || wide_two_pass) && !split)
         return topk_two_pass(kern, queries, nq, k, exclude, threads, D, I);
     if (split)
         topk_by_item(kern, queries, nq, k, exclude, threads, D, I);

@@ -59,6 +59,43 @@ def test_index_matches_reference_large(simd, nbits, nq, split, rng, request):
             np.testing.assert_array_equal(I, Ir)
 
 
+@pytest.mark.parametrize("nbits", [96, 128, 192, 200, 256])
+def test_index_two_pass_on_codes_beyond_l2(simd, nbits, rng):
+    """2^15..2^16 items of 2-4 words: more code words than the two-pass limit, which levels
+    whose byte fill is vector code (AVX-512: 2 and 4 words) take the two-pass path for anyway."""
+    n = 40_003
+    codes = clustered_codes(rng, n, nbits)
+    queries = clustered_codes(rng, 37, nbits)
+    exclude = random_exclude(rng, 37, n, 300)
+    for threads in (1, 2):
+        for k, ex in ((1, None), (100, exclude), (1000, None)):
+            D, I = hashsearch.Index(codes, nbits, num_threads=threads).topk(queries, k, exclude=ex)
+            Dr, Ir = topk_hamming(queries, codes, k, exclude=ex)
+            np.testing.assert_array_equal(D, Dr)
+            np.testing.assert_array_equal(I, Ir)
+
+
+@pytest.mark.parametrize("nbits", [255, 256, 300, 512])
+def test_far_queries_on_codes_of_255_bits_and_more(simd, nbits, rng):
+    """Queries near the complement of the items: top-k distances of 250 and more, across
+    the 254 cap of AVX-512's byte distances (a query reaching it is redone exactly)."""
+    n = 3001
+    centre = rng.integers(0, 2, size=nbits, dtype=np.uint8)
+    bits = np.repeat(centre[None], n, axis=0) ^ (rng.random((n, nbits)) < 0.01).astype(np.uint8)
+    codes = hashsearch.pack(bits)
+    near = rng.integers(0, 2, size=(5, nbits), dtype=np.uint8)  # ordinary queries beside the far ones
+    far = (1 - centre)[None] ^ (rng.random((6, nbits)) < 0.004).astype(np.uint8)
+    queries = hashsearch.pack(np.vstack([far, near]))
+    exclude = random_exclude(rng, len(queries), n, 50)
+    for threads in (1, 2):
+        for k, ex in ((10, None), (100, exclude), (n, None), (n, exclude)):
+            D, I = hashsearch.Index(codes, nbits, num_threads=threads).topk(queries, k, exclude=ex)
+            Dr, Ir = topk_hamming(queries, codes, k, exclude=ex)
+            np.testing.assert_array_equal(D, Dr)
+            np.testing.assert_array_equal(I, Ir)
+    assert Dr[:6, :10].min() >= 240 and Dr[:6].max() >= 254  # the far queries do cross the cap
+
+
 @pytest.mark.parametrize("nbits", [20, 64])
 def test_single_queries_with_and_without_the_item_split(simd, nbits, rng, split_small_scans):
     """One query on 2 threads: below the split threshold a small index answers it by the
