@@ -119,6 +119,16 @@ inline __m512i distances_w4(const uint64_t* p, __m512i q) {
     return _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7), d);
 }
 
+// 128-bit codes: eight items from two vectors of four; each item's two word
+// counts are added into its even lane, and the even lanes gathered in order.
+inline __m512i distances_w2(const uint64_t* p, __m512i q) {
+    __m512i a = _mm512_popcnt_epi64(_mm512_xor_si512(load(p), q));
+    __m512i b = _mm512_popcnt_epi64(_mm512_xor_si512(load(p + 8), q));
+    a = _mm512_add_epi64(a, _mm512_shuffle_epi32(a, _MM_PERM_BADC));
+    b = _mm512_add_epi64(b, _mm512_shuffle_epi32(b, _MM_PERM_BADC));
+    return _mm512_permutex2var_epi64(a, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), b);
+}
+
 // Codes of 8j words (512j bits): one vector per item and 512 bits, eight items a step.
 inline __m512i distances_w8x(const uint64_t* p, size_t nwords, const uint64_t* query) {
     __m512i s[8];
@@ -222,16 +232,8 @@ void fill_bytes(const uint64_t* codes, size_t nwords, size_t n, const uint64_t* 
         const __m512i q = _mm512_set1_epi64(static_cast<long long>(query[0]));
         for (; i + 8 <= n; i += 8) store8<Capped>(dist + i, _mm512_popcnt_epi64(_mm512_xor_si512(load(codes + i), q)));
     } else if (nwords == 2) {
-        // Two vectors of four items; each item's sum lands in its even lane.
         const __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(query)));
-        const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-        for (; i + 8 <= n; i += 8) {
-            __m512i a = _mm512_popcnt_epi64(_mm512_xor_si512(load(codes + 2 * i), q));
-            __m512i b = _mm512_popcnt_epi64(_mm512_xor_si512(load(codes + 2 * i + 8), q));
-            a = _mm512_add_epi64(a, _mm512_shuffle_epi32(a, _MM_PERM_BADC));
-            b = _mm512_add_epi64(b, _mm512_shuffle_epi32(b, _MM_PERM_BADC));
-            store8<Capped>(dist + i, _mm512_permutex2var_epi64(a, even, b));
-        }
+        for (; i + 8 <= n; i += 8) store8<Capped>(dist + i, distances_w2(codes + 2 * i, q));
     } else if (nwords == 4) {
         const __m512i q4 = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(query)));
         for (; i + 8 <= n; i += 8) store8<Capped>(dist + i, distances_w4(codes + 4 * i, q4));
@@ -271,42 +273,45 @@ void two_pass_bytes(const uint64_t* codes, size_t nwords, size_t n, int nbits, c
     select_bytes(dist, n, nbits, k, ex_begin, ex_end, hist, D, I);
 }
 
-// select_within (scan_generic.inc) for 64-bit codes, eight a step: only the
-// items within thr are written (MIH runs and cluster windows read mostly others).
-size_t select_within_w1(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const uint64_t* query,
-                        uint32_t thr, uint32_t* idx, uint32_t* dist) {
-    if (nwords != 1) return select_within(codes, nwords, begin, end, query, thr, idx, dist);
-    const __m512i q = _mm512_set1_epi64(static_cast<long long>(query[0]));
+// Appends the items among base + [0, 8) whose distance in `d` is at most thr.
+inline size_t append_within(__m512i d, __m512i t, size_t base, uint32_t* idx, uint32_t* dist, size_t cnt) {
+    unsigned pass = _mm512_cmple_epu64_mask(d, t);
+    if (pass == 0) return cnt;
+    alignas(64) uint64_t dd[8];
+    _mm512_store_si512(reinterpret_cast<void*>(dd), d);
+    do {
+        const unsigned j = static_cast<unsigned>(__builtin_ctz(pass));
+        pass &= pass - 1;
+        idx[cnt] = static_cast<uint32_t>(base + j);
+        dist[cnt] = static_cast<uint32_t>(dd[j]);
+        ++cnt;
+    } while (pass != 0);
+    return cnt;
+}
+
+// select_within (scan_generic.inc) for 64- and 128-bit codes, eight items a step:
+// only those within thr are written (MIH runs and cluster windows read mostly others).
+size_t select_within_vec(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const uint64_t* query,
+                         uint32_t thr, uint32_t* idx, uint32_t* dist) {
+    if (nwords > 2) return select_within(codes, nwords, begin, end, query, thr, idx, dist);
     const __m512i t = _mm512_set1_epi64(static_cast<long long>(thr));
     size_t cnt = 0, i = begin;
-    for (; i + 8 <= end; i += 8) {
-        const __m512i d = _mm512_popcnt_epi64(_mm512_xor_si512(load(codes + i), q));
-        unsigned pass = _mm512_cmple_epu64_mask(d, t);
-        if (pass == 0) continue;
-        alignas(64) uint64_t dd[8];
-        _mm512_store_si512(reinterpret_cast<void*>(dd), d);
-        do {
-            const unsigned j = static_cast<unsigned>(__builtin_ctz(pass));
-            pass &= pass - 1;
-            idx[cnt] = static_cast<uint32_t>(i + j);
-            dist[cnt] = static_cast<uint32_t>(dd[j]);
-            ++cnt;
-        } while (pass != 0);
+    if (nwords == 1) {
+        const __m512i q = _mm512_set1_epi64(static_cast<long long>(query[0]));
+        for (; i + 8 <= end; i += 8)
+            cnt = append_within(_mm512_popcnt_epi64(_mm512_xor_si512(load(codes + i), q)), t, i, idx, dist, cnt);
+    } else {
+        const __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(query)));
+        for (; i + 8 <= end; i += 8) cnt = append_within(distances_w2(codes + 2 * i, q), t, i, idx, dist, cnt);
     }
-    for (; i < end; ++i) {
-        const uint32_t d = popcount64(codes[i] ^ query[0]);
-        idx[cnt] = static_cast<uint32_t>(i);
-        dist[cnt] = d;
-        cnt += d <= thr;
-    }
-    return cnt;
+    return cnt + select_within(codes, nwords, i, end, query, thr, idx + cnt, dist + cnt);
 }
 
 }  // namespace
 
 Kernels avx512_kernels() { return Kernels{&scan, &two_pass_capped, &two_pass_bytes,
                    &scan32, &fill32, &select_bytes,
-                   &inner_products, &select_within_w1, &select_within32, &select_within_packed,
+                   &inner_products, &select_within_vec, &select_within32, &select_within_packed,
                    &fill_bytes<false>, (1u << 2) | (1u << 4) | (1u << 8)}; }
 
 }  // namespace hashsearch
