@@ -712,7 +712,8 @@ void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, con
     };
     const uint32_t q32 = static_cast<uint32_t>(query[0]);
     const double budget_ns =
-        scan_share * static_cast<double>(n) * (compact ? kCompactScanNs : kScanNsPerWord * static_cast<double>(nw));
+        scan_share * static_cast<double>(n) * (compact ? kCompactScanNs : kScanNsPerWord * static_cast<double>(nw)) *
+        scan_cost_scale();
     double spent_ns = 0;
 
     // Ring r of table j: the buckets at key distance r (whole, or for a bucket
@@ -993,7 +994,8 @@ void MIHIndex::range_search(const uint64_t* queries, size_t nq, int radius, cons
         rj[j] = std::min((r + 1) / m + (j < (r + 1) % m ? 1 : 0) - 1, tables_[j].key_bits);
         for (int rho = 0; rho <= rj[j]; ++rho) probes += binomial(tables_[j].key_bits, rho);
     }
-    const double scan_ns = static_cast<double>(n) * (sorted_.compact() ? kCompactScanNs : kScanNsPerWord * nw);
+    const double scan_ns =
+        static_cast<double>(n) * (sorted_.compact() ? kCompactScanNs : kScanNsPerWord * nw) * scan_cost_scale();
     RangeHits hits(nq);
     std::vector<size_t> cands(nq, 0);
     std::vector<uint8_t> scan(nq, probes * kProbeNs > scan_ns && scan_fallback_);

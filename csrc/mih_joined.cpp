@@ -220,7 +220,7 @@ void MIHIndex::search_joined(const Kernels& kern, const uint64_t* queries, const
         }
     };
 
-    const double budget_ns = static_cast<double>(sorted_.size()) * kScanNsPerWord;
+    const double budget_ns = static_cast<double>(sorted_.size()) * kScanNsPerWord * scan_cost_scale();
     // Steps in search order: (table j, radius r) is step r * m + j.
     auto step_keys = [&](size_t step) { return binomial(tables_[step % mm].key_bits, static_cast<int>(step / mm)); };
     std::vector<uint32_t> grouped, finishing;
