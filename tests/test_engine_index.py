@@ -556,6 +556,23 @@ def test_hierarchical_matches_reference(simd, threads, rng):
         assert_hamr_equals_reference(index, queries, codes, ex)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_hierarchical_ties_in_score_go_to_smaller_id(simd, threads, rng):
+    """Small-integer embeddings: exact products with many equal scores, across the k-th one."""
+    n, nbits, dim = 3000, 64, 6
+    codes = clustered_codes(rng, n, nbits)
+    emb = rng.integers(-2, 3, size=(n, dim)).astype(np.float32)
+    queries = clustered_codes(rng, 30, nbits)
+    q_emb = rng.integers(-2, 3, size=(30, dim)).astype(np.float32)
+    exclude = random_exclude(rng, 30, n, 100)
+    index = hashsearch.HierarchicalIndex(codes, emb, nbits, num_threads=threads)
+    for k, cand, ex in ((1, 50, None), (20, 200, exclude), (200, 200, None), (77, 300, exclude)):
+        S, I = index.topk(queries, q_emb, k, candidates=cand, exclude=ex)
+        Sr, Ir = topk_hierarchical(queries, q_emb, codes, emb, k, cand, exclude=ex)
+        np.testing.assert_array_equal(S, Sr)
+        np.testing.assert_array_equal(I, Ir)
+
+
 @pytest.mark.parametrize("nbits,m", [(32, 2), (64, 3), (128, 2)])
 def test_hierarchical_mih_candidates_match_reference(nbits, m, rng, tmp_path):
     """candidate_search='mih' finds the same candidates as the scan (MIH is exact, ties by id), so
