@@ -25,6 +25,8 @@ namespace {
 
 inline uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(__builtin_popcountll(x)); }
 
+#define HS_HAVE_LOAD_F32X4_AS_F64
+inline __m256d load_f32x4_as_f64(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
 #include "scan_generic.inc"
 
 inline __m256i popcount_bytes(__m256i v) {

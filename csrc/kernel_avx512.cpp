@@ -24,6 +24,10 @@ namespace {
 
 inline uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(__builtin_popcountll(x)); }
 
+#if !defined(HASHSEARCH_EMULATE_AVX512)  // SIMDe's vectors are not GCC's: the generic loader there
+#define HS_HAVE_LOAD_F32X4_AS_F64
+inline __m256d load_f32x4_as_f64(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+#endif
 #include "scan_generic.inc"
 
 inline __m512i load(const uint64_t* p) { return _mm512_loadu_si512(reinterpret_cast<const void*>(p)); }
