@@ -133,6 +133,31 @@ inline __m512i distances_w2(const uint64_t* p, __m512i q) {
     return _mm512_permutex2var_epi64(a, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), b);
 }
 
+// 129-192-bit codes: eight items are 24 words, three vectors; word w of item j is
+// lane 3j + w of the three together. The query repeated the same way (q3[0..2]),
+// then each item's three word counts are gathered into lane j and added.
+inline void query_w3(const uint64_t* query, __m512i* q3) {
+    const long long a = static_cast<long long>(query[0]), b = static_cast<long long>(query[1]),
+                    c = static_cast<long long>(query[2]);
+    q3[0] = _mm512_setr_epi64(a, b, c, a, b, c, a, b);
+    q3[1] = _mm512_setr_epi64(c, a, b, c, a, b, c, a);
+    q3[2] = _mm512_setr_epi64(b, c, a, b, c, a, b, c);
+}
+
+inline __m512i distances_w3(const uint64_t* p, const __m512i* q3) {
+    const __m512i v0 = _mm512_popcnt_epi64(_mm512_xor_si512(load(p), q3[0]));
+    const __m512i v1 = _mm512_popcnt_epi64(_mm512_xor_si512(load(p + 8), q3[1]));
+    const __m512i v2 = _mm512_popcnt_epi64(_mm512_xor_si512(load(p + 16), q3[2]));
+    // Word w of item j is lane 3j + w: below 16 from (v0, v1), the rest from v2.
+    __m512i w0 = _mm512_permutex2var_epi64(v0, _mm512_setr_epi64(0, 3, 6, 9, 12, 15, 0, 0), v1);
+    __m512i w1 = _mm512_permutex2var_epi64(v0, _mm512_setr_epi64(1, 4, 7, 10, 13, 0, 0, 0), v1);
+    __m512i w2 = _mm512_permutex2var_epi64(v0, _mm512_setr_epi64(2, 5, 8, 11, 14, 0, 0, 0), v1);
+    w0 = _mm512_mask_permutexvar_epi64(w0, 0xC0, _mm512_setr_epi64(0, 0, 0, 0, 0, 0, 2, 5), v2);
+    w1 = _mm512_mask_permutexvar_epi64(w1, 0xE0, _mm512_setr_epi64(0, 0, 0, 0, 0, 0, 3, 6), v2);
+    w2 = _mm512_mask_permutexvar_epi64(w2, 0xE0, _mm512_setr_epi64(0, 0, 0, 0, 0, 1, 4, 7), v2);
+    return _mm512_add_epi64(_mm512_add_epi64(w0, w1), w2);
+}
+
 // Codes of 8j words (512j bits): one vector per item and 512 bits, eight items a step.
 inline __m512i distances_w8x(const uint64_t* p, size_t nwords, const uint64_t* query) {
     __m512i s[8];
@@ -146,17 +171,22 @@ inline __m512i distances_w8x(const uint64_t* p, size_t nwords, const uint64_t* q
     return sum_lanes8(s);
 }
 
-// Codes of 4 or 8j words: eight items' distances a step, in item order.
+// Codes of 3, 4 or 8j words: eight items' distances a step, in item order.
 void scan_wide(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
                const uint64_t* query, TopKCollector& col, ExcludeCursor& ex) {
     static const int order[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-    const __m512i q4 = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(query)));
+    const __m512i q4 =
+        nwords >= 4 ? _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(query))) : __m512i{};
+    __m512i q3[3];
+    if (nwords == 3) query_w3(query, q3);
     uint32_t bound = col.bound();
     __m512i vb = _mm512_set1_epi64(bound);
     size_t i = begin;
     for (; i + 8 <= end; i += 8) {
         const uint64_t* p = codes + i * nwords;
-        const __m512i d = nwords == 4 ? distances_w4(p, q4) : distances_w8x(p, nwords, query);
+        const __m512i d = nwords == 3   ? distances_w3(p, q3)
+                          : nwords == 4 ? distances_w4(p, q4)
+                                        : distances_w8x(p, nwords, query);
         const __mmask8 m = _mm512_cmplt_epu64_mask(d, vb);
         if (m) {
             offer(d, m, order, i, col, ex, bound);
@@ -170,7 +200,7 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
           TopKCollector& col, ExcludeCursor& ex) {
     if (nwords == 1) return scan_w1(codes, nwords, begin, end, query, col, ex);
     if (nwords == 2) return scan_w2(codes, nwords, begin, end, query, col, ex);
-    if (nwords == 4 || nwords % 8 == 0) return scan_wide(codes, nwords, begin, end, query, col, ex);
+    if (nwords == 3 || nwords == 4 || nwords % 8 == 0) return scan_wide(codes, nwords, begin, end, query, col, ex);
     return scan_generic(codes, nwords, begin, end, query, col, ex);
 }
 
@@ -227,7 +257,7 @@ inline void store8(uint8_t* dst, __m512i d) {
     _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi64_epi8(d));
 }
 
-// Byte distances for codes of 1, 2, 4 or 8j words, eight items a step (Capped:
+// Byte distances for codes of 1, 2, 3, 4 or 8j words, eight items a step (Capped:
 // min(distance, 254), for codes of 255+ bits; other widths only below 255 bits).
 template <bool Capped = false>
 void fill_bytes(const uint64_t* codes, size_t nwords, size_t n, const uint64_t* query, uint8_t* dist) {
@@ -238,6 +268,10 @@ void fill_bytes(const uint64_t* codes, size_t nwords, size_t n, const uint64_t* 
     } else if (nwords == 2) {
         const __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(query)));
         for (; i + 8 <= n; i += 8) store8<Capped>(dist + i, distances_w2(codes + 2 * i, q));
+    } else if (nwords == 3) {
+        __m512i q3[3];
+        query_w3(query, q3);
+        for (; i + 8 <= n; i += 8) store8<Capped>(dist + i, distances_w3(codes + 3 * i, q3));
     } else if (nwords == 4) {
         const __m512i q4 = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(query)));
         for (; i + 8 <= n; i += 8) store8<Capped>(dist + i, distances_w4(codes + 4 * i, q4));
@@ -316,7 +350,7 @@ size_t select_within_vec(const uint64_t* codes, size_t nwords, size_t begin, siz
 Kernels avx512_kernels() { return Kernels{&scan, &two_pass_capped, &two_pass_bytes,
                    &scan32, &fill32, &select_bytes,
                    &inner_products, &select_within_vec, &select_within32, &select_within_packed,
-                   &fill_bytes<false>, (1u << 2) | (1u << 4) | (1u << 8)}; }
+                   &fill_bytes<false>, (1u << 2) | (1u << 3) | (1u << 4) | (1u << 8)}; }
 
 }  // namespace hashsearch
 #if !defined(HASHSEARCH_EMULATE_AVX512)

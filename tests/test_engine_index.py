@@ -26,7 +26,7 @@ def random_exclude(rng, nq, n, max_len):
 
 # n spans the two-pass path (n <= 65536) and the streaming path; nq spans
 # the query-parallel and item-parallel splits.
-@pytest.mark.parametrize("nbits", [13, 32, 64, 100, 128, 256, 300])
+@pytest.mark.parametrize("nbits", [13, 32, 64, 100, 128, 150, 256, 300])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_index_matches_reference_small(simd, nbits, threads, rng):
     codes = random_codes(rng, 2000, nbits)
@@ -39,7 +39,7 @@ def test_index_matches_reference_small(simd, nbits, threads, rng):
         np.testing.assert_array_equal(I, Ir)
 
 
-@pytest.mark.parametrize("nbits", [20, 32, 64, 128, 256, 200])
+@pytest.mark.parametrize("nbits", [20, 32, 64, 128, 160, 256, 200])
 @pytest.mark.parametrize("nq", [1, 3, 40])
 @pytest.mark.parametrize("split", ["default", "split"])
 def test_index_matches_reference_large(simd, nbits, nq, split, rng, request):
