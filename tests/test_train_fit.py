@@ -100,6 +100,10 @@ def test_early_stopping(tmp_path: Path, tiny) -> None:
     m = fit(cfg, dataset=tiny)
     assert m["stopped"].startswith("early stop") and m["epochs_run"] < 50
     assert 1 <= m["best_epoch"] <= m["epochs_run"]
+    # patience 0 turns early stopping off: the same run goes on to its last epoch (it used to act as 1)
+    cfg = _cfg(tmp_path / "no_stop", "mf", epochs=m["epochs_run"] + 3, patience=0, lr=0.5)
+    m0 = fit(cfg, dataset=tiny)
+    assert m0["epochs_run"] == m["epochs_run"] + 3 and not m0["stopped"].startswith("early stop")
 
 
 def test_cli_fit(tmp_path: Path, capsys) -> None:
@@ -414,3 +418,21 @@ def test_cli_fit_interrupted_reports_and_exits_130(tmp_path: Path, capsys, monke
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["stopped"] == "interrupted (Ctrl-C) after 0 whole epochs; no checkpoint"
     assert '"hamr"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method, extra", [("hashgnn", {}), ("lightgcn", {"loss": "softmax"})])
+def test_two_threads_give_the_same_run_twice(tmp_path: Path, method: str, extra: dict) -> None:
+    """Same seed, two threads: the same losses and codes bit for bit. Batches of 2,048 pairs of
+    32-dim rows are big enough for torch to split the gradient of a gather over both threads;
+    ``x[idx]``'s backward then summed rows in a varying order (fixed by take_rows)."""
+    data = load_dataset("synthetic:users=2000,items=3000,edges=60000", seed=0)
+    runs = []
+    for r in range(2):
+        cfg = _cfg(tmp_path / str(r), method, epochs=2, threads=2, batch_size=2048, emb_dim=32,
+                   sage_dims=[32, 32], lr=1e-2, **extra)
+        m = fit(cfg, dataset=data)
+        codes = np.load(Path(cfg.out) / "codes.npz")
+        runs.append(([h["loss"] for h in m["history"]], {k: codes[k] for k in codes.files}))
+    assert runs[0][0] == runs[1][0]
+    for key, arr in runs[0][1].items():
+        np.testing.assert_array_equal(arr, runs[1][1][key], err_msg=key)

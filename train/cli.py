@@ -72,7 +72,8 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     a("--gumbel-tau", type=float, default=d.gumbel_tau)
     a("--sp-pretrain-frac", type=float, default=d.sp_pretrain_frac)
     a("--eval-every", type=int, default=d.eval_every)
-    a("--patience", type=int, default=d.patience)
+    a("--patience", type=int, default=d.patience,
+      help="validations without improvement before stopping early; 0 never stops early")
     a("--val-metric", default=None, help="mode:metric, e.g. hies:recall@50")
     a("--candidates", type=int, default=d.candidates)
     a("--paper-protocol", action="store_true", help="also report the official HashGNN code's protocol")

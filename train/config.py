@@ -218,7 +218,7 @@ class FitConfig:
     sp_pretrain_frac: float = 0.5       # hashgnn_sp: share of epochs for the continuous stage
     # evaluation and control
     eval_every: int = 1
-    patience: int = 5                   # evaluations without improvement before stopping
+    patience: int = 5                   # evaluations without improvement before stopping (0: never stop early)
     val_metric: Optional[str] = None    # mode:metric, None: hies:recall@50 (hash) / continuous:recall@20
     candidates: int = 500
     paper_protocol: bool = False

@@ -27,6 +27,15 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 
 
+def take_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``x[idx]`` for an int64 index of any shape: (*idx.shape, *x.shape[1:]).
+
+    By ``index_select``, whose backward (``index_add_``) sums each row's gradients in a fixed
+    order: the backward of ``x[idx]`` (``index_put_`` with accumulate) does not with more than
+    one thread, so two runs with the same seed drifted apart (and it took twice as long)."""
+    return x.index_select(0, idx.reshape(-1)).reshape(*idx.shape, *x.shape[1:])
+
+
 def save_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
@@ -220,7 +229,7 @@ class Trainer:
         u_t = torch.from_numpy(users).to(dev)
         i_t = torch.from_numpy(items).to(dev) + nu
         m_t = torch.from_numpy(negs).to(dev) + nu
-        xu, xi, xm = x[u_t], x[i_t], x[m_t]
+        xu, xi, xm = take_rows(x, u_t), take_rows(x, i_t), take_rows(x, m_t)
         extra = None
         if self._use_head():
             head, beta = self.model.head, self.beta_now()
@@ -238,7 +247,8 @@ class Trainer:
             loss = loss + extra
         if cfg.reg > 0 and not (cfg.method == "hashgnn_sp" and self._stage() == "main"):
             base = self.model.encoder.base.weight
-            sq = base[u_t].pow(2).sum() + base[i_t].pow(2).sum() + base[m_t[:, 0]].pow(2).sum()
+            sq = (take_rows(base, u_t).pow(2).sum() + take_rows(base, i_t).pow(2).sum()
+                  + take_rows(base, m_t[:, 0]).pow(2).sum())
             loss = loss + cfg.reg * sq / (2 * users.shape[0])
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -261,25 +271,26 @@ class Trainer:
         bias = self.model.item_bias
         if cfg.shared_negatives > 0:
             shared = torch.from_numpy(self.rng.integers(0, self.ds.n_items, cfg.shared_negatives)).to(dev)
-            xs = x[shared + nu]
-            bs = bias[shared] if bias is not None else None
+            xs = take_rows(x, shared + nu)
+            bs = take_rows(bias, shared) if bias is not None else None
         else:
             xs = x[nu:]
             bs = bias
         uniq, inv = torch.unique(u_t, return_inverse=True)
         norm = torch.nn.functional.normalize
-        xq = norm(x[uniq], dim=-1) / cfg.temperature  # scale the (U, d) side, not the (U, S) scores
-        pos = (xq[inv] * norm(x[i_t], dim=-1)).sum(-1)
+        xq = norm(take_rows(x, uniq), dim=-1) / cfg.temperature  # scale the (U, d) side, not the (U, S) scores
+        pos = (take_rows(xq, inv) * norm(take_rows(x, i_t), dim=-1)).sum(-1)
         if cfg.margin:
             pos = pos - cfg.margin / cfg.temperature
         neg = xq @ norm(xs, dim=-1).T
         if bias is not None:
-            pos = pos + bias[i_t - nu]
+            pos = pos + take_rows(bias, i_t - nu)
             neg = neg + bs[None, :]
         loss = sampled_softmax(pos, neg, inv)
         if cfg.reg > 0:
             base = self.model.encoder.base.weight
-            loss = loss + cfg.reg * (base[u_t].pow(2).sum() + base[i_t].pow(2).sum()) / (2 * users.shape[0])
+            loss = loss + cfg.reg * (take_rows(base, u_t).pow(2).sum()
+                                     + take_rows(base, i_t).pow(2).sum()) / (2 * users.shape[0])
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         self.optim.step()
@@ -418,7 +429,7 @@ class Trainer:
                             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                         else:
                             self.bad += 1
-                            if self.bad >= cfg.patience:
+                            if cfg.patience and self.bad >= cfg.patience:  # 0: never stop early
                                 self.stopped = f"early stop: no better {cfg.val_spec} in {cfg.patience} evaluations"
                 if cfg.monitor_test and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
                     rec["test_monitor"] = self.monitor()
