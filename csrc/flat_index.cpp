@@ -196,7 +196,8 @@ void FlatIndex::range_search(const uint64_t* queries, size_t nq, int radius, con
 void FlatIndex::scan_block(const Kernels& kern, const uint64_t* const* queries, size_t count,
                            TopKCollector* cols, ExcludeCursor* cursors, size_t begin,
                            size_t end) const {
-    const size_t tile = tile_items(nwords_);
+    // One query has no tile to share: a single call spares the kernel's set-up per tile.
+    const size_t tile = count == 1 ? n_ : tile_items(nwords_);
     end = std::min(end, n_);
     for (size_t start = begin; start < end; start += tile) {
         size_t stop = std::min(end, start + tile);

@@ -36,8 +36,9 @@ inline void offer(__m512i d, __mmask8 mask, const int* order, size_t base, TopKC
                   ExcludeCursor& ex, uint32_t& bound) {
     alignas(64) uint64_t dist[8];
     _mm512_store_si512(reinterpret_cast<void*>(dist), d);
-    for (int j = 0; j < 8; ++j) {
-        if (!((mask >> j) & 1)) continue;
+    // Only the set lanes, in lane order (ids non-decreasing in every caller's order).
+    for (unsigned bits = mask; bits != 0; bits &= bits - 1) {
+        const int j = __builtin_ctz(bits);
         int64_t id = static_cast<int64_t>(base + order[j]);
         uint32_t dj = static_cast<uint32_t>(dist[j]);
         if (dj < bound && !ex.excluded(id)) {

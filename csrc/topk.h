@@ -40,6 +40,7 @@ public:
 
     void reset() {
         size_ = 0;
+        compact_at_ = cap_;
         bound_ = static_cast<uint32_t>(radius_ >= 0 ? std::min(radius_, nbits_) : nbits_) + 1;
     }
 
@@ -49,7 +50,7 @@ public:
     void push(uint32_t d, int64_t id) {
         dist_[size_] = d;
         ids_[size_] = id;
-        if (++size_ == cap_) compact();
+        if (++size_ == compact_at_) compact();
     }
 
     // Writes up to k results sorted by (distance, id); pads with -1.
@@ -76,6 +77,7 @@ private:
     void compact() {
         if (radius_ >= 0) {  // range search: keep everything
             cap_ *= 2;
+            compact_at_ = cap_;
             dist_.resize(cap_);
             ids_.resize(cap_);
             return;
@@ -96,8 +98,11 @@ private:
             }
             size_ = out;
             bound_ = t + 1;
-            if (size_ * 2 >= cap_) {  // mostly ties: make room
-                cap_ *= 2;
+            // The next compaction comes after about k more pushes, as without ties, however
+            // many ties are held: a later one would leave bound() stale and let more items in.
+            compact_at_ = size_ + std::max<size_t>(static_cast<size_t>(k_), 32);
+            if (compact_at_ > cap_) {
+                cap_ = std::max(compact_at_, 2 * cap_);
                 dist_.resize(cap_);
                 ids_.resize(cap_);
             }
@@ -121,6 +126,7 @@ private:
     int k_;
     int nbits_;
     size_t cap_;
+    size_t compact_at_ = 0;  // size at which push() compacts (<= cap_)
     size_t size_ = 0;
     uint32_t bound_ = 0;
     std::vector<uint32_t> dist_;
