@@ -28,6 +28,31 @@ inline uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(__builtin_
 #define HS_HAVE_LOAD_F32X4_AS_F64
 inline __m256d load_f32x4_as_f64(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
 #endif
+// select_bytes' pass over the items closer than t: 64 bytes compared at once, and each
+// 16 of them turned into ids by one compress (branch-free: 13% of ML-1M's items pass
+// at k=500, too many for a loop over set bits to predict).
+#define HS_HAVE_SELECT_BELOW
+size_t select_below(const uint8_t* dist, size_t n, uint8_t t, uint32_t* sel) {
+    const __m512i tv = _mm512_set1_epi8(static_cast<char>(t));
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i sixteen = _mm512_set1_epi32(16);
+    size_t nsel = 0, i = 0;
+    for (; i + 64 <= n; i += 64) {
+        const uint64_t m = _mm512_cmplt_epu8_mask(_mm512_loadu_si512(reinterpret_cast<const void*>(dist + i)), tv);
+        if (m == 0) continue;
+        __m512i ids = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota);
+        for (int c = 0; c < 4; ++c, ids = _mm512_add_epi32(ids, sixteen)) {
+            const __mmask16 mc = static_cast<__mmask16>(m >> (16 * c));
+            _mm512_storeu_si512(reinterpret_cast<void*>(sel + nsel), _mm512_maskz_compress_epi32(mc, ids));
+            nsel += static_cast<size_t>(__builtin_popcount(mc));
+        }
+    }
+    for (; i < n; ++i) {
+        sel[nsel] = static_cast<uint32_t>(i);
+        nsel += dist[i] < t;
+    }
+    return nsel;
+}
 #include "scan_generic.inc"
 
 inline __m512i load(const uint64_t* p) { return _mm512_loadu_si512(reinterpret_cast<const void*>(p)); }

@@ -627,7 +627,7 @@ void MIHIndex::scan_small(const Kernels& kern, const uint64_t* query, int k, con
     const int nbits = sorted_.nbits();
     dist.resize(n);
     by_id.resize(n);
-    hist.resize(4 * (static_cast<size_t>(nbits) + 2) + static_cast<size_t>(k));
+    hist.resize(4 * (static_cast<size_t>(nbits) + 2) + static_cast<size_t>(k) + kSelectSlack);
     uint8_t* dp = dist.data();  // (each thread_local access costs a call)
     uint8_t* bp = by_id.data();
     if (sorted_.compact())

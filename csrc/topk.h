@@ -13,6 +13,9 @@
 
 namespace hashsearch {
 
+// Entries past a byte select's output that its vector stores may write (16 uint32 ids).
+constexpr size_t kSelectSlack = 16;
+
 class TopKCollector {
 public:
     // keep_ties: keep every item tied with the k-th distance too (the buffer
@@ -185,7 +188,7 @@ using TwoPassFn = void (*)(const uint64_t* codes, size_t nwords, size_t n, int n
                            int64_t* I);
 
 // The same for codes of fewer than 255 bits, distances held in bytes;
-// `hist` needs nbits + 2 + k entries.
+// `hist` needs nbits + 2 + k + kSelectSlack entries (see select_bytes).
 using TwoPassBytesFn = void (*)(const uint64_t* codes, size_t nwords, size_t n, int nbits,
                                 const uint64_t* query, int k, const int64_t* ex_begin,
                                 const int64_t* ex_end, uint8_t* dist, uint32_t* hist, int32_t* D,
