@@ -54,6 +54,11 @@ public:
     }
 
 private:
+    // One query's re-rank: the `count` candidate ids (-1 padded) by inner product with
+    // qe, the k best into srow / irow.
+    void rerank(const Kernels& kern, const float* qe, const int64_t* ids, size_t count, int k, float* srow,
+                int64_t* irow) const;
+
     FlatIndex flat_;
     std::unique_ptr<MIHIndex> mih_;
     std::unique_ptr<ClusterIndex> cluster_;

@@ -573,6 +573,29 @@ def test_hierarchical_ties_in_score_go_to_smaller_id(simd, threads, rng):
         np.testing.assert_array_equal(I, Ir)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_hierarchical_scores_over_any_range_and_sign(simd, threads, rng):
+    """The re-rank's radix select on score bits: items scaled by 10^-30..10^30 with both
+    signs (scores spread over the exponent bits), a zero query embedding (every score +0.0
+    or -0.0, all tied: smaller ids first), single queries and batches."""
+    n, nbits, dim, nq = 3000, 64, 16, 40
+    codes = clustered_codes(rng, n, nbits)
+    scale = 10.0 ** rng.uniform(-30, 30, size=(n, 1))
+    emb = (rng.standard_normal((n, dim)) * scale).astype(np.float32)
+    queries = clustered_codes(rng, nq, nbits)
+    q_emb = rng.standard_normal((nq, dim)).astype(np.float32)
+    q_emb[::3] = 0.0
+    exclude = random_exclude(rng, nq, n, 50)
+    index = hashsearch.HierarchicalIndex(codes, emb, nbits, num_threads=threads)
+    for k, cand, ex in ((10, 300, None), (100, 500, exclude), (300, 300, None)):
+        Sr, Ir = topk_hierarchical(queries, q_emb, codes, emb, k, cand, exclude=ex)
+        S, I = index.topk(queries, q_emb, k, candidates=cand, exclude=ex)
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_array_equal(S, Sr)
+        S1, I1 = index.topk(queries[:1], q_emb[:1], k, candidates=cand, exclude=None if ex is None else ex[:1])
+        np.testing.assert_array_equal(I1, Ir[:1])
+
+
 @pytest.mark.parametrize("nbits,m", [(32, 2), (64, 3), (128, 2)])
 def test_hierarchical_mih_candidates_match_reference(nbits, m, rng, tmp_path):
     """candidate_search='mih' finds the same candidates as the scan (MIH is exact, ties by id), so
