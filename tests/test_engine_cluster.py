@@ -4,22 +4,14 @@ import numpy as np
 import pytest
 
 import hashsearch
+import helpers
+from helpers import random_codes, random_exclude
 from hashsearch.reference import hamming_distances, range_search_hamming, topk_hamming
-
-
-def random_codes(rng, n, nbits):
-    return hashsearch.pack(rng.integers(0, 2, size=(n, nbits), dtype=np.uint8))
 
 
 def clustered_codes(rng, n, nbits, clusters=20, flip=0.06):
     """Noisy copies of a few centres: small distances, many ties, what the pruning is for."""
-    centres = rng.integers(0, 2, size=(clusters, nbits), dtype=np.uint8)
-    bits = centres[rng.integers(0, clusters, n)] ^ (rng.random((n, nbits)) < flip).astype(np.uint8)
-    return hashsearch.pack(bits)
-
-
-def random_exclude(rng, nq, n, max_len):
-    return [rng.choice(n, size=rng.integers(0, max_len + 1), replace=False) for _ in range(nq)]
+    return helpers.clustered_codes(rng, n, nbits, clusters=clusters, flip=flip)
 
 
 @pytest.mark.parametrize("nbits", [13, 32, 64, 100, 128, 256])

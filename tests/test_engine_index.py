@@ -4,24 +4,9 @@ import numpy as np
 import pytest
 
 import hashsearch
+from helpers import clustered_codes, random_codes, random_exclude
 from hashsearch.index import mih_table_bytes
 from hashsearch.reference import range_search_hamming, topk_hamming, topk_hierarchical
-
-
-def random_codes(rng, n, nbits):
-    return hashsearch.pack(rng.integers(0, 2, size=(n, nbits), dtype=np.uint8))
-
-
-def clustered_codes(rng, n, nbits, clusters=8, flip=0.05):
-    """Learned-like codes: noisy copies of a few centres, so many ties and small distances."""
-    centres = rng.integers(0, 2, size=(clusters, nbits), dtype=np.uint8)
-    bits = centres[rng.integers(0, clusters, n)]
-    bits ^= (rng.random((n, nbits)) < flip).astype(np.uint8)
-    return hashsearch.pack(bits)
-
-
-def random_exclude(rng, nq, n, max_len):
-    return [rng.choice(n, size=rng.integers(0, max_len + 1), replace=False) for _ in range(nq)]
 
 
 # n spans the two-pass path (n <= 65536) and the streaming path; nq spans

@@ -7,18 +7,14 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import hashsearch
+import helpers
+from helpers import random_codes
 from hashsearch.reference import topk_hamming
-
-
-def random_codes(rng, n, nbits):
-    return hashsearch.pack(rng.integers(0, 2, size=(n, nbits), dtype=np.uint8))
 
 
 def clustered_codes(rng, n, nbits, clusters=12, flip=0.06):
     """Learned-like codes: noisy copies of a few centres (crowded buckets, sub-directories)."""
-    centres = rng.integers(0, 2, size=(clusters, nbits), dtype=np.uint8)
-    bits = centres[rng.integers(0, clusters, n)] ^ (rng.random((n, nbits)) < flip).astype(np.uint8)
-    return hashsearch.pack(bits)
+    return helpers.clustered_codes(rng, n, nbits, clusters=clusters, flip=flip)
 
 
 def duplicated_codes(rng, n, nbits):
