@@ -203,6 +203,17 @@ int run() {
             }
         }
     }
+    // FallbackScore: each query that fell back adds one, each answered one takes its weight
+    // off; 3 in 4 falling back leads to skipping at weight 2 (MIH at AVX-512), not at 4.
+    for (int weight : {FallbackScore::kAnsweredWeight, 2}) {
+        FallbackScore score;
+        for (int call = 0; call < 100; ++call) score.record(3, 1, weight);
+        ++checks;
+        if (score.skipping() != (weight == 2)) {
+            std::printf("FAIL FallbackScore weight=%d: skipping=%d\n", weight, static_cast<int>(score.skipping()));
+            ++failures;
+        }
+    }
     std::printf("%d checks, %d failures\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }
