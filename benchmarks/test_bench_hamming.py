@@ -330,13 +330,18 @@ def test_single_query_hashsearch(benchmark, w, nbits, dist, threads):
         peer_runs=runs, ratio=ratio(peer_s, ours_s),
     ))
 
-@pytest.mark.parametrize("dist", ["learned", "uniform"])
-def test_single_query_mih(benchmark, dist):
-    """MIHIndex serving one query per call (1M 64-bit codes, k=100, 2 threads); peer: our linear
-    scan (Index), one query per call, same run; identical results. On uniform codes every query
-    would fall back to the scan after the tables' attempt: once most recent ones have, small calls
-    skip the attempt (MIH should then cost about the scan, not the attempt on top of it)."""
-    w, nbits = Workload("1m_q50", M1.n, 50), 64
+@pytest.mark.parametrize("w,dist", [
+    pytest.param(Workload("1m_q50", M1.n, 50), "learned", id="1m_q50-learned"),
+    pytest.param(Workload("1m_q50", M1.n, 50), "uniform", id="1m_q50-uniform"),
+    pytest.param(Workload("alibaba_q50", ALIBABA.n, 50), "learned", marks=full_only(), id="alibaba_q50-learned"),
+])
+def test_single_query_mih(benchmark, w, dist):
+    """MIHIndex serving one query per call (1M or 4.2M 64-bit codes, k=100, 2 threads); peer: our
+    linear scan (Index), one query per call, same run; identical results. On uniform codes every
+    query would fall back to the scan after the tables' attempt: once most recent ones have, small
+    calls skip the attempt (MIH should then cost about the scan, not the attempt on top of it).
+    One query's scan streams every code from memory, so at 4.2M it costs ~3x a batched query's."""
+    nbits = 64
     items, queries = _arrays(w, nbits, dist)
     mih = hashsearch.MIHIndex(items, nbits, num_threads=THREADS)
     index = hashsearch.Index(items, nbits, num_threads=THREADS)
@@ -361,6 +366,7 @@ def test_single_query_mih(benchmark, dist):
     pytest.param(Workload("gowalla_q500", GOWALLA.n, 500), "learned", id="gowalla_q500-learned"),
     pytest.param(Workload("1m_q50", M1.n, 50), "learned", id="1m_q50-learned"),
     pytest.param(Workload("1m_q50", M1.n, 50), "uniform", id="1m_q50-uniform"),
+    pytest.param(Workload("alibaba_q50", ALIBABA.n, 50), "learned", marks=full_only(), id="alibaba_q50-learned"),
 ])
 def test_single_query_cluster(benchmark, w, dist):
     """ClusterIndex serving one query per call (64-bit codes, k=100, 2 threads: a query's
