@@ -238,7 +238,7 @@ void FlatIndex::topk_two_pass(const Kernels& kern, const uint64_t* queries, size
         thread_local std::vector<uint16_t> dist16;
         thread_local std::vector<uint8_t> dist8;
         thread_local std::vector<uint32_t> hist;
-        hist.resize(4 * (static_cast<size_t>(nbits_) + 2) + static_cast<size_t>(k) + kSelectSlack);
+        hist.resize(two_pass_hist_entries(nbits_, k));
         if (bytes)
             dist8.resize(n_);
         else

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <limits>
 #include <numeric>
 #include <optional>
@@ -558,11 +559,13 @@ void MIHIndex::search_tables(const Kernels& kern, const uint64_t* queries, size_
         if (fell[i]) which.push_back(q0 + i);
     if (!which.empty()) scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
     fallbacks_ += which.size();
-    // With the AVX-512 scan (scan_cost_scale() 0.4) an answered query saves less against
-    // the scan, so skipping pays from 2 in 3 falling back: 1M learned-like 64-bit codes,
-    // single queries, had 72% fall back, each after an attempt of up to its budget.
-    fall_score_.record(which.size(), fell.size() - which.size(),
-                       scan_cost_scale() < 1.0 ? 2 : FallbackScore::kAnsweredWeight);
+    // An answered query saves less against a cheaper scan, so its weight scales with the
+    // scan's cost (4 at AVX2, 2 at AVX-512: skipping pays from 2 in 3 falling back; 1M
+    // learned-like 64-bit codes, single queries, had 72% fall back, each after an attempt
+    // of up to its budget).
+    const int answered_weight =
+        static_cast<int>(std::lround(FallbackScore::kAnsweredWeight * scan_cost_scale()));
+    fall_score_.record(which.size(), fell.size() - which.size(), answered_weight);
     for (size_t w = 0; w < nworkers; ++w) {
         probes_ += probes[w];
         candidates_ += cands[w];
@@ -631,7 +634,7 @@ void MIHIndex::scan_small(const Kernels& kern, const uint64_t* query, int k, con
     const int nbits = sorted_.nbits();
     dist.resize(n);
     by_id.resize(n);
-    hist.resize(4 * (static_cast<size_t>(nbits) + 2) + static_cast<size_t>(k) + kSelectSlack);
+    hist.resize(two_pass_hist_entries(nbits, k));
     uint8_t* dp = dist.data();  // (each thread_local access costs a call)
     uint8_t* bp = by_id.data();
     if (sorted_.compact())

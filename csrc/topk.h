@@ -16,6 +16,12 @@ namespace hashsearch {
 // Entries past a byte select's output that its vector stores may write (16 uint32 ids).
 constexpr size_t kSelectSlack = 16;
 
+// The `hist` entries of any two-pass function (TwoPassFn, TwoPassBytesFn, SelectBytesFn)
+// for nbits-bit codes and k results.
+inline size_t two_pass_hist_entries(int nbits, int k) {
+    return 4 * (static_cast<size_t>(nbits) + 2) + static_cast<size_t>(k) + kSelectSlack;
+}
+
 class TopKCollector {
 public:
     // keep_ties: keep every item tied with the k-th distance too (the buffer
