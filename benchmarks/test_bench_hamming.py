@@ -37,6 +37,8 @@ from bench_common import (  # noqa: E402
 from data import ALIBABA, GOWALLA, M1, ML1M, Workload  # noqa: E402
 
 NBITS = (32, 64, 128, 256)
+# Longer codes (the engine takes any width up to 1,024 bits): learned-like, Gowalla and 1M only.
+LONG_NBITS = (384, 512, 1024)
 # A 500-query slice of the 1M workload for the default run (the 2,000-query one is full-only).
 M1_QUICK = Workload("1m_q500", M1.n, 500)
 
@@ -45,15 +47,17 @@ _QUICK_LINEAR = {
     ("ml1m", 64, "uniform"), ("ml1m", 64, "learned"), ("ml1m", 32, "learned"),
     ("ml1m", 128, "learned"), ("ml1m", 256, "learned"),
     ("gowalla", 64, "uniform"), ("gowalla", 64, "learned"), ("gowalla", 256, "learned"),
-    ("1m_q500", 64, "learned"),
+    ("gowalla", 384, "learned"), ("1m_q500", 64, "learned"),
 }
 
 
 def _linear_cases():
     cases = []
     for w in (ML1M, GOWALLA, M1_QUICK, M1, ALIBABA):
-        for nbits in NBITS:
+        for nbits in NBITS + LONG_NBITS:
             for dist in data.DISTRIBUTIONS:
+                if nbits in LONG_NBITS and (w not in (GOWALLA, M1) or dist != "learned"):
+                    continue
                 if w is M1_QUICK and (nbits, dist) != (64, "learned"):
                     continue
                 if w is ALIBABA and nbits != 64:

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "topk.h"
 
@@ -184,20 +185,72 @@ inline __m512i distances_w3(const uint64_t* p, const __m512i* q3) {
     return _mm512_add_epi64(_mm512_add_epi64(w0, w1), w2);
 }
 
-// Codes of 8j words (512j bits): one vector per item and 512 bits, eight items a step.
-inline __m512i distances_w8x(const uint64_t* p, size_t nwords, const uint64_t* query) {
+// Codes of 5+ words: one vector per item and 512 bits, eight items a step. The last
+// nwords % 8 words (`tail` lanes) are read with a full load whose other lanes fall in
+// the next row and are cleared by the masked xor (masked loads were up to 1.2x slower
+// on Zen 5, and SIMDe 0.7 lacks them), so callers stop a row short of the end of the
+// codes: see many_words_end. The query's tail is copied out once.
+struct ManyWords {
+    size_t full;     // words in whole vectors (nwords rounded down to 8)
+    __mmask8 tail;   // lanes of the last, partial vector (0: none)
+    __m512i q_tail;  // the query's words there
+};
+
+inline ManyWords many_words(size_t nwords, const uint64_t* query) {
+    ManyWords m;
+    m.full = nwords & ~size_t{7};
+    m.tail = static_cast<__mmask8>((1u << (nwords % 8)) - 1);
+    alignas(64) uint64_t q[8] = {};
+    std::memcpy(q, query + m.full, (nwords % 8) * sizeof(uint64_t));
+    m.q_tail = _mm512_load_si512(reinterpret_cast<const void*>(q));
+    return m;
+}
+
+// Items before this take the eight-a-step path (the tail's load reads into the next row).
+inline size_t many_words_end(const ManyWords& m, size_t end) { return m.tail && end > 0 ? end - 1 : end; }
+
+// Calls fn(std::integral_constant<size_t, W>) with W = nwords for codes of 5 to 16
+// words (up to 1,024 bits), else W = 0. Compiled for each width, the loops below
+// unroll and keep their sums in registers: with nwords known only at run time they
+// took 1.5-2x as long (5-8 words, Zen 5).
+template <class Fn>
+auto with_words(size_t nwords, Fn&& fn) {
+    switch (nwords) {
+        case 5: return fn(std::integral_constant<size_t, 5>{});
+        case 6: return fn(std::integral_constant<size_t, 6>{});
+        case 7: return fn(std::integral_constant<size_t, 7>{});
+        case 8: return fn(std::integral_constant<size_t, 8>{});
+        case 9: return fn(std::integral_constant<size_t, 9>{});
+        case 10: return fn(std::integral_constant<size_t, 10>{});
+        case 11: return fn(std::integral_constant<size_t, 11>{});
+        case 12: return fn(std::integral_constant<size_t, 12>{});
+        case 13: return fn(std::integral_constant<size_t, 13>{});
+        case 14: return fn(std::integral_constant<size_t, 14>{});
+        case 15: return fn(std::integral_constant<size_t, 15>{});
+        case 16: return fn(std::integral_constant<size_t, 16>{});
+        default: return fn(std::integral_constant<size_t, 0>{});
+    }
+}
+
+// W: the words per code when known at compile time (0: nwords).
+template <size_t W>
+inline __m512i distances_many(const uint64_t* p, size_t nwords, const uint64_t* query, const ManyWords& m) {
+    const size_t nw = W ? W : nwords, full = W ? (W & ~size_t{7}) : m.full;
+    const bool tail = W ? W % 8 != 0 : m.tail != 0;
     __m512i s[8];
     for (int j = 0; j < 8; ++j) {
-        const uint64_t* c = p + j * nwords;
-        __m512i acc = _mm512_popcnt_epi64(_mm512_xor_si512(load(c), load(query)));
-        for (size_t v = 8; v < nwords; v += 8)
+        const uint64_t* c = p + j * nw;
+        __m512i acc = _mm512_setzero_si512();
+        for (size_t v = 0; v < full; v += 8)
             acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(load(c + v), load(query + v))));
+        if (tail) acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_maskz_xor_epi64(m.tail, load(c + full), m.q_tail)));
         s[j] = acc;
     }
     return sum_lanes8(s);
 }
 
-// Codes of 3, 4 or 8j words: eight items' distances a step, in item order.
+// Codes of 3+ words: eight items' distances a step, in item order (W as above).
+template <size_t W>
 void scan_wide(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
                const uint64_t* query, TopKCollector& col, ExcludeCursor& ex) {
     static const int order[8] = {0, 1, 2, 3, 4, 5, 6, 7};
@@ -205,29 +258,32 @@ void scan_wide(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
         nwords >= 4 ? _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(query))) : __m512i{};
     __m512i q3[3];
     if (nwords == 3) query_w3(query, q3);
+    const ManyWords many = many_words(nwords, query);
+    const size_t stop = nwords > 4 ? many_words_end(many, end) : end;
     uint32_t bound = col.bound();
     __m512i vb = _mm512_set1_epi64(bound);
     size_t i = begin;
-    for (; i + 8 <= end; i += 8) {
+    for (; i + 8 <= stop; i += 8) {
         const uint64_t* p = codes + i * nwords;
         const __m512i d = nwords == 3   ? distances_w3(p, q3)
                           : nwords == 4 ? distances_w4(p, q4)
-                                        : distances_w8x(p, nwords, query);
+                                        : distances_many<W>(p, nwords, query, many);
         const __mmask8 m = _mm512_cmplt_epu64_mask(d, vb);
         if (m) {
             offer(d, m, order, i, col, ex, bound);
             vb = _mm512_set1_epi64(bound);
         }
     }
-    scan_dynamic(codes, nwords, i, end, query, col, ex);
+    scan_generic(codes, nwords, i, end, query, col, ex);
 }
 
 void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const uint64_t* query,
           TopKCollector& col, ExcludeCursor& ex) {
     if (nwords == 1) return scan_w1(codes, nwords, begin, end, query, col, ex);
     if (nwords == 2) return scan_w2(codes, nwords, begin, end, query, col, ex);
-    if (nwords == 3 || nwords == 4 || nwords % 8 == 0) return scan_wide(codes, nwords, begin, end, query, col, ex);
-    return scan_generic(codes, nwords, begin, end, query, col, ex);
+    if (nwords == 3) return scan_wide<3>(codes, nwords, begin, end, query, col, ex);
+    if (nwords == 4) return scan_wide<4>(codes, nwords, begin, end, query, col, ex);
+    return with_words(nwords, [&](auto w) { scan_wide<decltype(w)::value>(codes, nwords, begin, end, query, col, ex); });
 }
 
 inline __m512i load32(const uint32_t* p) { return _mm512_loadu_si512(reinterpret_cast<const void*>(p)); }
@@ -283,7 +339,22 @@ inline void store8(uint8_t* dst, __m512i d) {
     _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi64_epi8(d));
 }
 
-// Byte distances for codes of 1, 2, 3, 4 or 8j words, eight items a step (Capped:
+// fill_bytes for codes of 5+ words, up to the items it returns (W as in distances_many).
+template <bool Capped, size_t W>
+size_t fill_many_w(const uint64_t* codes, size_t nwords, size_t n, const uint64_t* query, uint8_t* dist) {
+    const ManyWords many = many_words(nwords, query);
+    size_t i = 0;
+    for (const size_t stop = many_words_end(many, n); i + 8 <= stop; i += 8)
+        store8<Capped>(dist + i, distances_many<W>(codes + i * nwords, nwords, query, many));
+    return i;
+}
+
+template <bool Capped>
+size_t fill_many(const uint64_t* codes, size_t nwords, size_t n, const uint64_t* query, uint8_t* dist) {
+    return with_words(nwords, [&](auto w) { return fill_many_w<Capped, decltype(w)::value>(codes, nwords, n, query, dist); });
+}
+
+// Byte distances, eight items a step (Capped:
 // min(distance, 254), for codes of 255+ bits; other widths only below 255 bits).
 template <bool Capped = false>
 void fill_bytes(const uint64_t* codes, size_t nwords, size_t n, const uint64_t* query, uint8_t* dist) {
@@ -301,8 +372,8 @@ void fill_bytes(const uint64_t* codes, size_t nwords, size_t n, const uint64_t* 
     } else if (nwords == 4) {
         const __m512i q4 = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(query)));
         for (; i + 8 <= n; i += 8) store8<Capped>(dist + i, distances_w4(codes + 4 * i, q4));
-    } else if (nwords % 8 == 0) {
-        for (; i + 8 <= n; i += 8) store8<Capped>(dist + i, distances_w8x(codes + i * nwords, nwords, query));
+    } else {
+        i = fill_many<Capped>(codes, nwords, n, query, dist);
     }
     for (const uint64_t* p = codes + i * nwords; i < n; ++i, p += nwords) {
         uint32_t d = 0;
@@ -311,7 +382,7 @@ void fill_bytes(const uint64_t* codes, size_t nwords, size_t n, const uint64_t* 
     }
 }
 
-// Top-k for codes of 255-512 bits (4 or 8 words): byte distances capped at 254
+// Top-k for codes of 255-512 bits (4 to 8 words): byte distances capped at 254
 // and the byte select over them; a query whose top k reaches the cap (its k-th
 // distance is then 254 or more: few items left, or codes far from it) is done
 // again by the exact uint16 two-pass. `dist` (n uint16) holds the bytes first.
@@ -321,7 +392,7 @@ void fill_bytes(const uint64_t* codes, size_t nwords, size_t n, const uint64_t* 
 void two_pass_capped(const uint64_t* codes, size_t nwords, size_t n, int nbits, const uint64_t* query, int k,
                      const int64_t* ex_begin, const int64_t* ex_end, uint16_t* dist, uint32_t* hist, int32_t* D,
                      int64_t* I) {
-    if (nbits < 255 || nbits > 512 || !(nwords == 4 || nwords % 8 == 0))
+    if (nbits < 255 || nbits > 512)
         return topk_two_pass(codes, nwords, n, nbits, query, k, ex_begin, ex_end, dist, hist, D, I);
     uint8_t* dist8 = reinterpret_cast<uint8_t*>(dist);
     fill_bytes<true>(codes, nwords, n, query, dist8);
@@ -376,7 +447,7 @@ size_t select_within_vec(const uint64_t* codes, size_t nwords, size_t begin, siz
 Kernels avx512_kernels() { return Kernels{&scan, &two_pass_capped, &two_pass_bytes,
                    &scan32, &fill32, &select_bytes,
                    &inner_products, &select_within_vec, &select_within32, &select_within_packed,
-                   &fill_bytes<false>, (1u << 2) | (1u << 3) | (1u << 4) | (1u << 8)}; }
+                   &fill_bytes<false>, 0x1FCu /* 2 to 8 words */}; }
 
 }  // namespace hashsearch
 #if !defined(HASHSEARCH_EMULATE_AVX512)

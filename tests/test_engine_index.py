@@ -60,7 +60,30 @@ def test_index_two_pass_on_codes_beyond_l2(simd, nbits, rng):
             np.testing.assert_array_equal(I, Ir)
 
 
-@pytest.mark.parametrize("nbits", [255, 256, 300, 512])
+@pytest.mark.parametrize("nbits", [257, 384, 448, 449, 576, 1000])
+@pytest.mark.parametrize("nq", [3, 11])
+def test_codes_of_5_to_16_words(simd, nbits, nq, rng, split_small_scans):
+    """Codes of 5-16 words, whose AVX-512 kernel reads each code's last partial vector
+    with a full load into the next row: the scan (70,001 items, or split over the items
+    at 2 threads when nq=3, so ranges end mid-array) and the byte two-pass (4,099 items,
+    k past and within the items), with ties, exclusions and rows short of a step of 8."""
+    for n, ks in ((70_001, (1, 100)), (4_099, (7, 4_099))):
+        codes = clustered_codes(rng, n, nbits, clusters=3)
+        codes[5::97] = codes[1]  # ties across the whole range
+        queries = np.concatenate([codes[[1, n - 1]], clustered_codes(rng, nq - 2, nbits, clusters=3)])
+        exclude = random_exclude(rng, nq, n, 40)
+        exclude[1] = np.append(exclude[1], n - 1)  # the last row, the query's own item
+        indexes = [hashsearch.Index(codes, nbits, num_threads=threads) for threads in (1, 2)]
+        for k in ks:
+            for ex in (None, exclude):
+                Dr, Ir = topk_hamming(queries, codes, k, exclude=ex)
+                for index in indexes:
+                    D, I = index.topk(queries, k, exclude=ex)
+                    np.testing.assert_array_equal(D, Dr)
+                    np.testing.assert_array_equal(I, Ir)
+
+
+@pytest.mark.parametrize("nbits", [255, 256, 300, 320, 448, 512])
 def test_far_queries_on_codes_of_255_bits_and_more(simd, nbits, rng):
     """Queries near the complement of the items: top-k distances of 250 and more, across
     the 254 cap of AVX-512's byte distances (a query reaching it is redone exactly)."""

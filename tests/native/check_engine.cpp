@@ -84,9 +84,11 @@ void expect_equal(const char* what, int nbits, int k, const std::vector<int32_t>
 int run() {
     std::mt19937_64 rng(12345);
     std::printf("SIMD level: %s\n", simd_level_name(current_simd_level()));
-    // (n, nbits): small indexes, and one past 65,536 items, where the scans take other paths.
-    const std::pair<size_t, int> shapes[] = {{3000, 16}, {3000, 32}, {3000, 64}, {3000, 100},
-                                             {3000, 128}, {3000, 256}, {70000, 64}};
+    // (n, nbits): small indexes, and past 65,536 items or code words, where the scans take
+    // other paths; 320-576 bits: AVX-512's kernels for 5+ words, which read into the next row.
+    const std::pair<size_t, int> shapes[] = {{3000, 16},  {3000, 32},  {3000, 64},   {3000, 100},
+                                             {3000, 128}, {3000, 256}, {3001, 320},  {9001, 576},
+                                             {70000, 64}};
     for (const auto& [n, nbits] : shapes) {
         const size_t nw = static_cast<size_t>((nbits + 63) / 64), nq = 40;
         const uint64_t last_mask = nbits % 64 == 0 ? ~uint64_t{0} : (uint64_t{1} << (nbits % 64)) - 1;
