@@ -1,5 +1,11 @@
 // AVX-512 kernels (F + BW + VPOPCNTDQ): vpopcntq gives eight 64-bit lane
 // counts per instruction; compare masks select the rare survivors.
+// GCC 12's AVX-512 headers initialise placeholder vectors from themselves (`__Y = __Y`),
+// which -Wmaybe-uninitialized reports at every inlined use (GCC bug 105593), hundreds of
+// lines a build; the state must be set before the header is read.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #if defined(HASHSEARCH_EMULATE_AVX512)
 #include "avx512_emulation.h"
 #elif defined(__x86_64__) || defined(__i386__)
@@ -424,20 +430,41 @@ inline size_t append_within(__m512i d, __m512i t, size_t base, uint32_t* idx, ui
     return cnt;
 }
 
-// select_within (scan_generic.inc) for 64- and 128-bit codes, eight items a step:
-// only those within thr are written (MIH runs and cluster windows read mostly others).
+// select_within for codes of 5+ words, up to the item it returns (W as in distances_many).
+template <size_t W>
+size_t select_many(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const uint64_t* query,
+                   __m512i t, uint32_t* idx, uint32_t* dist, size_t& cnt) {
+    const ManyWords many = many_words(nwords, query);
+    size_t i = begin;
+    for (const size_t stop = many_words_end(many, end); i + 8 <= stop; i += 8)
+        cnt = append_within(distances_many<W>(codes + i * nwords, nwords, query, many), t, i, idx, dist, cnt);
+    return i;
+}
+
+// select_within (scan_generic.inc) eight items a step: only those within thr are
+// written (MIH runs and cluster windows read mostly others).
 size_t select_within_vec(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const uint64_t* query,
                          uint32_t thr, uint32_t* idx, uint32_t* dist) {
-    if (nwords > 2) return select_within(codes, nwords, begin, end, query, thr, idx, dist);
     const __m512i t = _mm512_set1_epi64(static_cast<long long>(thr));
     size_t cnt = 0, i = begin;
     if (nwords == 1) {
         const __m512i q = _mm512_set1_epi64(static_cast<long long>(query[0]));
         for (; i + 8 <= end; i += 8)
             cnt = append_within(_mm512_popcnt_epi64(_mm512_xor_si512(load(codes + i), q)), t, i, idx, dist, cnt);
-    } else {
+    } else if (nwords == 2) {
         const __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(query)));
         for (; i + 8 <= end; i += 8) cnt = append_within(distances_w2(codes + 2 * i, q), t, i, idx, dist, cnt);
+    } else if (nwords == 3) {
+        __m512i q3[3];
+        query_w3(query, q3);
+        for (; i + 8 <= end; i += 8) cnt = append_within(distances_w3(codes + 3 * i, q3), t, i, idx, dist, cnt);
+    } else if (nwords == 4) {
+        const __m512i q4 = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(query)));
+        for (; i + 8 <= end; i += 8) cnt = append_within(distances_w4(codes + 4 * i, q4), t, i, idx, dist, cnt);
+    } else {
+        i = with_words(nwords, [&](auto w) {
+            return select_many<decltype(w)::value>(codes, nwords, begin, end, query, t, idx, dist, cnt);
+        });
     }
     return cnt + select_within(codes, nwords, i, end, query, thr, idx + cnt, dist + cnt);
 }

@@ -14,7 +14,7 @@ def clustered_codes(rng, n, nbits, clusters=20, flip=0.06):
     return helpers.clustered_codes(rng, n, nbits, clusters=clusters, flip=flip)
 
 
-@pytest.mark.parametrize("nbits", [13, 32, 64, 100, 128, 256])
+@pytest.mark.parametrize("nbits", [13, 32, 64, 100, 128, 192, 256, 384, 576])
 @pytest.mark.parametrize("kind", ["random", "clustered"])
 def test_cluster_index_equals_the_scan(simd, nbits, kind, rng):
     make = random_codes if kind == "random" else clustered_codes

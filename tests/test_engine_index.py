@@ -261,7 +261,7 @@ def test_range_search_rejects_bad_input(rng):
 # ---------------------------------------------------------------- MIH
 
 
-@pytest.mark.parametrize("nbits", [32, 64, 100, 128])
+@pytest.mark.parametrize("nbits", [32, 64, 100, 128, 192, 320])
 @pytest.mark.parametrize("kind", ["random", "clustered"])
 def test_mih_equals_linear_scan(simd, nbits, kind, rng):
     n = 20_000
