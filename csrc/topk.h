@@ -239,8 +239,8 @@ struct Kernels {
     FillBytesFn fill_bytes;
     // Bit w set: this level's two-pass for w-word codes fills byte distances with
     // vector code, cheap enough to beat the tiled scan on up to 2^16 items of that
-    // width even when their codes outgrow L2 (AVX-512: 2, 3, 4 and 8 words; on Zen 5,
-    // 40,981 items of 96-256 bits 1.6-3x).
+    // width even when their codes outgrow L2 (AVX-512: 2 to 8 words; on Zen 5,
+    // 40,981 items of 96-256 bits 1.6-3x; of 5-7 words about even with the scan).
     uint32_t two_pass_wide_words = 0;
 };
 
