@@ -261,11 +261,11 @@ void scan_wide(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
                const uint64_t* query, TopKCollector& col, ExcludeCursor& ex) {
     static const int order[8] = {0, 1, 2, 3, 4, 5, 6, 7};
     const __m512i q4 =
-        nwords >= 4 ? _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(query))) : __m512i{};
+        nwords == 4 ? _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(query))) : __m512i{};
     __m512i q3[3];
     if (nwords == 3) query_w3(query, q3);
-    const ManyWords many = many_words(nwords, query);
-    const size_t stop = nwords > 4 ? many_words_end(many, end) : end;
+    const ManyWords many = nwords > 4 ? many_words(nwords, query) : ManyWords{};  // no tail: stop = end
+    const size_t stop = many_words_end(many, end);
     uint32_t bound = col.bound();
     __m512i vb = _mm512_set1_epi64(bound);
     size_t i = begin;
