@@ -477,6 +477,9 @@ class Trainer:
         })
         self.out.mkdir(parents=True, exist_ok=True)
         save_codes(self.out / "codes.npz", emb)
+        from .rundir import write_run_data  # raw id maps, training items, manifest: docs/run_directory.md
+
+        write_run_data(self.out, self.ds)
         save_json(self.out / "metrics.json", metrics)
         return metrics
 
