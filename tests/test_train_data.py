@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from train.data import (
-    DataFormatError, SyntheticSpec, generate, load_dataset, paper_split, read_edgelist,
+    DataError, DataFormatError, SyntheticSpec, generate, load_dataset, paper_split, read_edgelist,
     read_lightgcn, read_movielens_ratings, read_netflix, remap, write_lightgcn,
 )
 from train.data.dataset import Pairs, dedupe
@@ -37,10 +37,13 @@ def test_read_lightgcn_bad_line_names_file_and_line(tmp_path: Path, bad: str) ->
 
 def test_read_edgelist(tmp_path: Path) -> None:
     f = tmp_path / "edges.txt"
-    f.write_text("# comment\n0 1\n2\t3 0.5\n\n4   5  # tail\n")
+    f.write_text("# comment\n0 1 1\n2\t3 0.5\n\n4   5  2 # tail\n")
     u, i, w = read_edgelist(f)
     assert u.tolist() == [0, 2, 4] and i.tolist() == [1, 3, 5]
-    assert w.tolist() == [1.0, 0.5, 1.0]
+    assert w.tolist() == [1.0, 0.5, 2.0]
+    f.write_text("0 1\n2 3\n4 5 0.5\n")  # a weight on some lines only: LightGCN would read it too
+    with pytest.raises(DataFormatError, match=r"edges\.txt:3: 3 fields, but line 1 has 2"):
+        read_edgelist(f)
     f.write_text("0 1\n0 1 2 3\n")
     with pytest.raises(DataFormatError, match=r"edges\.txt:2:"):
         read_edgelist(f)
@@ -189,13 +192,16 @@ def test_load_dataset_every_local_form(tmp_path: Path) -> None:
     (nf / "combined_data_1.txt").write_text("1:\n10,3,2005-09-06\n11,5,2005-05-13\n2:\n10,4,2005-09-05\n")
     (nf / "combined_data_2.txt").write_text("3:\n11,1,2005-01-01\n12,2,2005-01-02\n")
     assert _interactions(load_dataset(str(nf))) == 5  # both files of the directory
-    assert _interactions(load_dataset(str(nf / "combined_data_2.txt"))) == 2
+    with pytest.raises(DataError, match=r"the test split is empty \(train 2, valid 0, test 0 interactions"):
+        load_dataset(str(nf / "combined_data_2.txt"))  # two users with one rating each: nothing to test
     assert _interactions(load_dataset(str(nf), min_rating=3)) == 3
 
     edges = tmp_path / "edges.txt"
     edges.write_text("".join(f"{u} {i} {1 + (u + i) % 2}\n" for u in range(20) for i in range(u % 5, 40, 5)))
-    assert _interactions(load_dataset(str(edges))) == 160
-    assert _interactions(load_dataset(str(edges), min_rating=2)) == 80
+    with pytest.raises(DataFormatError, match="ambiguous format"):  # 'user item weight' reads as LightGCN too
+        load_dataset(str(edges))
+    assert _interactions(load_dataset(str(edges), format="edges")) == 160
+    assert _interactions(load_dataset(str(edges), format="edges", min_rating=2)) == 80
 
     # A LightGCN directory without valid.txt has an empty validation split; split="paper"
     # merges its files and re-splits them.
@@ -211,9 +217,9 @@ def test_load_dataset_every_local_form(tmp_path: Path) -> None:
 
 
 def test_load_dataset_errors_name_what_is_missing(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="split must be auto, given or paper, got 'random'"):
+    with pytest.raises(ValueError, match="split must be auto, given, paper or temporal, got 'random'"):
         load_dataset("synthetic:users=10,items=10,edges=50", split="random")
-    with pytest.raises(FileNotFoundError, match="no train.txt, ratings.dat or combined_data_"):
+    with pytest.raises(FileNotFoundError, match="no data files found: expected train/test files"):
         load_dataset(str(tmp_path))
     write_lightgcn(tmp_path / "train.txt", np.array([0]), np.array([0]))
     with pytest.raises(FileNotFoundError, match="test.txt is missing"):
