@@ -118,7 +118,8 @@ def _read_spec(spec: str, fmt: Optional[str], cols: dict, want_time: bool) -> Tu
         elif spec == "ml-1m":
             return "ml-1m", _read_all([ml1m_ratings_path()], fmt or "movielens", cols, want_time)
         else:
-            raise FileNotFoundError(f"--data {spec!r}: no such file or directory, nor {shared}")
+            named = "" if Path(spec).is_absolute() or "/" in spec else f", nor a data set {shared}"
+            raise FileNotFoundError(f"--data {spec!r}: no such file or directory{named}")
     if path.is_dir():
         files = split_files(path)
         if files is not None:

@@ -111,7 +111,7 @@ def read_file(path: Path, fmt: str, columns: Optional[Dict[str, Column]] = None,
               want_time: bool = False) -> Interactions:
     """Read one file in format ``fmt`` (one of :data:`FORMATS`)."""
     if columns and fmt not in TABULAR:
-        raise ValueError(f"columns apply to {', '.join(TABULAR)} files, not to the {fmt} format")
+        raise ValueError(f"columns apply to csv, tsv, inter and parquet files, not to the {fmt} format")
     if fmt == "lightgcn":
         return Interactions(*read_lightgcn(path))
     if fmt == "edges":

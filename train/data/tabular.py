@@ -3,9 +3,10 @@
 A file's roles (user, item, rating, time) come from ``--columns user=NAME,item=NAME,...`` or,
 for roles not named there, from the usual header names (:data:`ALIASES`, case-insensitive;
 RecBole's ``name:type`` headers are matched by ``name``). A CSV/TSV file has a header row when
-its first line holds one of those names (``.inter`` files always have one); without a header,
-columns are taken by position: user, item, then rating and time when present, and
-``--columns`` may only give positions (``user=0,item=2``).
+its first line holds one of those names or a name ``--columns`` gives (``.inter`` files always
+have one), and none when its first line is all numbers or ``--columns`` gives only positions;
+any other first line is an error asking for ``--columns``. Without a header, columns are taken
+by position: user, item, then rating and time when present (``--columns user=0,item=2``).
 """
 from __future__ import annotations
 
@@ -96,6 +97,27 @@ def has_header(names: List[str], columns: Dict[str, Column]) -> bool:
     return any(_bare(n) in known for n in names)
 
 
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def table_has_header(names: List[str], columns: Dict[str, Column], path: PathLike) -> bool:
+    """Whether a CSV/TSV file's first row is a header: yes when it names a known column (or one
+    ``columns`` names); no when it holds only numbers or ``columns`` gives only positions; else
+    (unknown names, or string ids?) a :class:`DataFormatError` asking for ``--columns``."""
+    if has_header(names, columns):
+        return True
+    if all(_is_number(n) for n in names) or (columns and all(isinstance(c, int) for c in columns.values())):
+        return False
+    raise DataFormatError(path, 1, f"the first row {names!r} names no known column ({', '.join(ALIASES['user'])}, "
+                                   f"...) and is not all numbers: a header or data? Say which with --columns: "
+                                   "names (user=NAME,item=NAME) for a header, positions (user=0,item=1) for none")
+
+
 def first_record(path: PathLike, sep: str) -> List[str]:
     """The fields of the first non-blank line (quotes honoured)."""
     with open(path, "r", encoding="utf-8", errors="replace", newline="") as f:
@@ -177,7 +199,7 @@ def read_table(path: PathLike, fmt: str, columns: Optional[Dict[str, Column]] = 
     names = first_record(path, sep)
     if not names:
         return Interactions(np.zeros(0, np.int64), np.zeros(0, np.int64))
-    header = fmt == "inter" or has_header(names, columns)
+    header = fmt == "inter" or table_has_header(names, columns, path)
     roles = resolve_columns(names, columns, path, header)
     try:
         df = pd.read_csv(path, sep=sep, header=0 if header else None, usecols=sorted(set(roles.values())),
