@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from dataclasses import fields
+from pathlib import Path
 from typing import List, Optional
 
 from .config import METHODS, FitConfig
@@ -22,8 +23,10 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     a("--out", default=d.out, help="output directory (default %(default)s)")
     a("--seed", type=int, default=d.seed)
     a("--data-seed", type=int, default=None, help="seed of the data split (default: --seed)")
-    a("--split", default=d.split, choices=["auto", "given", "paper"],
-      help="given files' split, or the paper's per-user 70/30 (+10%% validation) re-split")
+    a("--split", default=d.split, choices=["auto", "given", "paper", "temporal"],
+      help="given: the files' split; paper: per user a random 70/30 (+10%% validation) re-split; temporal: "
+      "the same shares, each user's latest interactions to test (needs a time column); auto: given for "
+      "train/test files, paper otherwise")
     a("--merge-valid", action="store_true", help="train on train+valid; no early stopping")
     a("--emb-dim", type=int, default=d.emb_dim)
     a("--sage-dims", default=",".join(map(str, d.sage_dims)), help="GraphSAGE layer sizes")
@@ -86,6 +89,58 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     a("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     a("--no-progress", dest="progress", action="store_false")
     a("-v", "--verbose", action="store_true")
+    _add_data_args(p)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """How the --data files are read (train.data.load_dataset)."""
+    from .data import FORMATS
+
+    d = FitConfig()
+    a = p.add_argument
+    a("--format", default=d.format, choices=FORMATS,
+      help="format of the --data files (default: detected from the content; content that reads two ways, "
+      "e.g. 'user item weight' lines, is an error asking for this option)")
+    a("--columns", default=d.columns, metavar="user=NAME,item=NAME[,rating=NAME][,time=NAME]",
+      help="csv/tsv/inter/parquet: the columns to read, by name or 0-based position (default: the usual "
+      "header names: user_id/userId/user/uid, item_id/itemId/movieId/item/iid, rating, timestamp/time)")
+    a("--min-rating", type=float, default=d.min_rating,
+      help="keep interactions whose rating (or edge weight) is at least this (default: all)")
+
+
+class UsageError(Exception):
+    """A command-line value that cannot work (reported in one line, exit status 2)."""
+
+
+def _check_fit_target(cfg: FitConfig) -> None:
+    """--out and --device problems, found before any data is read or any model built."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {cfg.out}: exists and is not a directory")
+    above = next((q for q in out.parents if q.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UsageError(f"--out {cfg.out}: {above} is not a directory")
+    if cfg.device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(cfg.device)
+    except RuntimeError:
+        raise UsageError(f"--device {cfg.device!r}: not a device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "was built without CUDA" if torch.version.cuda is None else "finds no CUDA GPU"
+            raise UsageError(f"--device {cfg.device}: this torch {torch.__version__} {why}; use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {cfg.device}: only {torch.cuda.device_count()} CUDA device(s)")
+
+
+def _fail(parser: argparse.ArgumentParser, command: str, bad: BaseException) -> int:
+    """Report a user error in one line on stderr, the argparse way; exit status 2."""
+    msg = " ".join(str(bad).split()) or type(bad).__name__
+    print(f"{parser.prog} {command}: error: {msg}", file=sys.stderr)
+    return 2
 
 
 def config_from_args(ns: argparse.Namespace) -> FitConfig:
@@ -126,11 +181,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as bad:
         parser.error(str(bad))
     if ns.command == "fit":
+        from .data import DataError, load_dataset
         from .trainer import TrainingInterrupted, fit
 
+        # Input problems are usage errors: one line and exit status 2, not a traceback.
         try:
-            metrics = fit(cfg)
+            _check_fit_target(cfg)
+            dataset = load_dataset(cfg.data, seed=cfg.split_seed, split=cfg.split, format=cfg.format,
+                                   columns=cfg.columns, min_rating=cfg.min_rating)
+        except (UsageError, DataError, OSError, ImportError) as bad:  # OSError: missing/unreadable --data
+            return _fail(parser, "fit", bad)
+        try:
+            metrics = fit(cfg, dataset)
             code = 0
+        except (FileExistsError, NotADirectoryError) as bad:  # --out replaced by a file meanwhile
+            return _fail(parser, "fit", bad)
         except TrainingInterrupted as stop:  # the outputs were written: report them, exit as Ctrl-C does
             metrics, code = stop.metrics, 130
         summary = {m: {k: round(v, 4) for k, v in metrics[m].items() if k.startswith(("recall@", "ndcg@"))}

@@ -44,8 +44,14 @@ class FitConfig:
     # extra seeds on the experiment's own split, and records it here so a cached run is reused only
     # on the split it was trained on.
     data_seed: Optional[int] = None
-    split: str = "auto"                 # auto | given | paper
+    split: str = "auto"                 # auto | given | paper | temporal
     merge_valid: bool = False           # train on train+valid (no early stopping then)
+    # data files (train.data.load_dataset): format (None: detected, an error when ambiguous), the
+    # columns of tabular files ("user=NAME,item=NAME,rating=NAME,time=NAME"), and the lowest rating
+    # (or edge weight) kept (0: all)
+    format: Optional[str] = None
+    columns: Optional[str] = None
+    min_rating: float = 0.0
     # model
     emb_dim: int = 64                   # ID-embedding size (= output size for lightgcn/mf)
     sage_dims: List[int] = field(default_factory=lambda: [128, 68])
@@ -248,8 +254,9 @@ class FitConfig:
             raise ValueError(f"unknown code_scale {self.code_scale!r} (auto, one, mean)")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r} (constant, cosine)")
-        if self.split not in ("auto", "given", "paper"):
-            raise ValueError(f"unknown split {self.split!r}")
+        if self.split not in ("auto", "given", "paper", "temporal"):
+            raise ValueError(f"unknown split {self.split!r} (auto, given, paper, temporal)")
+        self._validate_data()
         if not 0.0 <= self.edge_dropout < 1.0:
             raise ValueError(f"edge_dropout must be in [0, 1), got {self.edge_dropout}")
         if self.edge_dropout > 0 and self.encoder_kind != "lightgcn":
@@ -259,6 +266,17 @@ class FitConfig:
         if self.shared_negatives < 0:
             raise ValueError(f"shared_negatives must be >= 0 (0: all items), got {self.shared_negatives}")
         self._validate_numbers()
+
+    def _validate_data(self) -> None:
+        """format, columns and min_rating (checked before any file is read)."""
+        from .data.formats import FORMATS
+        from .data.tabular import parse_columns
+
+        if self.format is not None and self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}; one of {', '.join(FORMATS)}")
+        parse_columns(self.columns)
+        if not (self.min_rating >= 0 and math.isfinite(self.min_rating)):
+            raise ValueError(f"min_rating must be a finite number >= 0, got {self.min_rating}")
 
     def _validate_numbers(self) -> None:
         """Numeric settings in range, each error naming the setting, its range and the value given

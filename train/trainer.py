@@ -98,7 +98,9 @@ class Trainer:
         self.device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        ds = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.split_seed, split=cfg.split)
+        ds = dataset if dataset is not None else load_dataset(
+            cfg.data, seed=cfg.split_seed, split=cfg.split, format=cfg.format, columns=cfg.columns,
+            min_rating=cfg.min_rating)
         self.ds = ds.merge_valid() if cfg.merge_valid else ds
         log.info("data %s: %s", self.ds.name, self.ds.stats())
         self.model = build_model(cfg, self.ds, self.device)
