@@ -62,6 +62,8 @@ def test_movielens_csv_header_names_and_columns_option(tmp_path: Path) -> None:
     ds = load_dataset(str(f))
     assert _n(ds) == 30 and ds.raw_item_ids.tolist() == list(range(10, 20))
     assert ds.raw_user_ids is None  # users 0..5: raw == dense
+    f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())  # a UTF-8 byte order mark before the header
+    assert load_dataset(str(f)).stats() == ds.stats()
     g = tmp_path / "odd.csv"
     g.write_text("who,what,stars\n" + "".join(f"{u},{i},{1 + i % 5}\n" for u in range(6) for i in range(u, u + 5)))
     with pytest.raises(DataFormatError, match=r"first row \['who', 'what', 'stars'\] names no known column"):
@@ -232,6 +234,20 @@ def test_malformed_lines_name_file_and_line(tmp_path: Path) -> None:
     f.write_text("1::2::3::4\n1::2::3\n")
     with pytest.raises(DataFormatError, match=r"e\.txt:2: expected 'user::item::rating::timestamp'"):
         load_dataset(str(f), format="movielens")
+
+
+@pytest.mark.parametrize("name,text,match", [
+    ("a.csv", "user_id,item_id\n1,2,3\n2,3\n", "more fields than the columns"),   # extra field, first row
+    ("b.csv", "user_id,item_id\n1,2\n2,3,4\n", "Expected 2 fields in line 3, saw 3"),
+    ("c.txt", "# a comment\n0 1 2 3 4\n", r"c\.txt:2: expected 'user item \[weight \[time\]\]', got 5 fields"),
+    ("d.csv", "user_id,item_id\n1.5,2\n", "user ids must be integers or strings, got float64 values such as 1.5"),
+    ("e.csv", "user_id,item_id,rating\n1,2,\n", "data row 1 has no rating"),
+])
+def test_rows_that_do_not_fit_the_columns_are_errors(tmp_path: Path, name: str, text: str, match: str) -> None:
+    """pandas takes a first row's extra fields as an index, shifting every column: refused."""
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataFormatError, match=match):
+        load_dataset(str(tmp_path / name))
 
 
 def test_int_tokens_are_the_same_at_every_chunk_size(tmp_path: Path) -> None:

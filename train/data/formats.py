@@ -41,7 +41,7 @@ _TYPED = re.compile(r"^[^:\s]+:(token|token_seq|float|float_seq)$")
 
 
 def _first_line(head: bytes) -> str:
-    for line in head.decode("utf-8", "replace").splitlines():
+    for line in head.decode("utf-8-sig", "replace").splitlines():
         if line.strip():
             return line
     return ""

@@ -89,6 +89,24 @@ def _locate(path: PathLike, check: Callable[[int, str], None],
     return fallback if isinstance(fallback, DataFormatError) else DataFormatError(path, None, fallback)
 
 
+def read_csv_strict(source, **kwargs):
+    """``pandas.read_csv`` that refuses rows with more fields than the columns: pandas would take
+    the extra leading fields of a first row as an index (shifting every column), so
+    ``index_col=False`` is forced and its length-mismatch warning made an error. (Rows after the
+    first with extra fields are already an error; ``usecols`` turns that check off, so it is
+    not used here.)"""
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(source, index_col=False, engine="c", **kwargs)
+        except pd.errors.ParserWarning as w:
+            raise ValueError(f"a row has more fields than the columns ({w})") from None
+
+
 def lightgcn_pairs(values: np.ndarray, counts: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(users, items) int64 (nnz,) of LightGCN lines given their tokens and per-line counts."""
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
@@ -177,7 +195,7 @@ def read_edges(path: PathLike) -> Interactions:
     import pandas as pd
 
     try:
-        df = pd.read_csv(path, sep=r"\s+", header=None, comment="#", names=range(4), engine="c")
+        df = read_csv_strict(path, sep=r"\s+", header=None, comment="#", names=range(4))
     except (ValueError, pd.errors.ParserError) as exc:  # (ParserError is a ValueError)
         raise _locate(path, _check_edge_line(path), str(exc)) from None
     from .tabular import id_column, number_column
@@ -235,7 +253,7 @@ def read_movielens(path: PathLike) -> Interactions:
 
     data = Path(path).read_bytes().replace(b"::", b"\t")  # pandas' C parser takes one-byte separators
     try:
-        df = pd.read_csv(io.BytesIO(data), sep="\t", header=None, names=range(4), engine="c",
+        df = read_csv_strict(io.BytesIO(data), sep="\t", header=None, names=range(4),
                          dtype={0: np.int64, 1: np.int64, 2: np.float64, 3: np.int64})
     except (ValueError, pd.errors.ParserError) as exc:
         raise _locate(path, _check_movielens_line(path), str(exc)) from None
@@ -271,11 +289,13 @@ def _check_netflix_lines(path: PathLike) -> Callable[[int, str], None]:
     return check
 
 
-def _colon_count(path: PathLike) -> int:
-    n = 0
+def _count_bytes(path: PathLike, chars: bytes) -> List[int]:
+    """How often each byte of ``chars`` occurs in the file."""
+    n = [0] * len(chars)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
-            n += block.count(b":")
+            for k in range(len(chars)):
+                n[k] += block.count(chars[k:k + 1])
     return n
 
 
@@ -295,7 +315,9 @@ def _read_netflix_file(path: PathLike, want_time: bool) -> Interactions:
     first = df[0].to_numpy()
     rating = df[1].to_numpy()
     header = np.isnan(rating)
-    if (first.size and (first.min() < 0 or not header[0])) or int(header.sum()) != _colon_count(path):
+    colons, commas = _count_bytes(path, b":,")
+    n_head = int(header.sum())
+    if (first.size and (first.min() < 0 or not header[0])) or (n_head, 2 * (first.size - n_head)) != (colons, commas):
         raise fail("expected 'movie_id:' headers followed by 'customer,rating,date' lines")
     if want_time and df[2][~header].isna().any():
         raise fail("a rating line without a date")

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from .readers import DataFormatError, Interactions
+from .readers import DataFormatError, Interactions, read_csv_strict
 
 PathLike = Union[str, os.PathLike]
 Column = Union[str, int]
@@ -120,7 +120,7 @@ def table_has_header(names: List[str], columns: Dict[str, Column], path: PathLik
 
 def first_record(path: PathLike, sep: str) -> List[str]:
     """The fields of the first non-blank line (quotes honoured)."""
-    with open(path, "r", encoding="utf-8", errors="replace", newline="") as f:
+    with open(path, "r", encoding="utf-8-sig", errors="replace", newline="") as f:  # -sig: drop a BOM
         for line in f:
             if line.strip():
                 return next(csv.reader([line], delimiter=sep))
@@ -135,6 +135,8 @@ def _missing(series, path: PathLike, what: str) -> DataFormatError:
 def id_column(series, path: PathLike, role: str) -> np.ndarray:
     """Raw ids of one column: int64 (n,) for integer ids (>= 0), object (n,) of ``str`` otherwise."""
     kind = series.dtype.kind
+    if kind == "u" and len(series) and int(series.max()) > np.iinfo(np.int64).max:
+        return series.astype(str).to_numpy(dtype=object)  # beyond int64: kept as their digits
     if kind in "iu":
         arr = series.to_numpy(np.int64)
         if arr.size and arr.min() < 0:
@@ -144,7 +146,7 @@ def id_column(series, path: PathLike, role: str) -> np.ndarray:
         raise _missing(series, path, f"{role} id")
     if kind in "fcbmM":
         raise DataFormatError(path, None, f"{role} ids must be integers or strings, got {series.dtype} values "
-                                          f"such as {series.iloc[0]!r}")
+                                          f"such as {series.iloc[0]}")
     return series.astype(str).to_numpy(dtype=object)
 
 
@@ -170,14 +172,19 @@ def time_column(series, path: PathLike) -> np.ndarray:
     if series.isna().any():
         raise _missing(series, path, "time")
     try:
-        stamps = pd.to_datetime(series, errors="raise")
+        stamps = pd.to_datetime(series, errors="raise", format="ISO8601")
+    except (ValueError, TypeError):
+        stamps = None
+    try:
+        if stamps is None:
+            stamps = pd.to_datetime(series, errors="raise", format="mixed")
     except (ValueError, TypeError) as exc:
         raise DataFormatError(path, None, f"the time column holds neither numbers nor dates: {exc}") from None
     return stamps.to_numpy().astype("datetime64[s]").astype(np.int64)
 
 
-def _frame_to_interactions(df, roles: Dict[str, int], path: PathLike) -> Interactions:
-    order = sorted(set(roles.values()))  # the frame's columns, in file order
+def _frame_to_interactions(df, roles: Dict[str, int], path: PathLike, all_columns: bool = False) -> Interactions:
+    order = list(range(df.shape[1])) if all_columns else sorted(set(roles.values()))  # the frame's columns
     col = lambda r: df.iloc[:, order.index(roles[r])]  # noqa: E731
     return Interactions(
         id_column(col("user"), path, "user"),
@@ -201,12 +208,12 @@ def read_table(path: PathLike, fmt: str, columns: Optional[Dict[str, Column]] = 
         return Interactions(np.zeros(0, np.int64), np.zeros(0, np.int64))
     header = fmt == "inter" or table_has_header(names, columns, path)
     roles = resolve_columns(names, columns, path, header)
-    try:
-        df = pd.read_csv(path, sep=sep, header=0 if header else None, usecols=sorted(set(roles.values())),
-                         engine="c", skip_blank_lines=True)
+    try:  # every column is parsed (not usecols): a row with extra fields must be an error
+        df = read_csv_strict(path, sep=sep, header=0 if header else None, skip_blank_lines=True,
+                             names=None if header else range(len(names)))
     except (ValueError, pd.errors.ParserError) as exc:
-        raise DataFormatError(path, None, f"not a valid {fmt.upper()} file: {exc}") from None
-    return _frame_to_interactions(df, roles, path)
+        raise DataFormatError(path, None, f"not a valid {fmt.upper()} file: {' '.join(str(exc).split())}") from None
+    return _frame_to_interactions(df, roles, path, all_columns=True)
 
 
 def read_parquet(path: PathLike, columns: Optional[Dict[str, Column]] = None) -> Interactions:
