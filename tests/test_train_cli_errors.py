@@ -35,7 +35,8 @@ def test_malformed_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 def test_ambiguous_format_asks_for_format(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     f = tmp_path / "uiw.txt"
     f.write_text("".join(f"{u} {i} 1\n" for u in range(5) for i in range(5)))
-    _fails_in_one_line(["--data", str(f), "--out", str(tmp_path / "run")], capsys, "pass --format lightgcn or --format edges")
+    _fails_in_one_line(["--data", str(f), "--out", str(tmp_path / "run")], capsys,
+                       "pass --format lightgcn or --format edges")
 
 
 def test_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -206,12 +206,28 @@ def test_detection_refuses_lines_of_3_or_4_integers(tmp_path: Path, text: str) -
         load_dataset(str(f))
 
 
+def test_detection_judges_line_lengths_per_file(tmp_path: Path) -> None:
+    """'user item weight' training lines beside 'user item' test lines: still both readings."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "train.txt").write_text("".join(f"{u} {i} 1\n" for u in range(4) for i in range(5)))
+    (d / "test.txt").write_text("".join(f"{u} {i + 5}\n" for u in range(4) for i in range(2)))
+    with pytest.raises(DataFormatError, match="ambiguous format"):
+        load_dataset(str(d))
+    (d / "test.txt").write_text("0 5 6\n1 7\n")  # lines of different lengths in one file: LightGCN
+    from train.data.formats import read_files
+
+    fmt, (train, test) = read_files([d / "train.txt", d / "test.txt"], None)
+    assert fmt == "lightgcn" and len(train) == 40 and test.items.tolist() == [5, 6, 7]
+
+
 def test_mixed_formats_and_headers_in_text_files_are_refused(tmp_path: Path) -> None:
     d = tmp_path / "mixed"
     d.mkdir()
     (d / "train.csv").write_text("user_id,item_id\n1,2\n")
     (d / "test.txt").write_text("1 3\n")
-    with pytest.raises(DataFormatError, match=r"look like different formats \(train\.csv: csv, test\.txt: lightgcn/edges\)"):
+    with pytest.raises(DataFormatError,
+                       match=r"look like different formats \(train\.csv: csv, test\.txt: lightgcn/edges\)"):
         load_dataset(str(d))
     f = tmp_path / "h.txt"
     f.write_text("user item rating\n1 2 3\n")
@@ -273,7 +289,7 @@ def test_large_ids_are_remapped_and_kept(tmp_path: Path) -> None:
     d.mkdir()
     (d / "train.txt").write_text("0 1 5000000\n99999999999 1 7\n")
     (d / "test.txt").write_text("0 7\n99999999999 5000000\n")
-    ds = load_dataset(str(d))
+    ds = load_dataset(str(d), format="lightgcn")  # (3-integer lines: an edge list too, so named)
     assert (ds.n_users, ds.n_items) == (2, 3)
     assert ds.raw_user_ids.tolist() == [0, 99999999999] and ds.raw_item_ids.tolist() == [1, 7, 5000000]
     assert _raw_pairs(ds, "test") == {(0, 7), (99999999999, 5000000)}

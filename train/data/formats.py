@@ -11,12 +11,12 @@ possible:
 
   - a token that is not a non-negative integer (a weight ``0.5``, a string id, a ``#`` comment):
     an edge list (LightGCN holds integers only);
-  - a line of 1 token or of more than 4, or lines of different lengths: LightGCN (every line of
-    an edge list has the same 2, 3 or 4 fields: ``user item [weight [time]]``);
+  - a line of 1 token or of more than 4, or lines of different lengths in one file: LightGCN
+    (every line of an edge list file has the same 2, 3 or 4 fields: ``user item [weight [time]]``);
   - only 2-token lines: an edge list (both readings give the same pairs);
-  - otherwise (every line 3 integers, e.g. ``user item weight``, or every line 4) both readings
-    are possible and give different data: a :class:`DataFormatError` names both, with the number
-    of interactions each would give, and asks for ``--format``.
+  - otherwise (each file's lines all 3 or all 4 integers, e.g. ``user item weight``) both
+    readings are possible and give different data: a :class:`DataFormatError` names both, with
+    the number of interactions each would give, and asks for ``--format``.
 """
 from __future__ import annotations
 
@@ -87,15 +87,16 @@ def _decide_text(paths: List[Path]) -> Tuple[str, Optional[List[IntTokens]]]:
         except NotIntegers:
             return "edges", None
     counts = np.concatenate([t.counts for t in toks])
-    if counts.size and (counts.min() < 2 or counts.max() > 4 or np.any(counts != counts[0])):
+    ragged = any(t.counts.size and np.any(t.counts != t.counts[0]) for t in toks)  # within one file
+    if ragged or (counts.size and (counts.min() < 2 or counts.max() > 4)):
         return "lightgcn", toks
     if np.all(counts == 2):
         return "edges", toks
     as_lightgcn = int((counts - 1).sum())
     names = ", ".join(str(p) for p in paths)
     raise DataFormatError(names, None, (
-        f"ambiguous format: every line holds the same {int(counts[0])} integers, which reads as LightGCN ('user item item "
-        f"...': {as_lightgcn:,} interactions) or as an edge list ('user item [weight [time]]': "
+        f"ambiguous format: each file's lines all hold {int(counts.max())} (or 2) integers, which reads as "
+        f"LightGCN ('user item item ...': {as_lightgcn:,} interactions) or as an edge list ('user item [weight [time]]': "
         f"{counts.size:,} interactions); pass --format lightgcn or --format edges"))
 
 

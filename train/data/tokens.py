@@ -119,9 +119,4 @@ def first_bytes(path: PathLike, n: int = 1 << 16) -> bytes:
         return f.read(n)
 
 
-def count_lines(data: bytes) -> int:
-    """Number of lines of ``data`` (a last line without a newline counts)."""
-    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
-
-
-__all__ = ["IntTokens", "NotIntegers", "read_int_tokens", "first_bytes", "count_lines"]
+__all__ = ["IntTokens", "NotIntegers", "read_int_tokens", "first_bytes"]
