@@ -75,3 +75,11 @@ def test_subprocess_exit_status_and_no_traceback(tmp_path: Path) -> None:
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_options_the_data_cannot_take(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _fails_in_one_line(["--format", "csv", "--out", str(tmp_path / "run")], capsys, "synthetic data take no format")
+    f = tmp_path / "e.txt"
+    f.write_text("0 1\n1 2\n")
+    _fails_in_one_line(["--data", str(f), "--columns", "user=0,item=1", "--out", str(tmp_path / "run")], capsys,
+                       "columns apply to csv, tsv, inter and parquet")

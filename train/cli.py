@@ -181,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as bad:
         parser.error(str(bad))
     if ns.command == "fit":
-        from .data import DataError, load_dataset
+        from .data import load_dataset
         from .trainer import TrainingInterrupted, fit
 
         # Input problems are usage errors: one line and exit status 2, not a traceback.
@@ -189,7 +189,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             _check_fit_target(cfg)
             dataset = load_dataset(cfg.data, seed=cfg.split_seed, split=cfg.split, format=cfg.format,
                                    columns=cfg.columns, min_rating=cfg.min_rating)
-        except (UsageError, DataError, OSError, ImportError) as bad:  # OSError: missing/unreadable --data
+        except (UsageError, ValueError, OSError, ImportError) as bad:  # ValueError: DataError, bad options
             return _fail(parser, "fit", bad)
         try:
             metrics = fit(cfg, dataset)
