@@ -7,11 +7,15 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <new>
 #include <mutex>
 #include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
+
+#include <pthread.h>
 
 #include "cluster_index.h"
 #include "flat_index.h"
@@ -62,22 +66,27 @@ void check_queries(const CodesArray& q, size_t nwords) {
                                     " words per code, the index has " + std::to_string(nwords));
 }
 
-// CSR exclusion lists; both None means no exclusion.
+// CSR exclusion lists; both None means no exclusion. The offsets are checked whole before any
+// id is read: a decreasing one would point the id reads past the array.
 ExcludeList make_exclude(const py::object& indptr, const py::object& indices, size_t nq, size_t n,
                          IdArray& keep_ptr, IdArray& keep_idx) {
     ExcludeList ex;
-    if (indptr.is_none()) return ex;
+    if (indptr.is_none() && indices.is_none()) return ex;
+    if (indptr.is_none() || indices.is_none())
+        throw std::invalid_argument("exclude needs both indptr and indices, or neither");
     keep_ptr = indptr.cast<IdArray>();
     keep_idx = indices.cast<IdArray>();
     if (keep_ptr.ndim() != 1 || static_cast<size_t>(keep_ptr.shape(0)) != nq + 1)
-        throw std::invalid_argument("exclude indptr must have nq+1 entries");
+        throw std::invalid_argument("exclude indptr must have nq+1=" + std::to_string(nq + 1) + " entries");
+    if (keep_idx.ndim() != 1) throw std::invalid_argument("exclude indices must be 1-D");
     const int64_t* p = keep_ptr.data();
     const int64_t* x = keep_idx.data();
-    size_t nnz = static_cast<size_t>(keep_idx.size());
+    const size_t nnz = static_cast<size_t>(keep_idx.size());
     if (p[0] != 0 || static_cast<size_t>(p[nq]) != nnz)
         throw std::invalid_argument("exclude indptr must start at 0 and end at len(indices)");
-    for (size_t q = 0; q < nq; ++q) {
+    for (size_t q = 0; q < nq; ++q)
         if (p[q + 1] < p[q]) throw std::invalid_argument("exclude indptr must be non-decreasing");
+    for (size_t q = 0; q < nq; ++q) {
         for (int64_t t = p[q]; t < p[q + 1]; ++t) {
             if (x[t] < 0 || static_cast<size_t>(x[t]) >= n)
                 throw std::invalid_argument("exclude id " + std::to_string(x[t]) +
@@ -91,6 +100,19 @@ ExcludeList make_exclude(const py::object& indptr, const py::object& indices, si
     return ex;
 }
 
+// fork() copies a lock that another thread of the parent held, and no thread of the child
+// will release it. The child handler (registered at import) counts forks, and an index
+// repairs its locks the first time it is locked in a new child (Growable::check_fork).
+std::atomic<uint64_t> fork_generation{0};
+std::mutex& fork_repair_mutex() {
+    static std::mutex m;
+    return m;
+}
+void after_fork_in_child() {
+    fork_generation.fetch_add(1);
+    new (&fork_repair_mutex()) std::mutex();  // only this thread exists now
+}
+
 // An index that Python can grow: searches (GIL released) share the lock,
 // add() takes it alone, so no search reads codes that add() is reallocating.
 // A waiting add() goes first: the shared_mutex alone (glibc's rwlock) prefers
@@ -102,11 +124,34 @@ struct Growable : Base {
     mutable std::mutex turnstile;  // held by a writer while it waits, so new readers queue behind it
     mutable std::atomic<size_t> waited_reads{0};  // read locks that took the waiting path (tests)
     std::atomic<bool> write_held{false};           // set by _hold_write_lock (tests)
+    std::atomic<bool> writing{false};              // the write lock is held: the index may be mid-change
+    mutable std::atomic<uint64_t> generation{fork_generation.load()};  // the fork its locks belong to
+
+    // In a forked child, the first lock resets both locks (their holders were the parent's
+    // threads), unless a writer held one at the fork: its change may be half done, so the
+    // index is refused from then on. Two relaxed loads otherwise.
+    void check_fork() const {
+        if (generation.load(std::memory_order_relaxed) != fork_generation.load(std::memory_order_relaxed))
+            repair_after_fork();
+    }
+    void repair_after_fork() const {
+        std::lock_guard<std::mutex> guard(fork_repair_mutex());
+        const uint64_t now = fork_generation.load();
+        if (generation.load() == now) return;
+        if (writing.load())  // generation left stale: every later use says so too
+            throw std::runtime_error(
+                "this index was being changed (add) by another thread when the process forked; the "
+                "child cannot use it: build or load it in the child, or fork while no add is running");
+        new (&rw) std::shared_mutex();
+        new (&turnstile) std::mutex();
+        generation.store(now);
+    }
 
     // The shared lock, waited for with the GIL released (a writer may be waiting on a reader).
     // With no add() running or waiting it is taken at once, without releasing the GIL: a
     // release and reacquire cost ~0.3 us, and a one-query search took the lock twice.
     std::shared_lock<std::shared_mutex> read_lock() const {
+        check_fork();
         std::shared_lock<std::shared_mutex> lock(rw, std::defer_lock);
         {
             std::unique_lock<std::mutex> queue(turnstile, std::try_to_lock);
@@ -118,10 +163,19 @@ struct Growable : Base {
         lock.lock();
         return lock;
     }
+    // The exclusive lock; `writing` is set while it is held (cleared before the unlock).
+    struct WriteLock {
+        std::unique_lock<std::shared_mutex> lock;
+        std::atomic<bool>& writing;
+        ~WriteLock() { writing = false; }
+    };
     // The lock alone; call with the GIL released.
-    std::unique_lock<std::shared_mutex> write_lock() {
+    WriteLock write_lock() {
+        check_fork();
         std::lock_guard<std::mutex> queue(turnstile);
-        return std::unique_lock<std::shared_mutex>(rw);
+        std::unique_lock<std::shared_mutex> lock(rw);
+        writing = true;
+        return WriteLock{std::move(lock), writing};
     }
 };
 using GrowableFlatIndex = Growable<FlatIndex>;
@@ -203,6 +257,14 @@ py::tuple hamming_range(const Index& index, size_t nwords, size_t n, const Codes
                           py::array_t<int64_t>(I.size(), I.data()));
 }
 
+// The environment variables read by the core where a bad value cannot be reported (worker
+// threads, static initialisers), checked at import instead.
+void check_environment() {
+    detail::parse_spin_us(std::getenv("HASHSEARCH_SPIN_US"));
+    const char* wide = std::getenv("HASHSEARCH_WIDE_POPCOUNT");
+    if (wide != nullptr) parse_wide_popcount_mode(wide);
+}
+
 CodesArray export_codes(const FlatIndex& flat) {
     CodesArray out({flat.size(), flat.nwords()});
     flat.copy_codes(out.mutable_data());
@@ -226,6 +288,10 @@ PYBIND11_MODULE(_core, m) {
         }
     });
 
+    pthread_atfork(nullptr, nullptr, &after_fork_in_child);
+    m.def("_check_environment", &check_environment,
+          "ValueError if HASHSEARCH_SPIN_US or HASHSEARCH_WIDE_POPCOUNT holds a value the core cannot use.");
+
     m.def("simd_level", [] { return std::string(simd_level_name(current_simd_level())); },
           "SIMD level in use: 'scalar', 'avx2' or 'avx512'.");
     m.def("detect_simd_level", [] { return std::string(simd_level_name(detect_simd_level())); },
@@ -237,6 +303,14 @@ PYBIND11_MODULE(_core, m) {
     m.def("_set_split_min_words", &set_split_min_words, py::arg("words"),
           "Tests: code words from which a query's scan is split over threads (default 2^17).");
     m.def("_split_min_words", &split_min_words);
+    m.def("_hold_pool",
+          [](double seconds) {
+              py::gil_scoped_release release;
+              parallel_for(2, 2, [&](size_t task, size_t) {
+                  if (task == 0) std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+              });
+          },
+          py::arg("seconds"), "Tests: keeps the worker pool busy with a two-thread loop for that long.");
     m.def("_set_wide_popcount", [](const std::string& mode) { set_wide_popcount_mode(mode); },
           py::arg("mode"),
           "AVX2 scans of 128-bit and 4k-word codes: 'auto' (time both once per width), 'vector' "
@@ -276,6 +350,14 @@ PYBIND11_MODULE(_core, m) {
                  ReleaseGil release;
                  auto lock = self.write_lock();
                  self.add(p, count);
+                 // An interrupt that came during the add cancels it: its KeyboardInterrupt must
+                 // not come after the index has grown.
+                 try {
+                     poll_interrupt_now();
+                 } catch (const InterruptedError&) {
+                     self.remove_last(count);
+                     throw;
+                 }
              },
              py::arg("codes"))
         .def("codes", [](const GrowableFlatIndex& self) {
@@ -491,7 +573,16 @@ PYBIND11_MODULE(_core, m) {
                  const size_t count = static_cast<size_t>(codes.shape(0));
                  ReleaseGil release;
                  auto lock = self.write_lock();
-                 self.add(cp, ep, count);
+                 auto pending = self.prepare_add(cp, ep, count);
+                 self.commit_add(pending);
+                 // An interrupt that came during the add (the rebuild) cancels it: its
+                 // KeyboardInterrupt must not come after the index has grown.
+                 try {
+                     poll_interrupt_now();
+                 } catch (const InterruptedError&) {
+                     self.undo_add(pending);
+                     throw;
+                 }
              },
              py::arg("codes"), py::arg("embeddings"))
         .def("codes", [](const GrowableHierarchicalIndex& self) {

@@ -59,10 +59,34 @@ void FlatIndex::check_codes(const uint64_t* codes, size_t count) const {
                                         std::to_string(nbits_));
 }
 
+namespace {
+// Capacity for `need` elements, at least doubling (amortised O(1) appends).
+template <class V>
+void grow_to(V& v, size_t need) {
+    if (v.capacity() < need) v.reserve(std::max(need, 2 * v.capacity()));
+}
+}  // namespace
+
+void FlatIndex::reserve_for_add(size_t count) {
+    if (nbits_ <= 32)
+        grow_to(half_, n_ + count);
+    else
+        grow_to(codes_, (n_ + count) * nwords_);
+}
+
+void FlatIndex::remove_last(size_t count) {
+    count = std::min(count, n_);
+    n_ -= count;
+    if (nbits_ <= 32)
+        half_.resize(n_);
+    else
+        codes_.resize(n_ * nwords_);
+}
+
 void FlatIndex::add(const uint64_t* codes, size_t count) {
     check_codes(codes, count);
+    reserve_for_add(count);
     if (nbits_ <= 32) {
-        if (half_.capacity() < n_ + count) half_.reserve(std::max(n_ + count, 2 * half_.capacity()));
         for (size_t i = 0; i < count; ++i) half_.push_back(static_cast<uint32_t>(codes[i]));
     } else {
         codes_.insert(codes_.end(), codes, codes + count * nwords_);

@@ -54,6 +54,10 @@ public:
     // Appends `count` codes of nwords() words each; they get ids size() .. size() + count - 1.
     // Validates every code first, so a bad one leaves the index as it was.
     void add(const uint64_t* codes, size_t count);
+    // Makes room for `count` more codes, so that add() of that many cannot throw.
+    void reserve_for_add(size_t count);
+    // Drops the last `count` codes (undoes an add of that many).
+    void remove_last(size_t count);
     // std::invalid_argument if a code has bits set above nbits (what add() checks first).
     void check_codes(const uint64_t* codes, size_t count) const;
 

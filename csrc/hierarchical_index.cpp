@@ -36,24 +36,34 @@ void HierarchicalIndex::use_clusters(const uint64_t* centroids, size_t nclusters
                                               nclusters, labels);
 }
 
-void HierarchicalIndex::add(const uint64_t* codes, const float* emb, size_t count) {
-    // Everything that can throw (a bad code, memory, an interrupt during a rebuild) comes
-    // before the first change, so a failed add leaves the index as it was.
+HierarchicalIndex::PendingAdd HierarchicalIndex::prepare_add(const uint64_t* codes, const float* emb,
+                                                             size_t count) {
     flat_.check_codes(codes, count);
     const size_t nw = flat_.nwords(), n = flat_.size();
-    std::unique_ptr<ClusterIndex> cluster = cluster_ ? cluster_->grown(codes, count, 0) : nullptr;
-    std::unique_ptr<MIHIndex> mih;
+    PendingAdd p{codes, emb, count, cluster_ ? cluster_->grown(codes, count, 0) : nullptr, nullptr};
     if (mih_) {
         std::vector<uint64_t> all((n + count) * nw);
         flat_.copy_codes(all.data());
         std::copy_n(codes, count * nw, all.data() + n * nw);
-        mih = std::make_unique<MIHIndex>(all.data(), n + count, nw, flat_.nbits(), mih_->m());
+        p.mih = std::make_unique<MIHIndex>(all.data(), n + count, nw, flat_.nbits(), mih_->m());
     }
     emb_.reserve(emb_.size() + count * dim_);
-    flat_.add(codes, count);  // (on bad_alloc it changes nothing)
-    emb_.insert(emb_.end(), emb, emb + count * dim_);  // within the reserved capacity: no throw
-    if (cluster) cluster_ = std::move(cluster);
-    if (mih) mih_ = std::move(mih);
+    flat_.reserve_for_add(count);
+    return p;
+}
+
+void HierarchicalIndex::commit_add(PendingAdd& p) {
+    flat_.add(p.codes, p.count);                               // checked, room reserved: no throw
+    emb_.insert(emb_.end(), p.emb, p.emb + p.count * dim_);  // within the reserved capacity
+    if (p.cluster) cluster_.swap(p.cluster);
+    if (p.mih) mih_.swap(p.mih);
+}
+
+void HierarchicalIndex::undo_add(PendingAdd& p) {
+    flat_.remove_last(p.count);
+    emb_.resize(emb_.size() - p.count * dim_);
+    if (p.cluster) cluster_.swap(p.cluster);
+    if (p.mih) mih_.swap(p.mih);
 }
 
 void HierarchicalIndex::hamming_topk(const uint64_t* queries, size_t nq, int k, const ExcludeList& exclude,

@@ -41,7 +41,26 @@ public:
     // continue from size(). MIH candidate tables are rebuilt (O(n)); with
     // cluster candidates the new codes join their nearest centroid and the
     // layout is rebuilt (O(n)). A bad code leaves the index unchanged.
-    void add(const uint64_t* codes, const float* emb, size_t count);
+    void add(const uint64_t* codes, const float* emb, size_t count) {
+        PendingAdd pending = prepare_add(codes, emb, count);
+        commit_add(pending);
+    }
+
+    // add() in steps, for a caller that may abandon it (an interrupt): prepare_add does all
+    // that can throw (checks, rebuilds, allocation) and changes nothing; commit_add applies it
+    // without throwing, keeping what it replaced in `pending`, so that undo_add (right after,
+    // nothing else changed between) puts the index back as it was. `codes` and `emb` must
+    // live until the commit.
+    struct PendingAdd {
+        const uint64_t* codes;
+        const float* emb;
+        size_t count;
+        std::unique_ptr<ClusterIndex> cluster;
+        std::unique_ptr<MIHIndex> mih;
+    };
+    PendingAdd prepare_add(const uint64_t* codes, const float* emb, size_t count);
+    void commit_add(PendingAdd& pending);
+    void undo_add(PendingAdd& pending);
 
     const FlatIndex& flat() const { return flat_; }
     size_t dim() const { return dim_; }

@@ -30,12 +30,16 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -55,7 +59,22 @@ inline int hardware_threads() {
     return hw;
 }
 
-inline int resolve_threads(int requested) { return requested > 0 ? requested : hardware_threads(); }
+// The most threads a call uses: 4x the cores. More only adds switching, and the pool keeps
+// every thread it creates for the life of the process.
+inline int max_threads() { return 4 * hardware_threads(); }
+
+// num_threads as used: 0 (or less) means all cores; above max_threads() it is capped there.
+inline int resolve_threads(int requested) {
+    return requested > 0 ? std::min(requested, max_threads()) : hardware_threads();
+}
+
+// Thrown when a thread cannot be created (the process's thread or memory limit): the
+// call fails with this message rather than the bare errno text.
+inline std::runtime_error thread_start_error(size_t started, size_t wanted, const std::system_error& e) {
+    return std::runtime_error("hashsearch: could not start a worker thread (" + std::to_string(started) + " of " +
+                              std::to_string(wanted) + " running): " + e.what() +
+                              "; the process has hit its thread or memory limit, use fewer threads (num_threads)");
+}
 
 // Thrown out of parallel_for when the calling thread's interrupt check asked to stop.
 struct InterruptedError : std::exception {
@@ -103,14 +122,39 @@ inline void poll_interrupt() {
     if (interrupt_check()) throw InterruptedError();
 }
 
+// Calls this thread's interrupt check now, whenever it last ran: a change that is about to be
+// committed asks first, so that an interrupt which arrived during its preparation cancels it.
+inline void poll_interrupt_now() {
+    if (interrupt_check == nullptr) return;
+    InterruptScope::next_check() = std::chrono::steady_clock::now() + InterruptScope::kInterval;
+    if (interrupt_check()) throw InterruptedError();
+}
+
 namespace detail {
 
-// How long an idle worker (or a caller waiting for its workers) polls before sleeping.
+// HASHSEARCH_SPIN_US (nullptr or empty: the default, 100): an integer in [0, 100000];
+// std::invalid_argument naming the value otherwise.
+inline std::chrono::microseconds parse_spin_us(const char* env) {
+    if (env == nullptr || *env == '\0') return std::chrono::microseconds(100);
+    char* end = nullptr;
+    errno = 0;
+    const long us = std::strtol(env, &end, 10);
+    if (end == env || *end != '\0' || errno != 0 || us < 0 || us > 100000)
+        throw std::invalid_argument(std::string("HASHSEARCH_SPIN_US must be an integer number of microseconds in "
+                                                "[0, 100000], got '") + env + "'");
+    return std::chrono::microseconds(us);
+}
+
+// How long an idle worker (or a caller waiting for its workers) polls before sleeping. Never
+// throws (workers call it): a bad value means the default here, and the Python module refuses
+// it at import (check_environment in the bindings).
 inline std::chrono::microseconds spin_time() {
     static const std::chrono::microseconds t = [] {
-        const char* env = std::getenv("HASHSEARCH_SPIN_US");
-        long us = env == nullptr || *env == '\0' ? 100 : std::strtol(env, nullptr, 10);
-        return std::chrono::microseconds(std::max(0L, std::min(us, 100000L)));
+        try {
+            return parse_spin_us(std::getenv("HASHSEARCH_SPIN_US"));
+        } catch (const std::invalid_argument&) {
+            return std::chrono::microseconds(100);
+        }
     }();
     return t;
 }
@@ -211,16 +255,24 @@ class ThreadPool {
   private:
     ThreadPool() : pid_(::getpid()) {}
 
+    // The pool stays usable when a thread cannot be created: the workers made so far are kept.
     void ensure_workers(size_t count) {
         if (workers_ >= count) return;
-        while (workers_ < count) {
-            std::thread(&ThreadPool::worker_loop, this, workers_ + 1).detach();
-            ++workers_;
+        try {
+            while (workers_ < count) {
+                std::thread(&ThreadPool::worker_loop, this, workers_ + 1).detach();
+                ++workers_;
+            }
+        } catch (const std::system_error& e) {
+            update_oversubscribed();
+            throw thread_start_error(workers_ + 1, count + 1, e);
         }
-        // More threads than cores (num_threads above them): polling threads would take the
-        // cores from those with work, so everyone sleeps at once instead.
-        oversubscribed_ = workers_ + 1 > static_cast<size_t>(hardware_threads());
+        update_oversubscribed();
     }
+
+    // More threads than cores (num_threads above them): polling threads would take the
+    // cores from those with work, so everyone sleeps at once instead.
+    void update_oversubscribed() { oversubscribed_ = workers_ + 1 > static_cast<size_t>(hardware_threads()); }
 
     void worker_loop(size_t worker) {
         in_parallel_worker = true;
@@ -258,15 +310,23 @@ class ThreadPool {
     size_t workers_ = 0;  // only touched under busy_mutex_
 };
 
-// The old fork-join: threads created for this loop and joined at its end.
+// The plain fork-join: threads created for this loop and joined at its end. If one cannot be
+// created, those started are stopped and joined (a joinable std::thread destroyed would abort
+// the process) and the loop throws.
 inline void run_with_new_threads(LoopJob& job, size_t nworkers) {
     std::vector<std::thread> threads;
     threads.reserve(nworkers - 1);
-    for (size_t w = 1; w < nworkers; ++w)
-        threads.emplace_back([&job, w] {
-            in_parallel_worker = true;
-            job.run(w);
-        });
+    try {
+        for (size_t w = 1; w < nworkers; ++w)
+            threads.emplace_back([&job, w] {
+                in_parallel_worker = true;
+                job.run(w);
+            });
+    } catch (const std::system_error& e) {
+        job.next = job.ntasks;  // the started threads take no further task
+        for (auto& th : threads) th.join();
+        throw thread_start_error(threads.size() + 1, nworkers, e);
+    }
     job.run(0);
     for (auto& th : threads) th.join();
 }

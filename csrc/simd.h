@@ -23,5 +23,7 @@ bool avx512_emulated();
 // 1 ("vector") or 2 ("popcnt"). Results are identical either way.
 int wide_popcount_mode();
 void set_wide_popcount_mode(const std::string& name);
+// 'auto' (or empty) 0, 'vector' 1, 'popcnt' 2; std::invalid_argument otherwise.
+int parse_wide_popcount_mode(const std::string& name);
 
 }  // namespace hashsearch

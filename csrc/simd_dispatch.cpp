@@ -64,18 +64,26 @@ std::atomic<int>& level_slot() {
 }
 }  // namespace
 
-namespace {
-int parse_wide_popcount(const std::string& name) {
+int parse_wide_popcount_mode(const std::string& name) {
     if (name == "auto" || name.empty()) return 0;
     if (name == "vector") return 1;
     if (name == "popcnt") return 2;
     throw std::invalid_argument("unknown wide popcount mode '" + name +
-                                "'; expected one of 'auto', 'vector', 'popcnt'");
+                                "' (HASHSEARCH_WIDE_POPCOUNT or _set_wide_popcount); expected one of "
+                                "'auto', 'vector', 'popcnt'");
 }
+
+namespace {
+// First read inside a scan, where a bad value cannot be reported: it means 'auto' there, and
+// the Python module refuses it at import.
 std::atomic<int>& wide_popcount_slot() {
     static std::atomic<int> slot{[] {
         const char* env = std::getenv("HASHSEARCH_WIDE_POPCOUNT");
-        return parse_wide_popcount(env == nullptr ? "" : env);
+        try {
+            return parse_wide_popcount_mode(env == nullptr ? "" : env);
+        } catch (const std::invalid_argument&) {
+            return 0;
+        }
     }()};
     return slot;
 }
@@ -83,7 +91,7 @@ std::atomic<int>& wide_popcount_slot() {
 
 int wide_popcount_mode() { return wide_popcount_slot().load(std::memory_order_relaxed); }
 
-void set_wide_popcount_mode(const std::string& name) { wide_popcount_slot().store(parse_wide_popcount(name)); }
+void set_wide_popcount_mode(const std::string& name) { wide_popcount_slot().store(parse_wide_popcount_mode(name)); }
 
 SimdLevel current_simd_level() { return static_cast<SimdLevel>(level_slot().load()); }
 

@@ -26,8 +26,10 @@ from .reference import hamming_distances
 
 __version__ = "0.1.0"
 
-# Surface a bad HASHSEARCH_SIMD at import rather than at the first search.
+# Surface a bad HASHSEARCH_SIMD, HASHSEARCH_SPIN_US or HASHSEARCH_WIDE_POPCOUNT at import
+# rather than at the first search (where the last two could not be reported).
 _core.simd_level()
+_core._check_environment()
 
 _LEVELS = ("scalar", "avx2", "avx512")
 

@@ -18,6 +18,14 @@ def words_for(nbits: int) -> int:
     return (nbits + 63) // 64
 
 
+def native_uint64(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as native-endian uint64 if it holds uint64 words of the other byte order (``>u8``
+    here): packed codes of either order are the same numbers. Anything else as given."""
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.dtype != np.uint64:
+        return arr.astype(np.uint64)
+    return arr
+
+
 def _check_nbits(nbits: int) -> int:
     if isinstance(nbits, (bool, np.bool_)) or not isinstance(nbits, (int, np.integer)):
         raise TypeError(f"nbits must be an int, got {type(nbits).__name__}")
@@ -85,14 +93,14 @@ def unpack(words: np.ndarray, nbits: int) -> np.ndarray:
     """Inverse of :func:`pack`.
 
     Args:
-        words: uint64 (n, ceil(nbits/64)) or (ceil(nbits/64),).
+        words: uint64 (n, ceil(nbits/64)) or (ceil(nbits/64),), either byte order.
         nbits: number of bits per code.
 
     Returns:
         uint8 0/1 array of shape (n, nbits) (or (nbits,) for 1-D input).
     """
     nbits = _check_nbits(nbits)
-    arr = np.asarray(words)
+    arr = native_uint64(np.asarray(words))
     if arr.dtype != np.uint64:
         raise TypeError(f"words must be uint64, got dtype {arr.dtype}")
     one = arr.ndim == 1
@@ -111,11 +119,11 @@ def as_packed(
 ) -> Tuple[np.ndarray, int]:
     """Coerce ``codes`` to a C-contiguous uint64 (n, W) array and its nbits.
 
-    uint64 input is taken as already packed (``nbits`` defaults to 64*W and
-    the bits above ``nbits`` must be zero); any other dtype is taken as
+    uint64 input (either byte order) is taken as already packed (``nbits`` defaults
+    to 64*W and the bits above ``nbits`` must be zero); any other dtype is taken as
     unpacked (n, nbits) and packed here.
     """
-    arr = np.asarray(codes)
+    arr = native_uint64(np.asarray(codes))
     if arr.dtype == np.uint64:
         if arr.ndim != 2:
             raise ValueError(f"packed {what} must be 2-D (n, words), got shape {arr.shape}")

@@ -2,11 +2,12 @@
 expected and what was given."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Set
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._codes import as_packed, words_for
+from ._codes import as_packed, native_uint64, words_for
 
 ExcludeArg = Union[None, Sequence[Sequence[int]], Tuple[np.ndarray, np.ndarray]]
 
@@ -41,6 +42,7 @@ def check_k(k, n: int, name: str = "k") -> int:
 
 
 def check_threads(num_threads) -> int:
+    """num_threads: an int >= 0 (0: all cores). The native core caps it at 4x the core count."""
     return check_int(num_threads, "num_threads", 0)
 
 
@@ -54,7 +56,7 @@ def packed_queries(q, nbits: int, what: str = "queries") -> np.ndarray:
             return q
         if q.ndim == 1 and q.shape[0] == nbits // 64:
             return q.reshape(1, -1)
-    arr = np.asarray(q)
+    arr = native_uint64(np.asarray(q))
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
@@ -111,6 +113,13 @@ def exclude_csr(exclude: ExcludeArg, nq: int, n: int) -> Tuple[Optional[np.ndarr
     """Normalise ``exclude`` to CSR (indptr int64 (nq+1,), indices int64) sorted per row."""
     if exclude is None:
         return None, None
+    # Forms whose iteration is not a row per query in order: a dict would give its keys as
+    # the rows, a set no order, a string characters.
+    if isinstance(exclude, (Mapping, Set, str, bytes, bytearray, memoryview)):
+        raise TypeError(
+            "exclude must be None, a sequence of id arrays (one per query, in query order) or a CSR "
+            f"tuple (indptr, indices), got {type(exclude).__name__}"
+        )
     # A 2-tuple is CSR (indptr, indices); per-query rows come as a list.
     if isinstance(exclude, tuple) and len(exclude) == 2:
         indptr = np.asarray(exclude[0])

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import threading
+import weakref
 from typing import Optional, Tuple
 
 import numpy as np
@@ -41,9 +43,40 @@ from .io import (
 )
 
 
+# A threading.Lock that another thread held when the process forked stays held in the child.
+# The add locks guard only the swap of an immutable native index, which a fork never sees half
+# done, so the child gets fresh ones. (Index and HierarchicalIndex lock natively, _core.)
+_WITH_ADD_LOCK: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _give_add_lock(index) -> None:
+    index._add_lock = threading.Lock()
+    _WITH_ADD_LOCK.add(index)
+
+
+def _new_add_locks_in_child() -> None:
+    for index in list(_WITH_ADD_LOCK):
+        index._add_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_add_locks_in_child)
+
+
 class _HammingBase:
     _kind = 0
     _native = None
+    _num_threads = 0
+
+    @property
+    def num_threads(self) -> int:
+        """Threads per call unless a call says otherwise: an int >= 0, 0 = all cores; the core
+        uses at most 4x the core count (more only adds switching). Assigning it validates."""
+        return self._num_threads
+
+    @num_threads.setter
+    def num_threads(self, value) -> None:
+        self._num_threads = check_threads(value)
 
     @property
     def ntotal(self) -> int:
@@ -68,7 +101,7 @@ class _HammingBase:
         return int(self._native.memory_bytes())
 
     def _threads(self, num_threads: Optional[int]) -> int:
-        return self.num_threads if num_threads is None else check_threads(num_threads)
+        return self._num_threads if num_threads is None else check_threads(num_threads)
 
     def topk(
         self, q, k: int, *, exclude: ExcludeArg = None, num_threads: Optional[int] = None
@@ -165,7 +198,7 @@ class Index(_RangeSearch, _HammingBase):
             0-1 / ±1 ints / floats (sign). The codes are copied.
         nbits: bits per code; needed only for packed codes whose nbits is not
             a multiple of 64.
-        num_threads: threads per search, 0 = all cores.
+        num_threads: threads per search, 0 = all cores (see :attr:`num_threads`).
 
     Example:
         >>> D, I = hashsearch.Index(codes).topk(q, 100)
@@ -175,7 +208,7 @@ class Index(_RangeSearch, _HammingBase):
 
     def __init__(self, codes, nbits: Optional[int] = None, *, num_threads: int = 0) -> None:
         packed, nbits = as_packed(codes, nbits)
-        self.num_threads = check_threads(num_threads)
+        self.num_threads = num_threads
         self._native = _core.FlatIndex(packed, nbits)
 
     def add(self, codes) -> None:
@@ -282,8 +315,8 @@ class MIHIndex(_RangeSearch, _HammingBase):
             raise ValueError("MIHIndex needs at least one code, got 0")
         self._m_arg = m  # None: re-chosen for the new size on add
         m = _mih_m(m, nbits, packed.shape[0])
-        self.num_threads = check_threads(num_threads)
-        self._add_lock = threading.Lock()
+        self.num_threads = num_threads
+        _give_add_lock(self)
         self._native = _core.MIHIndex(packed, nbits, m)
 
     def add(self, codes) -> None:
@@ -436,15 +469,15 @@ class ClusterIndex(_RangeSearch, _HammingBase):
         nclusters = default_nclusters(n) if nclusters is None else check_int(nclusters, "nclusters", 1)
         if nclusters > n:
             raise ValueError(f"nclusters must be <= the number of codes ({n}), got {nclusters}")
-        self.num_threads = check_threads(num_threads)
-        self._add_lock = threading.Lock()
+        self.num_threads = num_threads
+        _give_add_lock(self)
         self._native = _core.ClusterIndex(packed, nbits, nclusters, self.num_threads)
 
     @classmethod
     def _from_native(cls, native, num_threads: int) -> "ClusterIndex":
         index = cls.__new__(cls)
-        index.num_threads = check_threads(num_threads)
-        index._add_lock = threading.Lock()
+        index.num_threads = num_threads
+        _give_add_lock(index)
         index._native = native
         return index
 
@@ -550,7 +583,7 @@ class HierarchicalIndex(_HammingBase):
             nclusters = default_nclusters(n) if nclusters is None else check_int(nclusters, "nclusters", 1)
             if nclusters > n:
                 raise ValueError(f"nclusters must be <= the number of codes ({n}), got {nclusters}")
-        self.num_threads = check_threads(num_threads)
+        self.num_threads = num_threads
         self._native = _core.HierarchicalIndex(packed, nbits, emb, m)
         if candidate_search == "cluster":
             self._native.use_clusters(nclusters, self.num_threads)

@@ -1,9 +1,9 @@
-"""Index files: a versioned little-endian header, the payload, a CRC32.
+"""Index files: a versioned little-endian header, the payload, CRC32s of both.
 
-Layout (format version 1)::
+Layout (format version 2)::
 
     magic    8s   b"HASHSRCH"
-    version  u32  1
+    version  u32  2
     kind     u32  1 = Index, 2 = MIHIndex, 3 = HierarchicalIndex, 4 = ClusterIndex
     nbits    u32
     nwords   u32
@@ -13,6 +13,7 @@ Layout (format version 1)::
     dim      u32  embedding columns (0 otherwise)
     nbytes   u64  payload length
     crc32    u32  zlib.crc32 of the payload
+    hcrc32   u32  zlib.crc32 of the 52 header bytes above (magic to crc32)
     payload       codes uint64 (n, nwords) then, for kind 3, embeddings float32 (n, dim);
                   for kind 4 and kind 3 with cluster candidates, centroids uint64
                   (m, nwords) and each code's cluster uint32 (n,) (the payload length
@@ -28,6 +29,7 @@ codes (kind-4 files holding the codes alone, as first written, are rebuilt).
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import tempfile
 import zlib
@@ -38,10 +40,13 @@ from typing import Iterable, Optional, Union
 import numpy as np
 
 MAGIC = b"HASHSRCH"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KIND_FLAT, KIND_MIH, KIND_HIER, KIND_CLUSTER = 1, 2, 3, 4
 KIND_NAMES = {KIND_FLAT: "Index", KIND_MIH: "MIHIndex", KIND_HIER: "HierarchicalIndex", KIND_CLUSTER: "ClusterIndex"}
-_HEADER = struct.Struct("<8sIIIIQIIQI")
+_FIELDS = struct.Struct("<8sIIIIQIIQI")  # magic .. crc32: all of version 1's header
+_HEADER = struct.Struct("<8sIIIIQIIQII")  # version 2: the fields, then their CRC32
+_HEADERS = {1: _FIELDS, 2: _HEADER}
+_PREFIX = struct.Struct("<8sI")  # magic, version: enough to pick the header
 
 PathLike = Union[str, os.PathLike]
 
@@ -73,20 +78,56 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _save_target(path: Path) -> Path:
+    """The file that saving to ``path`` replaces: a symlink's target (so the link stays a
+    link); ValueError if something other than a regular file is there."""
+    target = Path(os.path.realpath(path))
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    if not stat.S_ISREG(mode):
+        shown = f"{path} (-> {target})" if target != Path(path) else str(path)
+        raise ValueError(f"cannot save to {shown}: it is {_file_type(mode)}; expected a regular file or a new path")
+    return target
+
+
+def _new_file_mode(target: Path) -> int:
+    """The mode the file at ``target`` should get: an existing file's, else 0o666 less the
+    umask, as ``open`` would give a new file (mkstemp's own is 0o600)."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def atomic_write(path: PathLike, chunks: Iterable[bytes]) -> None:
     """Write ``chunks`` to ``path`` so that a crash leaves either the old file or the new
     one: a temporary file in the same directory, fsynced, renamed over ``path``, then the
-    directory fsynced. The temporary file is removed on any error."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    directory fsynced. The temporary file is removed on any error. Symlinks, modes and
+    paths that are not regular files: see the module's docstring."""
+    target = _save_target(Path(path))
+    mode = _new_file_mode(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             for chunk in chunks:
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_directory(path.parent)
+        os.replace(tmp, target)
+        _fsync_directory(target.parent)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -112,11 +153,11 @@ def _encode(data: IndexFile) -> tuple:
                              f"got {centroids.shape} and {labels.shape}")
         parts += [centroids.tobytes(), labels.tobytes()]
     payload = b"".join(parts)
-    header = _HEADER.pack(
+    fields = _FIELDS.pack(
         MAGIC, FORMAT_VERSION, data.kind, data.nbits, codes.shape[1], codes.shape[0],
         data.m, dim, len(payload), zlib.crc32(payload),
     )
-    return header, payload
+    return fields + struct.pack("<I", zlib.crc32(fields)), payload
 
 
 @dataclass
@@ -130,17 +171,30 @@ class _Header:
     nbytes: int
     crc: int
     has_clusters: bool
+    size: int  # header bytes (by version)
+
+
+def _header_size(raw: bytes, source: str) -> int:
+    """The length of the header that starts ``raw`` (at least its first 12 bytes), by its version."""
+    if len(raw) < _PREFIX.size or raw[:8] != MAGIC:
+        raise ValueError(f"{source} is not a hashsearch index file (bad magic or too short)")
+    version = _PREFIX.unpack(raw[: _PREFIX.size])[1]
+    if version not in _HEADERS:
+        raise ValueError(f"{source} has format version {version}; this hashsearch reads versions 1 and {FORMAT_VERSION}")
+    return _HEADERS[version].size
 
 
 def _parse_header(raw: bytes, source: str) -> _Header:
-    """Check the fixed-size header ``raw``; ValueError naming ``source`` if it is foreign or
-    inconsistent. The payload is sized from it, so a corrupt one is caught before anything
-    is allocated."""
-    if len(raw) < _HEADER.size or raw[:8] != MAGIC:
+    """Check the header that starts ``raw``; ValueError naming ``source`` if it is foreign,
+    damaged or inconsistent. The payload is sized from it, so a corrupt one is caught before
+    anything is allocated."""
+    size = _header_size(raw, source)
+    if len(raw) < size:
         raise ValueError(f"{source} is not a hashsearch index file (bad magic or too short)")
-    _, version, kind, nbits, nwords, n, m, dim, nbytes, crc = _HEADER.unpack(raw[: _HEADER.size])
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{source} has format version {version}; this hashsearch reads version {FORMAT_VERSION}")
+    fields = _FIELDS.unpack(raw[: _FIELDS.size])
+    if size == _HEADER.size and zlib.crc32(raw[: _FIELDS.size]) != _HEADER.unpack(raw[:size])[-1]:
+        raise ValueError(f"{source} is corrupt: header checksum mismatch")
+    _, _, kind, nbits, nwords, n, m, dim, nbytes, crc = fields
     if kind not in KIND_NAMES:
         raise ValueError(f"{source} has unknown index kind {kind}")
     expected = n * nwords * 8 + n * dim * 4
@@ -150,7 +204,7 @@ def _parse_header(raw: bytes, source: str) -> _Header:
         expected += clusters_bytes
     if nbytes != expected or nwords != (nbits + 63) // 64 or not 1 <= nbits <= 1024:
         raise ValueError(f"{source} has an inconsistent header (corrupt file)")
-    return _Header(kind, nbits, nwords, n, m, dim, nbytes, crc, has_clusters)
+    return _Header(kind, nbits, nwords, n, m, dim, nbytes, crc, has_clusters, size)
 
 
 def _check_payload_size(h: _Header, found: int, source: str) -> None:
@@ -189,10 +243,12 @@ def read_index(path: PathLike) -> IndexFile:
     """Read and verify an index file; ValueError if it is foreign, truncated or corrupt."""
     path = Path(path)
     with open(path, "rb") as f:
-        h = _parse_header(f.read(_HEADER.size), str(path))
+        prefix = f.read(_PREFIX.size)
+        raw = prefix + f.read(_header_size(prefix, str(path)) - len(prefix))
+        h = _parse_header(raw, str(path))
         # Sized against the file before reading: a header claiming terabytes
         # must say "truncated", not allocate them.
-        _check_payload_size(h, os.fstat(f.fileno()).st_size - _HEADER.size, str(path))
+        _check_payload_size(h, os.fstat(f.fileno()).st_size - h.size, str(path))
         payload = f.read(h.nbytes)
     if len(payload) != h.nbytes:  # the file shrank while being read
         raise ValueError(f"{path} is truncated: expected {h.nbytes} payload bytes, found {len(payload)}")
@@ -213,5 +269,5 @@ def index_from_bytes(raw, source: str = "the serialized index") -> IndexFile:
     except TypeError:
         raise TypeError(f"expected bytes or another C-contiguous bytes-like object, got {type(raw).__name__}") from None
     h = _parse_header(bytes(raw[: _HEADER.size]), source)
-    _check_payload_size(h, len(raw) - _HEADER.size, source)
-    return _decode(h, raw[_HEADER.size:], source)
+    _check_payload_size(h, len(raw) - h.size, source)
+    return _decode(h, raw[h.size:], source)

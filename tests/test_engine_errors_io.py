@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import hashsearch
+from helpers import with_header
 
 
 @pytest.fixture
@@ -273,9 +274,7 @@ def test_damaged_files_are_rejected(tmp_path, rng):
     (tmp_path / "newer").write_bytes(bytes(newer))
     with pytest.raises(ValueError, match="format version 99"):
         hashsearch.load(tmp_path / "newer")
-    unknown_kind = bytearray(raw)
-    unknown_kind[12] = 77  # the kind field, after the magic and the version
-    (tmp_path / "kind").write_bytes(bytes(unknown_kind))
+    (tmp_path / "kind").write_bytes(with_header(raw, kind=77))
     with pytest.raises(ValueError, match="unknown index kind 77"):
         hashsearch.load(tmp_path / "kind")
     with pytest.raises(ValueError, match="holds an index of type Index, not MIHIndex"):
@@ -287,16 +286,11 @@ def test_a_header_claiming_more_than_the_file_holds_is_truncated_not_allocated(t
     not with the file must be a ValueError before anything is read: reading
     the claimed 64 GiB first raised MemoryError."""
 
-    from hashsearch.io import _HEADER
-
     codes = hashsearch.pack(rng.integers(0, 2, (50, 64)))
     path = tmp_path / "i.hsi"
     hashsearch.Index(codes).save(path)
     raw = path.read_bytes()
-    fields = list(_HEADER.unpack(raw[: _HEADER.size]))
-    fields[5] = 2**33  # n
-    fields[8] = 2**33 * 8  # nbytes, consistent with n
-    (tmp_path / "huge").write_bytes(_HEADER.pack(*fields) + raw[_HEADER.size :])
+    (tmp_path / "huge").write_bytes(with_header(raw, n=2**33, nbytes=2**33 * 8))
     with pytest.raises(ValueError, match=r"truncated: expected 68719476736 payload bytes, found 400"):
         hashsearch.load(tmp_path / "huge")
     (tmp_path / "long").write_bytes(raw + b"\0" * 3)
@@ -440,8 +434,7 @@ def test_serialized_bytes_are_the_file_and_reject_damage(tmp_path, rng):
     flipped[-1] ^= 1
     with pytest.raises(ValueError, match="checksum"):
         hashsearch.deserialize_index(flipped)
-    huge = bytearray(raw)
-    huge[24:32] = (1 << 40).to_bytes(8, "little")  # n: a header claiming 2^40 codes
+    huge = with_header(raw, n=1 << 40)  # a header claiming 2^40 codes
     with pytest.raises(ValueError, match="inconsistent header|truncated"):
         hashsearch.deserialize_index(huge)
     with pytest.raises(TypeError, match="bytes-like"):
