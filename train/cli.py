@@ -89,7 +89,24 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     a("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     a("--no-progress", dest="progress", action="store_false")
     a("-v", "--verbose", action="store_true")
+    _add_scale_args(p)
     _add_data_args(p)
+
+
+def _add_scale_args(p: argparse.ArgumentParser) -> None:
+    """Options for large graphs: mini-batch (sampled) training and sampled validation."""
+    d = FitConfig()
+    a = p.add_argument
+    a("--train-mode", default=d.train_mode, choices=["auto", "full", "sampled"],
+      help="full: every step propagates the whole graph; sampled: each step runs the encoder on its "
+      "batch's sampled neighbourhoods (sparse embedding updates); auto: sampled above "
+      "--sampled-above training pairs (default %(default)s)")
+    a("--fanout", default=None, help="neighbours sampled per graph layer, the batch's own nodes' layer first, "
+      "e.g. 10,5 (default: 10, then 5 for each further layer)")
+    a("--sampled-above", type=int, default=d.sampled_above,
+      help="auto mode: train sampled when the training split has more pairs than this (default %(default)s)")
+    a("--eval-users", type=int, default=d.eval_users,
+      help="validate on a seeded sample of this many users (0: all; the final test always uses all)")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -147,8 +164,41 @@ def config_from_args(ns: argparse.Namespace) -> FitConfig:
     """Map parsed arguments onto :class:`FitConfig` (extra argparse keys are ignored)."""
     values = vars(ns).copy()
     values["sage_dims"] = [int(x) for x in str(values["sage_dims"]).split(",") if x]
+    if values.get("fanout") is not None:
+        try:
+            values["fanout"] = [int(x) for x in str(values["fanout"]).split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"fanout must be comma-separated integers, e.g. 10,5; got {ns.fanout!r}") from None
     names = {f.name for f in fields(FitConfig)}
     return FitConfig(**{k: v for k, v in values.items() if k in names})
+
+
+def add_recommend_parser(sub) -> None:
+    """``recommend``: top-k items per user from a run directory (train/recommend.py, train/recommend_ray.py)."""
+    p = sub.add_parser("recommend", help="top-k items per user of a fit run, by raw id, training items excluded",
+                       description="Top-k items for each user of a `fit` run directory, by raw id, the user's "
+                       "training items excluded. Columns: user, rank (1..k), item, score (Hamming distance "
+                       "for hamr, inner product otherwise); a user with fewer than k items left gets fewer rows.")
+    a = p.add_argument
+    a("--run", required=True, help="run directory written by `python -m train fit --out DIR`")
+    a("--k", type=int, default=100, help="items per user (default %(default)s)")
+    a("--users", default="all", help="'all' (default) or a file of raw user ids, one a line")
+    a("--mode", default="hamr", choices=["hamr", "hies", "continuous"],
+      help="hamr: Hamming ranking; hies: Hamming candidates re-ranked by inner product; continuous: exact "
+      "inner product (default %(default)s)")
+    a("--index", default="scan", choices=["scan", "mih", "cluster"],
+      help="hamr/hies: the Hamming search (all exact: the same rows; default %(default)s)")
+    a("--candidates", type=int, default=500, help="hies: Hamming candidates per user (default %(default)s)")
+    a("--out", required=True, help="output file; with --ray a directory of part files")
+    a("--format", default=None, choices=["parquet", "csv"], help="default: csv for a .csv name, else parquet")
+    a("--num-threads", type=int, default=0, help="search threads (0: all cores; with --ray: per worker, default 1)")
+    a("--batch", type=int, default=4096, help="users per search call (and per Ray task; default %(default)s)")
+    a("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+      help="run on Ray: a local cluster without ADDRESS, else the cluster at ADDRESS (e.g. auto, ray://host:10001)")
+    a("--shards", type=int, default=0,
+      help="with --ray: split the items over N actors, one index each, and merge exactly (0: split users)")
+    a("--num-workers", type=int, default=None, help="local Ray cluster: CPUs to start it with (default: all)")
+    a("--no-progress", dest="progress", action="store_false")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .reproduce import add_parser as add_reproduce_parser
 
     add_reproduce_parser(sub)
+    add_recommend_parser(sub)
     return parser
 
 
@@ -198,6 +249,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _fail(parser, "fit", bad)
         except TrainingInterrupted as stop:  # the outputs were written: report them, exit as Ctrl-C does
             metrics, code = stop.metrics, 130
+        if "rank" in metrics:  # a torchrun rank other than 0: rank 0 reports
+            return code
         summary = {m: {k: round(v, 4) for k, v in metrics[m].items() if k.startswith(("recall@", "ndcg@"))}
                    for m in ("hamr", "hies", "continuous")}
         print(json.dumps({"out": cfg.out, "train_seconds": round(metrics["train_seconds"], 1), **summary}, indent=1))
@@ -206,6 +259,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .reproduce import run as run_reproduce
 
         return run_reproduce(ns)
+    if ns.command == "recommend":
+        from .recommend import run_cli as run_recommend
+
+        return run_recommend(ns)
     parser.error(f"unknown command {ns.command}")
     return 2
 

@@ -235,6 +235,12 @@ class FitConfig:
     device: str = "auto"                # auto | cpu | cuda
     resume: bool = False
     progress: bool = True
+    # scale: full-graph steps cost the whole graph each; sampled steps cost the batch's sampled
+    # neighbourhoods (fanout), so large graphs train sampled (auto: by the training edge count).
+    train_mode: str = "auto"            # auto | full | sampled
+    fanout: Optional[List[int]] = None  # neighbours sampled per layer, seeds' first (None: 10,5 / 10,5,5)
+    sampled_above: int = 2_000_000      # auto: sampled when the training split has more pairs than this
+    eval_users: int = 0                 # validation on a seeded sample of this many users (0: all)
 
     def validate(self) -> None:
         """Raise ValueError on inconsistent settings."""
@@ -307,6 +313,12 @@ class FitConfig:
             need("max_minutes", 0.0, inf, lo_open=True)
         if any(d < 1 for d in self.sage_dims) or (not self.sage_dims and self.encoder_kind == "sage"):
             raise ValueError(f"sage_dims must be one or more layer sizes >= 1, got {self.sage_dims}")
+        if self.train_mode not in ("auto", "full", "sampled"):
+            raise ValueError(f"train_mode must be auto, full or sampled, got {self.train_mode!r}")
+        need("sampled_above", 0, inf, integer=True)
+        need("eval_users", 0, inf, integer=True)
+        if self.fanout is not None and (not self.fanout or any(int(f) < 1 for f in self.fanout)):
+            raise ValueError(f"fanout must be one or more neighbour counts >= 1, got {self.fanout}")
         if self.val_metric is not None:
             mode, _, metric = self.val_metric.partition(":")
             metrics = [f"{m}@{n}" for m in ("recall", "ndcg") for n in EVAL_KS]
@@ -360,6 +372,16 @@ class FitConfig:
         if self.method != "hashgnn_sp":
             unused.append("sp_pretrain_frac")
         return tuple(unused)
+
+    def fanout_for(self, layers: int) -> List[int]:
+        """Neighbours sampled per layer for an encoder of ``layers`` graph layers (seeds' layer first):
+        ``fanout`` if given (its length must match), else 10 then 5 for each further layer."""
+        if self.fanout is None:
+            return [10] + [5] * (layers - 1) if layers else []
+        if len(self.fanout) != layers:
+            raise ValueError(f"fanout needs one count per graph layer of the {self.encoder_kind} encoder "
+                             f"({layers}), got {self.fanout}")
+        return [int(f) for f in self.fanout]
 
     @property
     def lam_eff(self) -> float:

@@ -46,8 +46,19 @@ class Embeddings:
     nbits: int
 
 
-def _blocks(n: int, size: int) -> Iterable[Tuple[int, int]]:
-    for s in range(0, n, size):
+# Continuous search scores a block of users against every item at once: at most this many
+# scores (float32) in one block, so millions of items do not take a (2048, n_items) matrix.
+MAX_BLOCK_SCORES = 1 << 26
+
+
+def _blocks(n: int, size: int, progress: bool = False, desc: str = "") -> Iterable[Tuple[int, int]]:
+    """(start, end) of consecutive blocks of ``size`` over ``range(n)``, with a progress bar if asked."""
+    starts = range(0, n, size)
+    if progress and len(starts) > 1:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="block", leave=False, dynamic_ncols=True)
+    for s in starts:
         yield s, min(n, s + size)
 
 
@@ -60,13 +71,14 @@ def _csr_rows(m: Optional[sp.csr_matrix], rows: np.ndarray) -> Optional[Tuple[np
 
 def continuous_topk(user_emb: np.ndarray, item_emb: np.ndarray, users: np.ndarray, k: int,
                     exclude: Optional[sp.csr_matrix] = None, block: int = 2048,
-                    device: Optional[torch.device] = None) -> np.ndarray:
+                    device: Optional[torch.device] = None, progress: bool = False) -> np.ndarray:
     """Exact inner-product top-k. Returns int64 (len(users), k) item ids, -1 where fewer than k qualify."""
     device = device or torch.device("cpu")
     items = torch.from_numpy(np.ascontiguousarray(item_emb, np.float32)).to(device)
     k_eff = min(k, items.shape[0])
     out = np.full((users.shape[0], k), -1, np.int64)
-    for s, e in _blocks(users.shape[0], block):
+    block = max(1, min(block, MAX_BLOCK_SCORES // max(1, items.shape[0])))
+    for s, e in _blocks(users.shape[0], block, progress, "continuous"):
         ub = users[s:e]
         scores = torch.from_numpy(np.ascontiguousarray(user_emb[ub], np.float32)).to(device) @ items.T
         ex = _csr_rows(exclude, ub)
@@ -81,12 +93,13 @@ def continuous_topk(user_emb: np.ndarray, item_emb: np.ndarray, users: np.ndarra
 
 
 def _engine_topk(index, mode: str, emb: Embeddings, users: np.ndarray, k: int,
-                 exclude: Optional[sp.csr_matrix], block: int, candidates: int) -> np.ndarray:
+                 exclude: Optional[sp.csr_matrix], block: int, candidates: int,
+                 progress: bool = False) -> np.ndarray:
     n_items = emb.item_codes.shape[0]
     k_eff = min(k, n_items)  # the engine refuses k or candidates above n; pad instead
     cand = min(max(candidates, k_eff), n_items)
     out = np.full((users.shape[0], k), -1, np.int64)
-    for s, e in _blocks(users.shape[0], block):
+    for s, e in _blocks(users.shape[0], block, progress, mode):
         ub = users[s:e]
         ex = _csr_rows(exclude, ub)
         if mode == "hamr":
@@ -100,10 +113,10 @@ def _engine_topk(index, mode: str, emb: Embeddings, users: np.ndarray, k: int,
 
 def topk_lists(mode: str, emb: Embeddings, users: np.ndarray, k: int, exclude: Optional[sp.csr_matrix],
                *, candidates: int = 500, block: int = 2048, num_threads: int = 0,
-               device: Optional[torch.device] = None) -> np.ndarray:
+               device: Optional[torch.device] = None, progress: bool = False) -> np.ndarray:
     """Ranked item ids (len(users), k) int64 for one retrieval mode (padding -1)."""
     if mode == "continuous":
-        return continuous_topk(emb.user_emb, emb.item_emb, users, k, exclude, block, device)
+        return continuous_topk(emb.user_emb, emb.item_emb, users, k, exclude, block, device, progress)
     import hashsearch  # the engine; numpy arrays in and out, never torch
 
     if mode == "hamr":
@@ -113,13 +126,14 @@ def topk_lists(mode: str, emb: Embeddings, users: np.ndarray, k: int, exclude: O
                                              emb.nbits, num_threads=num_threads)
     else:
         raise ValueError(f"unknown retrieval mode {mode!r} (one of {MODES})")
-    return _engine_topk(index, mode, emb, users, k, exclude, block, candidates)
+    return _engine_topk(index, mode, emb, users, k, exclude, block, candidates, progress)
 
 
 def evaluate(emb: Embeddings, truth: sp.csr_matrix, exclude: Optional[sp.csr_matrix], *,
              modes: Sequence[str] = MODES, ks: Sequence[int] = KS, candidates: int = 500,
              block: int = 2048, paper_protocol: bool = False, num_threads: int = 0,
-             device: Optional[torch.device] = None) -> Dict[str, Dict[str, float]]:
+             device: Optional[torch.device] = None, users: Optional[np.ndarray] = None,
+             progress: bool = False) -> Dict[str, Dict[str, float]]:
     """Recall@n and NDCG@n for each mode, averaged over users with at least one item in ``truth``.
 
     Args:
@@ -127,19 +141,25 @@ def evaluate(emb: Embeddings, truth: sp.csr_matrix, exclude: Optional[sp.csr_mat
         truth: (n_users, n_items) CSR of held-out items.
         exclude: (n_users, n_items) CSR of items removed from rankings (None: nothing removed).
         paper_protocol: also return ``"paper_protocol"`` (see :data:`PAPER_PROTOCOL_NOTE`).
+        users: int64 user ids to evaluate (e.g. a seeded sample; None: all); those without held-out
+            items are skipped.
+        progress: progress bars over the blocks of users.
     Returns:
         ``{mode: {"recall@20": …, "ndcg@20": …, …, "seconds": …}}``.
     """
     truth = truth.tocsr()
     truth.sort_indices()
     n_true = np.diff(truth.indptr)
-    users = np.flatnonzero(n_true > 0).astype(np.int64)
+    have = n_true > 0
+    if users is not None:
+        have &= np.isin(np.arange(n_true.shape[0]), users)
+    users = np.flatnonzero(have).astype(np.int64)
     kmax = max(ks)
     result: Dict[str, Dict[str, float]] = {}
     for mode in modes:
         t0 = time.perf_counter()
         top = topk_lists(mode, emb, users, kmax, exclude, candidates=candidates, block=block,
-                         num_threads=num_threads, device=device)
+                         num_threads=num_threads, device=device, progress=progress)
         per_user = recall_ndcg(hit_matrix(top, users, truth), n_true[users], ks)
         result[mode] = {name: float(v.mean()) if v.size else 0.0 for name, v in per_user.items()}
         result[mode]["seconds"] = time.perf_counter() - t0

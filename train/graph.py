@@ -110,3 +110,67 @@ class _SpMM(torch.autograd.Function):
 def spmm(a: torch.Tensor, x: torch.Tensor, a_t: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Sparse (N, N) CSR times dense (N, d) -> dense (N, d); ``a_t`` defaults to ``a`` (symmetric)."""
     return _SpMM.apply(a, a if a_t is None else a_t, x)
+
+
+class BipartiteCSR:
+    """The training graph held once, as CSR over all N = n_users + n_items nodes (users first).
+
+    ``indptr`` int64 (N + 1,), ``indices`` int32 (2E,) when N fits (int64 otherwise): each distinct
+    training pair (u, i) appears as u -> n_users + i and n_users + i -> u, neighbours sorted. Built by
+    sorts over int64 keys, without a float matrix or an (N, N) scipy intermediate.
+    """
+
+    def __init__(self, n_users: int, n_items: int, users: np.ndarray, items: np.ndarray) -> None:
+        n = n_users + n_items
+        self.n_users, self.n_items, self.n_nodes = n_users, n_items, n
+        idx_dtype = np.int32 if n < 2**31 else np.int64
+        u = np.asarray(users, np.int64)
+        it = np.asarray(items, np.int64) + n_users
+        # one key per directed edge: src * N + dst, both directions, deduplicated and sorted
+        keys = np.concatenate([u * n + it, it * n + u])
+        keys.sort()
+        if keys.size:
+            keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+        src = keys // n
+        self.indices = (keys - src * n).astype(idx_dtype)
+        del keys
+        counts = np.bincount(src, minlength=n)
+        self.indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(counts, out=self.indptr[1:])
+
+    @property
+    def degree(self) -> np.ndarray:
+        """int64 (N,) number of distinct neighbours of each node."""
+        return np.diff(self.indptr)
+
+    def propagate_rows(self, start: int, end: int, h: torch.Tensor, norm: str = "mean") -> torch.Tensor:
+        """One propagation step for nodes ``start..end-1`` over ``h`` (N, d): (end - start, d).
+
+        ``norm``: ``mean`` averages the neighbours (GraphSAGE, :func:`mean_adj`), ``sym`` weighs
+        neighbour u of v by 1/sqrt(deg v · deg u) (LightGCN, :func:`sym_norm_adj`). Isolated nodes
+        get zero rows.
+        """
+        lo, hi = int(self.indptr[start]), int(self.indptr[end])
+        crow = torch.from_numpy((self.indptr[start:end + 1] - lo).astype(np.int64))
+        col = torch.from_numpy(self.indices[lo:hi].astype(np.int64))
+        deg = crow[1:] - crow[:-1]
+        if norm == "mean":
+            w = (1.0 / deg.clamp_min(1).to(h.dtype)).repeat_interleave(deg)
+        elif norm == "sym":
+            inv = torch.from_numpy(self.degree).clamp_min(1).to(h.dtype).rsqrt()
+            w = inv[start:end].repeat_interleave(deg) * inv[col]
+        else:
+            raise ValueError(f"norm must be mean or sym, got {norm!r}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            m = torch.sparse_csr_tensor(crow.to(h.device), col.to(h.device), w.to(h.device),
+                                        size=(end - start, h.shape[0]))
+        return torch.sparse.mm(m, h)
+
+    def propagate(self, h: torch.Tensor, norm: str = "mean", chunk: int = 262_144) -> torch.Tensor:
+        """:meth:`propagate_rows` for all nodes, ``chunk`` rows at a time: (N, d)."""
+        out = torch.empty_like(h)
+        for s in range(0, self.n_nodes, chunk):
+            e = min(self.n_nodes, s + chunk)
+            out[s:e] = self.propagate_rows(s, e, h, norm)
+        return out

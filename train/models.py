@@ -8,19 +8,42 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .graph import EdgeDropout, spmm
+from .graph import BipartiteCSR, EdgeDropout, spmm
+from .sampling import Block
 from .hashing import gumbel_bits, guided_ste, hard_sign, hashnet_tanh, sign_ste
 
 
+def aggregate(h: torch.Tensor, blk: Block) -> torch.Tensor:
+    """A block's weighted sum of its input rows ``h`` (n_src, d) into its output rows: (n_dst, d),
+    a sparse product whose backward uses the block's prebuilt transpose."""
+    return spmm(blk.adj, h, blk.adj_t)
+
+
 class Encoder(nn.Module):
-    """Base class: ``forward() -> (N, out_dim)``; ``base`` is the ID-embedding table (N, in_dim)."""
+    """Base class: ``forward() -> (N, out_dim)`` over the whole graph; ``base`` is the ID-embedding
+    table (N, in_dim).
+
+    Mini-batch training uses ``forward_blocks(x0, blocks)``: the outputs (n_seeds, out_dim) of a
+    sampled computation graph whose first layer reads the rows ``x0`` = base[blocks[0].src];
+    ``sampled_layers`` blocks are needed (0: the encoder ignores the graph). ``inference(graph)``
+    computes all nodes' outputs layer by layer over full neighbourhoods, in bounded memory.
+    """
 
     out_dim: int
     base: nn.Embedding
+    sampled_layers: int = 0
 
     def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_blocks(self, x0: torch.Tensor, blocks: List[Block]) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def inference(self, graph: BipartiteCSR) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -36,6 +59,13 @@ class MFEncoder(Encoder):
     def forward(self) -> torch.Tensor:
         return self.base.weight
 
+    def forward_blocks(self, x0: torch.Tensor, blocks: List[Block]) -> torch.Tensor:
+        return x0
+
+    @torch.no_grad()
+    def inference(self, graph: BipartiteCSR) -> torch.Tensor:
+        return self.base.weight.detach()
+
 
 class LightGCNEncoder(Encoder):
     """LightGCN: ``mean(E0, Â E0, …, Â^L E0)`` with Â the symmetric-normalised adjacency.
@@ -44,8 +74,10 @@ class LightGCNEncoder(Encoder):
     random subgraph instead (renormalised); evaluation always uses the full graph.
     """
 
-    def __init__(self, n_nodes: int, dim: int, adj: torch.Tensor, layers: int = 3,
+    def __init__(self, n_nodes: int, dim: int, adj: Optional[torch.Tensor], layers: int = 3,
                  edge_dropout: Optional[EdgeDropout] = None) -> None:
+        """``adj``: the (N, N) normalised adjacency for whole-graph forwards (None in mini-batch
+        training, whose forwards take sampled blocks)."""
         super().__init__()
         self.base = nn.Embedding(n_nodes, dim)
         nn.init.normal_(self.base.weight, std=0.1)
@@ -63,6 +95,29 @@ class LightGCNEncoder(Encoder):
         for _ in range(self.layers):
             x = spmm(adj, x)
             acc = acc + x
+        return acc / (self.layers + 1)
+
+    @property
+    def sampled_layers(self) -> int:  # type: ignore[override]
+        return self.layers
+
+    def forward_blocks(self, x0: torch.Tensor, blocks: List[Block]) -> torch.Tensor:
+        """Sampled propagation (blocks weighted by :class:`~train.sampling.NeighborSampler` with
+        ``norm="sym"``: an unbiased estimate of Â's rows), averaged over the layers as forward()."""
+        n_out = blocks[-1].n_dst
+        x, acc = x0, x0[:n_out]
+        for blk in blocks:
+            x = aggregate(x, blk)
+            acc = acc + x[:n_out]
+        return acc / (self.layers + 1)
+
+    @torch.no_grad()
+    def inference(self, graph: BipartiteCSR) -> torch.Tensor:
+        x = self.base.weight.detach()
+        acc = x.clone()
+        for _ in range(self.layers):
+            x = graph.propagate(x, "sym")
+            acc += x
         return acc / (self.layers + 1)
 
 
@@ -89,6 +144,33 @@ class SAGEEncoder(Encoder):
             h = lin(torch.cat([h, agg], dim=1))
             if k < len(self.lins) - 1:
                 h = torch.relu(h)
+        return h
+
+    @property
+    def sampled_layers(self) -> int:  # type: ignore[override]
+        return len(self.lins)
+
+    def forward_blocks(self, x0: torch.Tensor, blocks: List[Block]) -> torch.Tensor:
+        h = x0
+        for k, (blk, lin) in enumerate(zip(blocks, self.lins)):
+            # W [h ‖ agg] as W_self h + W_neigh agg: the same layer without copying both into one
+            d = h.shape[1]
+            h = F.linear(h[: blk.n_dst], lin.weight[:, :d]) + F.linear(aggregate(h, blk), lin.weight[:, d:], lin.bias)
+            if k < len(self.lins) - 1:
+                h = torch.relu(h)
+        return h
+
+    @torch.no_grad()
+    def inference(self, graph: BipartiteCSR, chunk: int = 262_144) -> torch.Tensor:
+        h = self.base.weight.detach()
+        for k, lin in enumerate(self.lins):
+            out = torch.empty(h.shape[0], lin.out_features, dtype=h.dtype, device=h.device)
+            for s in range(0, h.shape[0], chunk):
+                e = min(h.shape[0], s + chunk)
+                out[s:e] = lin(torch.cat([h[s:e], graph.propagate_rows(s, e, h, "mean")], dim=1))
+                if k < len(self.lins) - 1:
+                    out[s:e].relu_()
+            h = out
         return h
 
 

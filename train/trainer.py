@@ -5,9 +5,10 @@ import io
 import json
 import logging
 import math
+import resource
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -16,11 +17,14 @@ from .config import FitConfig
 from .data import Dataset, load_dataset
 from .evaluate import Embeddings, evaluate
 from .fileio import atomic_write_bytes
-from .graph import EdgeDropout, bipartite_coo, mean_adj, sym_norm_adj
+from .distributed import (World, average_gradients, broadcast_object, broadcast_parameters, init_world,
+                          merge_row_grads, shutdown)
+from .graph import BipartiteCSR, EdgeDropout, bipartite_coo, mean_adj, sym_norm_adj
 from .hashing import ProbSchedule, bernoulli_mask, hard_sign
 from .losses import bpr, hashgnn_loss, sampled_softmax
 from .models import HashHead, HashModel, build_encoder
-from .sampling import NegativeSampler
+from .optim import Optimizers, RowAdam
+from .sampling import NegativeSampler, NeighborSampler
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +75,33 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: FitConfig, ds: Dataset, device: torch.device) -> HashModel:
-    """Encoder over the training graph plus the method's hash head."""
-    adj = bipartite_coo(ds.n_users, ds.n_items, ds.train.users, ds.train.items)
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def use_sampled(cfg: FitConfig, ds: Dataset) -> bool:
+    """Mini-batch (sampled) training, or whole-graph steps: ``cfg.train_mode``, or by size under
+    auto (a whole-graph step costs every edge, a sampled one its batch's neighbourhoods)."""
+    if cfg.train_mode != "auto":
+        return cfg.train_mode == "sampled"
+    return len(ds.train) > cfg.sampled_above
+
+
+def build_model(cfg: FitConfig, ds: Dataset, device: torch.device,
+                graph: Optional[BipartiteCSR] = None) -> HashModel:
+    """Encoder over the training graph plus the method's hash head. With ``graph`` (sampled
+    training) no (N, N) propagation matrix is built: forwards take sampled blocks instead."""
     kind = cfg.encoder_kind
-    sym = sym_norm_adj(adj, device) if kind == "lightgcn" else None
-    mean, mean_t = mean_adj(adj, device) if kind == "sage" else (None, None)
-    drop = EdgeDropout(adj, cfg.edge_dropout, device) if kind == "lightgcn" and cfg.edge_dropout > 0 else None
+    if graph is None:
+        adj = bipartite_coo(ds.n_users, ds.n_items, ds.train.users, ds.train.items)
+        sym = sym_norm_adj(adj, device) if kind == "lightgcn" else None
+        mean, mean_t = mean_adj(adj, device) if kind == "sage" else (None, None)
+        drop = EdgeDropout(adj, cfg.edge_dropout, device) if kind == "lightgcn" and cfg.edge_dropout > 0 else None
+    else:
+        if cfg.edge_dropout > 0:
+            raise ValueError("edge dropout is for whole-graph training (--train-mode full)")
+        sym = mean = mean_t = drop = None
     encoder = build_encoder(kind, ds.n_users + ds.n_items, cfg.emb_dim, sage_dims=list(cfg.sage_dims),
                             layers=cfg.layers, sym_adj=sym, mean=mean, mean_t=mean_t, edge_dropout=drop)
     head = (HashHead(encoder.out_dim, cfg.bits, cfg.head_kind,
@@ -87,7 +111,9 @@ def build_model(cfg: FitConfig, ds: Dataset, device: torch.device) -> HashModel:
 
 
 class Trainer:
-    """One run. ``run()`` trains (resuming if asked), evaluates on test and writes the outputs."""
+    """One run. ``run()`` trains (resuming if asked), evaluates on test and writes the outputs.
+
+    Under ``torchrun`` each rank trains on its share of every batch (see :mod:`train.distributed`)."""
 
     def __init__(self, cfg: FitConfig, dataset: Optional[Dataset] = None) -> None:
         cfg.validate()
@@ -96,15 +122,28 @@ class Trainer:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
+        self.world: World = init_world(self.device)
         torch.manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)  # the epochs' order: the same on every rank
+        # negatives and neighbourhoods: each rank its own stream (one process: the same generator)
+        self.sample_rng = (self.rng if self.world.size == 1
+                           else np.random.default_rng([cfg.seed, self.world.rank + 1]))
         ds = dataset if dataset is not None else load_dataset(
             cfg.data, seed=cfg.split_seed, split=cfg.split, format=cfg.format, columns=cfg.columns,
             min_rating=cfg.min_rating)
         self.ds = ds.merge_valid() if cfg.merge_valid else ds
         log.info("data %s: %s", self.ds.name, self.ds.stats())
-        self.model = build_model(cfg, self.ds, self.device)
+        self.sampled = use_sampled(cfg, self.ds)
+        self.graph = (BipartiteCSR(self.ds.n_users, self.ds.n_items, self.ds.train.users, self.ds.train.items)
+                      if self.sampled else None)
+        self.model = build_model(cfg, self.ds, self.device, self.graph)
+        self.neighbours = self._neighbour_sampler()
+        if self.world.size > 1:
+            broadcast_parameters(self.model.parameters())
+            torch.manual_seed(cfg.seed + 1000 * self.world.rank)  # the guided masks: a stream per rank
         self.sampler = NegativeSampler(self.ds.train.users, self.ds.train.items, self.ds.n_items)
+        self._csr_cache: Dict[Tuple[str, ...], Any] = {}
+        self.val_users = self._pick_eval_users()
         self.train_u = torch.from_numpy(self.ds.train.users)
         self.train_i = torch.from_numpy(self.ds.train.items)
         n = len(self.ds.train)
@@ -130,15 +169,51 @@ class Trainer:
         self.optim = self._make_optim()
 
     # ------------------------------------------------------------ pieces
+    def _neighbour_sampler(self) -> Optional[NeighborSampler]:
+        if not self.sampled:
+            return None
+        if self.cfg.loss_kind == "softmax" and self.cfg.shared_negatives == 0:
+            raise ValueError("the full softmax scores every item at each step; sampled training needs "
+                             "--shared-negatives N (or --train-mode full)")
+        layers = self.model.encoder.sampled_layers
+        fan = self.cfg.fanout_for(layers)
+        log.info("sampled training: fanout %s over %d nodes, %d edges", fan, self.graph.n_nodes,
+                 self.graph.indices.shape[0] // 2)
+        norm = "sym" if self.cfg.encoder_kind == "lightgcn" else "mean"
+        return NeighborSampler(self.graph.indptr, self.graph.indices, fan, norm) if layers else None
+
+    def _pick_eval_users(self) -> Optional[np.ndarray]:
+        """The seeded sample of validation users (``cfg.eval_users``; None: all)."""
+        n = self.cfg.eval_users
+        if n == 0 or len(self.ds.valid) == 0:
+            return None
+        have = np.unique(self.ds.valid.users)
+        if n >= have.shape[0]:
+            return None
+        return np.sort(np.random.default_rng(self.cfg.seed + 31).choice(have, n, replace=False))
+
+    def csr(self, *splits: str):
+        """``Dataset.csr`` of these splits, built once per run."""
+        if splits not in self._csr_cache:
+            self._csr_cache[splits] = self.ds.csr(*splits)
+        return self._csr_cache[splits]
+
     def _stage(self) -> str:
         return "pretrain" if self.epoch < self.sp_split else "main"
 
-    def _make_optim(self) -> torch.optim.Optimizer:
+    def _make_optim(self) -> Optimizers:
         if self.cfg.method == "hashgnn_sp" and self._stage() == "main":
             params = list(self.model.head.parameters())  # type: ignore[union-attr]
         else:
             params = list(self.model.parameters())
-        return torch.optim.Adam(params, lr=self.cfg.lr)
+        if not self.sampled:
+            return Optimizers([torch.optim.Adam(params, lr=self.cfg.lr)])
+        table = self.model.encoder.base.weight
+        dense = [p for p in params if p is not table]
+        optims: List[Any] = [torch.optim.Adam(dense, lr=self.cfg.lr)] if dense else []
+        if len(dense) < len(params):
+            optims.append(RowAdam(table.data, lr=self.cfg.lr))
+        return Optimizers(optims)
 
     def _epoch_order(self) -> np.ndarray:
         """Order of the training pairs in this epoch: a permutation, or with ``group_users`` the
@@ -180,12 +255,48 @@ class Trainer:
         return self.cfg.score_scale
 
     def _node_embeddings(self) -> torch.Tensor:
+        """Encoder outputs (N, d) of all nodes: the frozen ones in hashgnn_sp's second stage."""
         if self.cfg.method == "hashgnn_sp" and self._stage() == "main":
             if self.frozen is None:
                 with torch.no_grad():
-                    self.frozen = self.model.encoder().detach()
+                    self.frozen = self._all_nodes().detach()
             return self.frozen
         return self.model.encoder()
+
+    def _all_nodes(self) -> torch.Tensor:
+        """Encoder outputs (N, d) over full neighbourhoods: one whole-graph forward, or in sampled
+        training a layer-by-layer inference in bounded memory."""
+        enc = self.model.encoder
+        return enc.inference(self.graph) if self.sampled else enc()
+
+    def _rows(self, groups: Sequence[np.ndarray]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """Encoder outputs and ID-embedding rows of groups of nodes (global ids, int64 arrays of
+        any shape): ([(*g.shape, d_out)], [(*g.shape, d_in)]). Whole-graph training propagates the
+        graph once; sampled training runs the encoder on the groups' sampled neighbourhoods."""
+        dev, base = self.device, self.model.encoder.base.weight
+        ts = [torch.from_numpy(np.ascontiguousarray(g)).to(dev) for g in groups]
+        if not self.sampled or (self.cfg.method == "hashgnn_sp" and self._stage() == "main"):
+            x = self._node_embeddings()
+            return [take_rows(x, t) for t in ts], [take_rows(base, t) for t in ts]
+        seeds = np.concatenate([g.ravel() for g in groups])
+        if self.neighbours is None:  # an encoder without graph layers (MF)
+            uniq, inv = np.unique(seeds, return_inverse=True)
+            src, blocks = torch.from_numpy(uniq).to(dev), []
+        else:
+            blocks, inv = self.neighbours.sample(seeds, self.sample_rng)
+            blocks = [b.to(dev) for b in blocks]
+            src = blocks[0].src
+        # the rows read, as a leaf of their own: RowAdam updates just them from its gradient
+        x0 = base.detach().index_select(0, src).requires_grad_(True)
+        self._read = (src, x0)
+        out = self.model.encoder.forward_blocks(x0, blocks) if blocks else x0
+        outs, bases, at = [], [], 0
+        for g in groups:  # the seeds are the first rows of x0, in the order of out's rows
+            part = torch.from_numpy(inv[at:at + g.size].reshape(g.shape)).to(dev)
+            outs.append(take_rows(out, part))
+            bases.append(take_rows(x0, part))
+            at += g.size
+        return outs, bases
 
     def relax_batch(self, xu: torch.Tensor, xi: torch.Tensor, xm: torch.Tensor
                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -212,6 +323,15 @@ class Trainer:
         rm = head.relax(xm.reshape(-1, xm.shape[-1]), q=qm, side="item", **kw)  # type: ignore[union-attr]
         return ru, ri, rm.reshape(*xm.shape[:2], -1)
 
+    def _reduce_gradients(self) -> None:
+        """Average the gradients over the ranks, and hand the embedding rows a sampled batch read
+        to the row-wise optimiser."""
+        average_gradients(self.model.parameters(), self.world)
+        rows_opt, read = self.optim.rows, getattr(self, "_read", None)
+        self._read = None
+        if rows_opt is not None and read is not None and read[1].grad is not None:
+            rows_opt.stage(*merge_row_grads(read[0], read[1].grad, self.world))
+
     def _pair_loss(self, xu: torch.Tensor, xi: torch.Tensor, xm: torch.Tensor) -> torch.Tensor:
         """The training loss of users (B, d), their positives (B, d) and negatives (B, T, d)."""
         cfg, s = self.cfg, self._scale()
@@ -226,12 +346,8 @@ class Trainer:
         cfg, dev, nu = self.cfg, self.device, self.ds.n_users
         if cfg.loss_kind == "softmax":
             return self._softmax_step(users, items)
-        negs = self.sampler.sample(users, cfg.negatives, self.rng)  # (B, T)
-        x = self._node_embeddings()
-        u_t = torch.from_numpy(users).to(dev)
-        i_t = torch.from_numpy(items).to(dev) + nu
-        m_t = torch.from_numpy(negs).to(dev) + nu
-        xu, xi, xm = take_rows(x, u_t), take_rows(x, i_t), take_rows(x, m_t)
+        negs = self.sampler.sample(users, cfg.negatives, self.sample_rng)  # (B, T)
+        (xu, xi, xm), (bu, bi, bm) = self._rows([users, items + nu, negs + nu])
         extra = None
         if self._use_head():
             head, beta = self.model.head, self.beta_now()
@@ -248,12 +364,11 @@ class Trainer:
         if extra is not None:
             loss = loss + extra
         if cfg.reg > 0 and not (cfg.method == "hashgnn_sp" and self._stage() == "main"):
-            base = self.model.encoder.base.weight
-            sq = (take_rows(base, u_t).pow(2).sum() + take_rows(base, i_t).pow(2).sum()
-                  + take_rows(base, m_t[:, 0]).pow(2).sum())
+            sq = bu.pow(2).sum() + bi.pow(2).sum() + bm[:, 0].pow(2).sum()
             loss = loss + cfg.reg * sq / (2 * users.shape[0])
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
+        self._reduce_gradients()
         if cfg.p_lr_min < 1.0 and self._use_head() and cfg.head_kind == "guided":
             m = cfg.p_lr_min
             for g in self.optim.param_groups:
@@ -267,34 +382,34 @@ class Trainer:
         (``shared_negatives`` 0: all items, the full softmax). Negative scores are computed once
         per distinct user of the batch."""
         cfg, dev, nu = self.cfg, self.device, self.ds.n_users
-        x = self._node_embeddings()
-        u_t = torch.from_numpy(users).to(dev)
-        i_t = torch.from_numpy(items).to(dev) + nu
         bias = self.model.item_bias
+        uniq, inv_np = np.unique(users, return_inverse=True)
+        inv = torch.from_numpy(inv_np.astype(np.int64)).to(dev)
+        i_t = torch.from_numpy(items).to(dev)
         if cfg.shared_negatives > 0:
-            shared = torch.from_numpy(self.rng.integers(0, self.ds.n_items, cfg.shared_negatives)).to(dev)
-            xs = take_rows(x, shared + nu)
-            bs = take_rows(bias, shared) if bias is not None else None
-        else:
-            xs = x[nu:]
-            bs = bias
-        uniq, inv = torch.unique(u_t, return_inverse=True)
+            shared = self.rng.integers(0, self.ds.n_items, cfg.shared_negatives)
+            (xu, xi, xs), (bu, bi, _) = self._rows([uniq, items + nu, shared + nu])
+            bs = take_rows(bias, torch.from_numpy(shared).to(dev)) if bias is not None else None
+        else:  # every item (whole-graph training only: see _neighbour_sampler)
+            x, base = self._node_embeddings(), self.model.encoder.base.weight
+            u_t, i_n = torch.from_numpy(uniq).to(dev), i_t + nu
+            xu, xi, bu, bi = take_rows(x, u_t), take_rows(x, i_n), take_rows(base, u_t), take_rows(base, i_n)
+            xs, bs = x[nu:], bias
         norm = torch.nn.functional.normalize
-        xq = norm(take_rows(x, uniq), dim=-1) / cfg.temperature  # scale the (U, d) side, not the (U, S) scores
-        pos = (take_rows(xq, inv) * norm(take_rows(x, i_t), dim=-1)).sum(-1)
+        xq = norm(xu, dim=-1) / cfg.temperature  # scale the (U, d) side, not the (U, S) scores
+        pos = (take_rows(xq, inv) * norm(xi, dim=-1)).sum(-1)
         if cfg.margin:
             pos = pos - cfg.margin / cfg.temperature
         neg = xq @ norm(xs, dim=-1).T
         if bias is not None:
-            pos = pos + take_rows(bias, i_t - nu)
+            pos = pos + take_rows(bias, i_t)
             neg = neg + bs[None, :]
         loss = sampled_softmax(pos, neg, inv)
         if cfg.reg > 0:
-            base = self.model.encoder.base.weight
-            loss = loss + cfg.reg * (take_rows(base, u_t).pow(2).sum()
-                                     + take_rows(base, i_t).pow(2).sum()) / (2 * users.shape[0])
+            loss = loss + cfg.reg * (take_rows(bu, inv).pow(2).sum() + bi.pow(2).sum()) / (2 * users.shape[0])
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
+        self._reduce_gradients()
         self.optim.step()
         self.it += 1
         return float(loss.detach())
@@ -305,7 +420,7 @@ class Trainer:
         import hashsearch
 
         self.model.eval()
-        x = self._node_embeddings() if self.cfg.method == "hashgnn_sp" else self.model.encoder()
+        x = self._node_embeddings() if self.cfg.method == "hashgnn_sp" else self._all_nodes()
         if self.model.head is not None and self._use_head():
             codes = self.model.head.codes(x)
             cont = self.model.head.continuous(x, self.beta_now())
@@ -337,15 +452,17 @@ class Trainer:
         if len(self.ds.valid) == 0 or self._stage() != "main":
             return None
         mode, metric = self.cfg.val_spec
-        res = evaluate(self.embeddings(), self.ds.csr("valid"), self.ds.csr("train"), modes=(mode,),
-                       candidates=self.cfg.candidates, block=self.cfg.eval_block, device=self.device)
+        res = evaluate(self.embeddings(), self.csr("valid"), self.csr("train"), modes=(mode,),
+                       candidates=self.cfg.candidates, block=self.cfg.eval_block, device=self.device,
+                       users=self.val_users, progress=self.cfg.progress)
         return res[mode][metric]
 
     def monitor(self) -> Dict[str, float]:
         """Test Recall/NDCG@20 of the current model in its validation mode (for learning curves only)."""
         mode, _ = self.cfg.val_spec
-        res = evaluate(self.embeddings(), self.ds.csr("test"), self.ds.csr("train", "valid"), modes=(mode,),
-                       ks=(20,), candidates=self.cfg.candidates, block=self.cfg.eval_block, device=self.device)
+        res = evaluate(self.embeddings(), self.csr("test"), self.csr("train", "valid"), modes=(mode,),
+                       ks=(20,), candidates=self.cfg.candidates, block=self.cfg.eval_block, device=self.device,
+                       users=self.val_users)
         return {f"{mode}:{k}": v for k, v in res[mode].items() if k != "seconds"}
 
     # ------------------------------------------------------------ checkpoints
@@ -368,6 +485,8 @@ class Trainer:
         self.bad, self.stopped, self.history = st["bad"], st["stopped"], st["history"]
         self.train_seconds = st["train_seconds"]
         self.rng.bit_generator.state = st["np_rng"]
+        if self.world.size > 1:  # (one process: the same generator as rng)
+            log.warning("resumed with %d ranks: each rank's sampling stream restarts", self.world.size)
         torch.set_rng_state(st["torch_rng"])
 
     # ------------------------------------------------------------ main loop
@@ -383,63 +502,17 @@ class Trainer:
         if cfg.resume and ckpt.exists():
             self.load_state(torch.load(ckpt, map_location=self.device, weights_only=False))
             log.info("resumed from %s at epoch %d (iteration %d)", ckpt, self.epoch, self.it)
-        from tqdm.auto import tqdm
-
         t_start = time.perf_counter() - self.train_seconds
-        n = len(self.ds.train)
-        last_val: Optional[float] = None
         first = self.epoch
         saved_epoch = self.epoch if cfg.resume and ckpt.exists() else None  # what the checkpoint holds
         try:
             while self.epoch < cfg.epochs and not self.stopped:
                 if stop_after is not None and self.epoch - first >= stop_after:
                     break
-                perm = self._epoch_order()
-                bar = tqdm(range(self.batches_per_epoch), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                           disable=not cfg.progress, leave=False, dynamic_ncols=True)
-                total = 0.0
-                for b in bar:
-                    idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                    if cfg.lr_schedule != "constant":
-                        for g in self.optim.param_groups:
-                            g["lr"] = self.lr_now()
-                    total += self.step(self.ds.train.users[idx], self.ds.train.items[idx])
-                    if b % 10 == 0:
-                        bar.set_postfix(loss=f"{total / (b + 1):.4f}", val="-" if last_val is None else f"{last_val:.4f}")
-                bar.close()
-                self.epoch += 1
-                if self.sp_split and self.epoch == self.sp_split:
-                    # hashgnn_sp stage 2: only the hash head learns, on frozen encoder outputs.
-                    # Switched before the checkpoint so a resumed run rebuilds the same optimiser.
-                    self.optim = self._make_optim()
-                    self.frozen = None
-                self.train_seconds = time.perf_counter() - t_start
-                rec: Dict[str, Any] = {"epoch": self.epoch, "loss": total / self.batches_per_epoch,
-                                       "seconds": self.train_seconds}
-                if self.model.head is not None and self.cfg.head_kind == "guided":
-                    rec["p"] = self.p_now()
-                # a run cut short by its time budget is validated at its last epoch too, so the epochs
-                # since the previous validation are not thrown away when the best state is restored
-                over_time = cfg.max_minutes is not None and self.train_seconds > 60 * cfg.max_minutes
-                if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs or over_time:
-                    val = self.validate()
-                    if val is not None:
-                        last_val = val
-                        rec["val"] = val
-                        if val > self.best:
-                            self.best, self.best_epoch, self.bad = val, self.epoch, 0
-                            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                        else:
-                            self.bad += 1
-                            if cfg.patience and self.bad >= cfg.patience:  # 0: never stop early
-                                self.stopped = f"early stop: no better {cfg.val_spec} in {cfg.patience} evaluations"
-                if cfg.monitor_test and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
-                    rec["test_monitor"] = self.monitor()
-                if over_time:
-                    self.stopped = f"time budget of {cfg.max_minutes} min reached"
-                self.history.append(rec)
-                log.info("epoch %d: %s", self.epoch, {k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()})
-                save_torch(ckpt, self.state())
+                loss = self._train_epoch()
+                self._end_epoch(loss, time.perf_counter() - t_start)
+                if self.world.main:
+                    save_torch(ckpt, self.state())
                 saved_epoch = self.epoch
         except KeyboardInterrupt:
             # Ctrl-C ends training, not the run: finish() still restores the best validated model,
@@ -453,17 +526,86 @@ class Trainer:
         if self.stopped:
             log.info("%s", self.stopped)
 
-    def finish(self) -> Dict[str, Any]:
-        """Restore the best validated model, evaluate on test, write codes.npz and metrics.json."""
+    def _train_epoch(self) -> float:
+        """One pass over the training pairs; returns the mean loss. Each rank takes its share of
+        every batch (all of it in a one-process run)."""
+        from tqdm.auto import tqdm
+
+        cfg, world = self.cfg, self.world
+        perm = self._epoch_order()
+        bar = tqdm(range(self.batches_per_epoch), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                   disable=not (cfg.progress and world.main), leave=False, dynamic_ncols=True)
+        total = 0.0
+        last_val = self.history[-1].get("val") if self.history else None
+        for b in bar:
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            if idx.shape[0] >= world.size:  # (a last batch smaller than the world: every rank takes it)
+                idx = idx[world.rank :: world.size]
+            if cfg.lr_schedule != "constant":
+                for g in self.optim.param_groups:
+                    g["lr"] = self.lr_now()
+            total += self.step(self.ds.train.users[idx], self.ds.train.items[idx])
+            if b % 10 == 0:
+                bar.set_postfix(loss=f"{total / (b + 1):.4f}", val="-" if last_val is None else f"{last_val:.4f}")
+        bar.close()
+        self.epoch += 1
+        if self.sp_split and self.epoch == self.sp_split:
+            # hashgnn_sp stage 2: only the hash head learns, on frozen encoder outputs.
+            # Switched before the checkpoint so a resumed run rebuilds the same optimiser.
+            self.optim = self._make_optim()
+            self.frozen = None
+        return total / self.batches_per_epoch
+
+    def _end_epoch(self, loss: float, seconds: float) -> None:
+        """Record the epoch; validate when due and decide early stopping (rank 0 decides for all)."""
         cfg = self.cfg
+        self.train_seconds = seconds
+        rec: Dict[str, Any] = {"epoch": self.epoch, "loss": loss, "seconds": seconds, "peak_rss_gb": peak_rss_gb()}
+        if self.model.head is not None and self.cfg.head_kind == "guided":
+            rec["p"] = self.p_now()
+        # a run cut short by its time budget is validated at its last epoch too, so the epochs
+        # since the previous validation are not thrown away when the best state is restored
+        over_time = cfg.max_minutes is not None and self.train_seconds > 60 * cfg.max_minutes
+        due = self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs
+        if self.world.main:
+            if due or over_time:
+                self._record_validation(rec)
+            if cfg.monitor_test and due:
+                rec["test_monitor"] = self.monitor()
+            if over_time:
+                self.stopped = f"time budget of {cfg.max_minutes} min reached"
+        shared = broadcast_object((rec, self.stopped, self.best, self.best_epoch, self.bad), self.world)
+        rec, self.stopped, self.best, self.best_epoch, self.bad = shared
+        self.history.append(rec)
+        log.info("epoch %d: %s", self.epoch, {k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()})
+
+    def _record_validation(self, rec: Dict[str, Any]) -> None:
+        val = self.validate()
+        if val is None:
+            return
+        rec["val"] = val
+        if val > self.best:
+            self.best, self.best_epoch, self.bad = val, self.epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.bad += 1
+            if self.cfg.patience and self.bad >= self.cfg.patience:  # 0: never stop early
+                self.stopped = f"early stop: no better {self.cfg.val_spec} in {self.cfg.patience} evaluations"
+
+    def finish(self) -> Dict[str, Any]:
+        """Restore the best validated model, evaluate on test, write codes.npz and metrics.json.
+        Other ranks than 0 write nothing and return ``{"rank": r, "world_size": n}``."""
+        cfg = self.cfg
+        if not self.world.main:
+            return {"rank": self.world.rank, "world_size": self.world.size}
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
             self.frozen = None
         emb = self.embeddings()
         t0 = time.perf_counter()
-        exclude = self.ds.csr("train", "valid")
-        res = evaluate(emb, self.ds.csr("test"), exclude, candidates=cfg.candidates, block=cfg.eval_block,
-                       paper_protocol=cfg.paper_protocol, device=self.device)
+        exclude = self.csr("train", "valid")
+        res = evaluate(emb, self.csr("test"), exclude, candidates=cfg.candidates, block=cfg.eval_block,
+                       paper_protocol=cfg.paper_protocol, device=self.device, progress=cfg.progress)
         metrics: Dict[str, Any] = dict(res)
         metrics.update({
             "train_seconds": self.train_seconds,
@@ -475,6 +617,10 @@ class Trainer:
             "history": self.history,
             "device": str(self.device),
             "torch_threads": torch.get_num_threads(),
+            "world_size": self.world.size,
+            "train_mode": "sampled" if self.sampled else "full",
+            "fanout": self.neighbours.fanouts if self.neighbours is not None else None,
+            "peak_rss_gb": peak_rss_gb(),
             "config": cfg.to_dict(),
         })
         self.out.mkdir(parents=True, exist_ok=True)
@@ -489,6 +635,7 @@ class Trainer:
         """train() then finish(); TrainingInterrupted (after finish) if Ctrl-C ended training."""
         self.train()
         metrics = self.finish()
+        shutdown(self.world)
         if self.interrupted:
             raise TrainingInterrupted(metrics)
         return metrics
