@@ -9,6 +9,7 @@ header checksum, arrays of any dtype, byte order, shape and strides, exclude in 
 value, and the native core called directly with arbitrary exclude arrays.
 (tests/test_engine_fuzz_atheris.py runs the loader target under atheris, outside CI.)"""
 import functools
+import sys
 
 import numpy as np
 import pytest
@@ -306,16 +307,55 @@ def test_adds_take_any_arrays_all_or_nothing(codes, emb, data):
     np.testing.assert_array_equal(flat.codes()[:30], base)
 
 
-@FUZZ
+@functools.lru_cache(maxsize=None)
+def _guarded_page(slot: int):
+    """A page followed by an unreadable one (Linux; None elsewhere): an array placed at its
+    end makes a read past the array crash at once, without a sanitizer."""
+    import ctypes
+    import mmap
+
+    if not sys.platform.startswith("linux"):
+        return None
+    buf = mmap.mmap(-1, 2 * mmap.PAGESIZE)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if libc.mprotect(addr + mmap.PAGESIZE, mmap.PAGESIZE, 0) != 0:
+        return None
+    return buf
+
+
+def _at_page_end(values, slot: int) -> np.ndarray:
+    """int64 ``values`` in an array that ends where guarded page ``slot`` does."""
+    values = np.asarray(values, np.int64)
+    buf = _guarded_page(slot)
+    if buf is None:
+        return values
+    import mmap
+
+    out = np.frombuffer(buf, np.int64, count=values.size, offset=mmap.PAGESIZE - 8 * values.size)
+    out[:] = values
+    return out
+
+
+@settings(FUZZ, max_examples=200)
 @given(st.data())
 def test_the_native_core_checks_exclude_arrays_on_its_own(data):
     """The bindings called directly (as the native checks and fuzzers do): offsets of any
-    order and ids of any value must be refused before a read outside the arrays."""
+    order and ids of any value must be refused before a read outside the arrays (which end
+    at an unreadable page)."""
     codes = np.zeros((10, 1), np.uint64)
     index = _core.FlatIndex(codes, 64)
     nq = data.draw(st.integers(1, 4), label="nq")
-    indptr = np.array(data.draw(st.lists(st.integers(-3, 12), min_size=0, max_size=6), label="indptr"), np.int64)
-    indices = np.array(data.draw(st.lists(st.integers(-2, 12), max_size=8), label="indices"), np.int64)
+    indices = data.draw(st.lists(st.integers(-2, 12), max_size=8), label="indices")
+    if data.draw(st.booleans(), label="framed"):  # first 0 and last len(indices), as the checks want
+        inner = data.draw(st.lists(st.integers(-3, 12), min_size=nq - 1, max_size=nq - 1), label="inner")
+        indptr = [0] + inner + [len(indices)]
+    else:
+        indptr = data.draw(st.lists(st.integers(-3, 12), min_size=0, max_size=6), label="indptr")
+    indptr, indices = _at_page_end(indptr, 0), np.array(indices, np.int64)
+    if data.draw(st.booleans(), label="guard_indices"):
+        indices = _at_page_end(indices, 1)
     out = _call_ok(index.topk, np.zeros((nq, 1), np.uint64), 3, indptr, indices, 1)
     if out is not REFUSED:
         assert len(indptr) == nq + 1 and indptr[0] == 0 and indptr[-1] == len(indices)
