@@ -112,8 +112,9 @@ class _HammingBase:
             q: one code or a batch: packed uint64 (W,) / (nq, W), or unpacked
                 (nbits,) / (nq, nbits) in any form :func:`hashsearch.pack` takes.
             k: results per query, 1 <= k <= ntotal.
-            exclude: ids each query must not return: a list of nq int arrays, or
-                a CSR tuple ``(indptr int (nq+1,), indices int)``.
+            exclude: ids each query must not return: a sequence of nq int arrays (in
+                query order), or a CSR tuple ``(indptr int (nq+1,), indices int)``; a
+                dict, set or string is refused (TypeError).
             num_threads: overrides the index's setting for this call (0 = all cores).
 
         Returns:

@@ -106,22 +106,36 @@ def _new_file_mode(target: Path) -> int:
     try:
         return stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read from /proc where it can be: setting and restoring it (the
+    only portable way to read it) would briefly change it for every thread."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def atomic_write(path: PathLike, chunks: Iterable[bytes]) -> None:
     """Write ``chunks`` to ``path`` so that a crash leaves either the old file or the new
-    one: a temporary file in the same directory, fsynced, renamed over ``path``, then the
-    directory fsynced. The temporary file is removed on any error. Symlinks, modes and
+    one: a temporary file in the target's directory, fsynced, renamed over the target, then
+    the directory fsynced. The temporary file is removed on any error. Symlinks, modes and
     paths that are not regular files: see the module's docstring."""
     target = _save_target(Path(path))
     mode = _new_file_mode(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)
             for chunk in chunks:
                 f.write(chunk)
             f.flush()
