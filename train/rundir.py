@@ -120,6 +120,11 @@ def exclusion_csr(n_users: int, n_items: int, users: np.ndarray, items: np.ndarr
     """CSR of distinct (user, item) pairs: indptr int64 (n_users+1,), indices int64 sorted per row."""
     users = np.asarray(users, np.int64)
     items = np.asarray(items, np.int64)
+    if users.shape != items.shape or users.ndim != 1:
+        raise RunDirError(f"interactions: users and items must be 1-d arrays of one length, got {users.shape} "
+                          f"and {items.shape}")
+    if users.size and (users.min() < 0 or users.max() >= n_users or items.min() < 0 or items.max() >= n_items):
+        raise RunDirError(f"interactions: ids must lie in [0, {n_users}) for users and [0, {n_items}) for items")
     keys = np.unique(users * np.int64(max(n_items, 1)) + items)  # sorted by (user, item), duplicates gone
     rows = keys // max(n_items, 1)
     indptr = np.zeros(n_users + 1, np.int64)
