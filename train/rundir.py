@@ -70,8 +70,9 @@ def normalize_raw_ids(raw: Optional[np.ndarray], n: int, what: str) -> np.ndarra
                               f"({type(bad[0]).__name__})")
     else:
         raise RunDirError(f"{what}: raw ids must be integers or strings, got dtype {arr.dtype}")
-    if n and np.unique(out).shape[0] != n:
-        raise RunDirError(f"{what}: raw ids must be distinct, got {n - np.unique(out).shape[0]} repeats")
+    distinct = len(set(out.tolist())) if out.dtype == object else np.unique(out).shape[0]  # set: no str sort
+    if distinct != n:
+        raise RunDirError(f"{what}: raw ids must be distinct, got {n - distinct} repeats")
     return out
 
 
