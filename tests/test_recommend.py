@@ -295,6 +295,7 @@ def test_sharded_merge_is_exact(str_run: Path, mode: str, shards: int) -> None:
 
 # ---------------------------------------------------------------- files and the command line
 def test_write_parquet_and_csv(str_run: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
     want = recommend(str_run, k=12, mode="hies")
     n = write_recommendations(str_run, tmp_path / "r.parquet", k=12, mode="hies", batch=11)
     assert n == len(want)
@@ -307,6 +308,7 @@ def test_write_parquet_and_csv(str_run: Path, tmp_path: Path) -> None:
 
 
 def test_cli(str_run: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("pyarrow")
     run = load_run(str_run)
     users = tmp_path / "users.txt"
     users.write_text(f"{run.user_ids[4]}\n\n  {run.user_ids[1]}  \n")

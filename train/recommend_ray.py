@@ -16,7 +16,8 @@ Output: a directory of ``part-NNNNN.parquet`` (or ``.csv``) files, one per batch
 users' order; read it whole with ``pandas.read_parquet(DIR)``. It appears atomically: parts are
 written into a temporary directory beside it, renamed into place once all are done. Workers write
 their parts themselves, so on a multi-machine cluster the output directory must be on storage every
-node sees (the run directory is read by the driver only).
+node sees. The run directory is read by the driver only: it holds every item's codes once
+and builds the shards' indexes one at a time; each actor then holds only its shard.
 
 Ray is imported lazily: the rest of the project does not need it.
 """
