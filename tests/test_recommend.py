@@ -331,3 +331,26 @@ def test_cli(str_run: Path, tmp_path: Path, capsys) -> None:
     assert main(["recommend", "--run", str(tmp_path), "--out", str(tmp_path / "x.parquet")]) == 2
     assert "manifest.json is missing" in capsys.readouterr().err
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_fit_on_string_ids_end_to_end(tmp_path: Path) -> None:
+    """A CSV with string ids -> fit -> recommend: raw ids out, each user's training items (by raw id) left out."""
+    from train.config import FitConfig
+    from train.data import generate, load_dataset
+    from train.data.synthetic import SyntheticSpec
+    from train.trainer import fit
+
+    pairs = generate(SyntheticSpec.parse(TINY, seed=0))
+    csv = tmp_path / "inter.csv"
+    pd.DataFrame({"user_id": [f"u{u:04d}x" for u in pairs.users], "item_id": [f"i-{i}" for i in pairs.items],
+                  "rating": 1}).to_csv(csv, index=False)
+    ds = load_dataset(str(csv), seed=0)
+    assert ds.raw_user_ids is not None
+    fit(FitConfig(data=str(csv), method="lightgcn", bits=16, epochs=1, batch_size=512, out=str(tmp_path / "run"),
+                  progress=False, emb_dim=16, threads=1), dataset=ds)
+    recs = recommend(tmp_path / "run", k=30, mode="hies")
+    assert recs["user"].str.match(r"u\d{4}x").all() and recs["item"].str.startswith("i-").all()
+    raw_u, raw_i = np.asarray(ds.raw_user_ids).astype(str), np.asarray(ds.raw_item_ids).astype(str)
+    seen = {(raw_u[u], raw_i[i]) for split in (ds.train, ds.valid) for u, i in zip(split.users, split.items)}
+    assert not any(pair in seen for pair in zip(recs["user"], recs["item"]))
+    assert set(recs["user"]) == set(raw_u) and (recs.groupby("user")["rank"].max() == 30).all()
