@@ -66,8 +66,7 @@ void check_queries(const CodesArray& q, size_t nwords) {
                                     " words per code, the index has " + std::to_string(nwords));
 }
 
-// CSR exclusion lists; both None means no exclusion. The offsets are checked whole before any
-// id is read: a decreasing one would point the id reads past the array.
+// CSR exclusion lists; both None means no exclusion. Checked by the core (check_exclude).
 ExcludeList make_exclude(const py::object& indptr, const py::object& indices, size_t nq, size_t n,
                          IdArray& keep_ptr, IdArray& keep_idx) {
     ExcludeList ex;
@@ -81,20 +80,7 @@ ExcludeList make_exclude(const py::object& indptr, const py::object& indices, si
     if (keep_idx.ndim() != 1) throw std::invalid_argument("exclude indices must be 1-D");
     const int64_t* p = keep_ptr.data();
     const int64_t* x = keep_idx.data();
-    const size_t nnz = static_cast<size_t>(keep_idx.size());
-    if (p[0] != 0 || static_cast<size_t>(p[nq]) != nnz)
-        throw std::invalid_argument("exclude indptr must start at 0 and end at len(indices)");
-    for (size_t q = 0; q < nq; ++q)
-        if (p[q + 1] < p[q]) throw std::invalid_argument("exclude indptr must be non-decreasing");
-    for (size_t q = 0; q < nq; ++q) {
-        for (int64_t t = p[q]; t < p[q + 1]; ++t) {
-            if (x[t] < 0 || static_cast<size_t>(x[t]) >= n)
-                throw std::invalid_argument("exclude id " + std::to_string(x[t]) +
-                                            " is out of range [0, " + std::to_string(n) + ")");
-            if (t > p[q] && x[t] < x[t - 1])
-                throw std::invalid_argument("exclude ids must be sorted within each query");
-        }
-    }
+    check_exclude(p, nq, x, static_cast<size_t>(keep_idx.size()), n);
     ex.indptr = p;
     ex.indices = x;
     return ex;

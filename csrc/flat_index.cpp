@@ -49,6 +49,22 @@ FlatIndex::FlatIndex(const uint64_t* codes, size_t n, size_t nwords, int nbits)
     add(codes, n);
 }
 
+void check_exclude(const int64_t* indptr, size_t nq, const int64_t* indices, size_t nnz, size_t n) {
+    if (indptr[0] != 0 || indptr[nq] < 0 || static_cast<size_t>(indptr[nq]) != nnz)
+        throw std::invalid_argument("exclude indptr must start at 0 and end at len(indices)=" + std::to_string(nnz));
+    for (size_t q = 0; q < nq; ++q)
+        if (indptr[q + 1] < indptr[q]) throw std::invalid_argument("exclude indptr must be non-decreasing");
+    for (size_t q = 0; q < nq; ++q) {
+        for (int64_t t = indptr[q]; t < indptr[q + 1]; ++t) {
+            if (indices[t] < 0 || static_cast<size_t>(indices[t]) >= n)
+                throw std::invalid_argument("exclude id " + std::to_string(indices[t]) + " is out of range [0, " +
+                                            std::to_string(n) + ")");
+            if (t > indptr[q] && indices[t] < indices[t - 1])
+                throw std::invalid_argument("exclude ids must be sorted within each query");
+        }
+    }
+}
+
 void FlatIndex::check_codes(const uint64_t* codes, size_t count) const {
     // Bits above nbits in a code's last word would count in every distance.
     const unsigned tail_bits = static_cast<unsigned>(nbits_) - 64 * static_cast<unsigned>(nwords_ - 1);

@@ -33,6 +33,12 @@ struct ExcludeList {
     }
 };
 
+// Checks CSR exclusion arrays before a search may read them: `indptr` (nq + 1 offsets) must
+// run from 0 to nnz without decreasing (all checked before any id is read, as an offset out of
+// order would point the reads past `indices`), and each query's ids must be sorted, in [0, n).
+// std::invalid_argument naming the first problem.
+void check_exclude(const int64_t* indptr, size_t nq, const int64_t* indices, size_t nnz, size_t n);
+
 // Kernels of the SIMD level in force now.
 Kernels active_kernels();
 
