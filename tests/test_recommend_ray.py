@@ -80,3 +80,14 @@ def test_cli_ray(cluster, run_dir: Path, tmp_path: Path) -> None:
                         ignore_index=True)
         assert got["item"].tolist() == want["item"].tolist() and np.array_equal(got["score"], want["score"])
     assert ray.is_initialized()  # a cluster it did not start is left running
+
+
+@pytest.mark.parametrize("shards", [0, 2])
+def test_failed_job_leaves_nothing(cluster, run_dir: Path, tmp_path: Path, shards: int) -> None:
+    """A batch that fails (a NaN embedding): the error surfaces, and neither the output nor a
+    temporary directory is left."""
+    run = load_run(run_dir)
+    run.user_emb[50] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        recommend_ray(run, k=10, mode="continuous", out=tmp_path / "recs", batch=8, shards=shards)
+    assert list(tmp_path.iterdir()) == []

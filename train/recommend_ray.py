@@ -198,6 +198,8 @@ def _user_task(refs: List[Any], part: int, users: np.ndarray, q_codes: np.ndarra
 
 
 def _write_part(out_dir: str, part: int, fmt: str, schema_run: Any, mode: str, cols: dict) -> int:
+    if not Path(out_dir).is_dir():  # removed by the driver: the job failed elsewhere and was dropped
+        raise FileNotFoundError(f"the job's output directory {out_dir} is gone")
     writer = RecWriter(Path(out_dir) / f"{PART_PREFIX}{part:05d}.{fmt}", fmt, schema_run, mode)
     try:
         writer.write(cols)
@@ -288,11 +290,16 @@ def user_split(run: Run, users: np.ndarray, k: int, *, mode: str, index: str, ca
         pending[ref] = (part, ub.shape[0])
     results: Dict[int, Any] = {}
     with _progress(users.shape[0], progress, "recommend (ray)") as bar:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            part, size = pending.pop(done[0])
-            results[part] = ray.get(done[0])
-            bar.update(size)
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                part, size = pending.pop(done[0])
+                results[part] = ray.get(done[0])
+                bar.update(size)
+        except BaseException:  # a failed task (or Ctrl-C): the rest would only write parts now dropped
+            for ref in pending:
+                ray.cancel(ref)
+            raise
     return [results[p] for p in sorted(results)]
 
 
@@ -310,30 +317,41 @@ def item_sharded(run: Run, users: np.ndarray, k: int, *, shards: int, mode: str,
     # there for memory: all of them must be placed, or the job would wait forever).
     cpus = min(1.0, float(ray.cluster_resources().get("CPU", 1.0)) / shards)
     actor_cls = ray.remote(num_cpus=cpus, scheduling_strategy="SPREAD")(ShardSearcher)
-    actors = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        shard = build_index(mode, index, run.item_codes[lo:hi], run.item_emb[lo:hi], run.nbits, num_threads)
-        actors.append(actor_cls.remote(ray.put(index_payload(shard)), lo, hi, n, mode, num_threads))
-        del shard
-    ray.get([a.memory.remote() for a in actors])  # built, or the error of the one that failed
+    actors: List[Any] = []
+    try:
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            shard = build_index(mode, index, run.item_codes[lo:hi], run.item_emb[lo:hi], run.nbits, num_threads)
+            actors.append(actor_cls.remote(ray.put(index_payload(shard)), lo, hi, n, mode, num_threads))
+            del shard
+        ray.get([a.memory.remote() for a in actors])  # built, or the error of the one that failed
+        parts = _fan_out(run, users, k, actors, mode=mode, candidates=candidates, batch=batch, out_dir=out_dir,
+                         fmt=fmt, progress=progress)
+        return parts, ray.get([a.memory.remote() for a in actors])
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
+def _fan_out(run: Run, users: np.ndarray, k: int, actors: List[Any], *, mode: str, candidates: int, batch: int,
+             out_dir: Optional[Path], fmt: str, progress: bool) -> List[Union[int, dict]]:
+    """Every batch to every shard actor, up to :data:`SHARD_WINDOW` batches in flight; merged and
+    written (or kept) in the users' order."""
+    ray = require_ray()
     parts: List[Union[int, dict]] = []
     window: List[Tuple[np.ndarray, List[Any]]] = []
     kinds = _id_kinds(run)
-    with _progress(users.shape[0], progress, f"recommend (ray, {shards} shards)") as bar:
+    with _progress(users.shape[0], progress, f"recommend (ray, {len(actors)} shards)") as bar:
         for ub in _batches(users, batch) + [None]:
             if ub is not None:
                 q = ray.put(_query(run, ub))
                 window.append((ub, [a.search.remote(q, k, candidates) for a in actors]))
             while window and (ub is None or len(window) >= SHARD_WINDOW):
                 done_ub, refs = window.pop(0)
-                D, I = _merge(mode, ray.get(refs), k, candidates, n)
+                D, I = _merge(mode, ray.get(refs), k, candidates, run.n_items)
                 cols = result_columns(run, done_ub, D, I)
                 parts.append(cols if out_dir is None else _write_part(str(out_dir), len(parts), fmt, kinds, mode, cols))
                 bar.update(done_ub.shape[0])
-    memory = ray.get([a.memory.remote() for a in actors])
-    for a in actors:
-        ray.kill(a)
-    return parts, memory
+    return parts
 
 
 def _merge(mode: str, outs: Sequence[Tuple[np.ndarray, ...]], k: int, candidates: int,
