@@ -111,6 +111,7 @@ struct Growable : Base {
     mutable std::atomic<size_t> waited_reads{0};  // read locks that took the waiting path (tests)
     std::atomic<bool> write_held{false};           // set by _hold_write_lock (tests)
     std::atomic<bool> writing{false};              // the write lock is held: the index may be mid-change
+    std::atomic<std::thread::id> writer{};         // the thread holding it
     mutable std::atomic<uint64_t> generation{fork_generation.load()};  // the fork its locks belong to
 
     // In a forked child, the first lock resets both locks (their holders were the parent's
@@ -143,25 +144,38 @@ struct Growable : Base {
             std::unique_lock<std::mutex> queue(turnstile, std::try_to_lock);
             if (queue.owns_lock() && lock.try_lock()) return lock;
         }
+        check_not_writer();
         waited_reads.fetch_add(1, std::memory_order_relaxed);
         py::gil_scoped_release release;
         { std::lock_guard<std::mutex> queue(turnstile); }
         lock.lock();
         return lock;
     }
-    // The exclusive lock; `writing` is set while it is held (cleared before the unlock).
+    // An add checks for signals while it holds the write lock, and a Python signal handler that
+    // used the index then would wait for its own thread: it gets this error instead.
+    void check_not_writer() const {
+        if (writer.load() == std::this_thread::get_id())
+            throw std::runtime_error("this index is being changed by an add in this thread (a signal handler "
+                                     "ran during it); it cannot be used until the add returns");
+    }
+    // The exclusive lock; `writing` and `writer` are set while it is held (cleared before the unlock).
     struct WriteLock {
         std::unique_lock<std::shared_mutex> lock;
-        std::atomic<bool>& writing;
-        ~WriteLock() { writing = false; }
+        Growable& index;
+        ~WriteLock() {
+            index.writer = std::thread::id();
+            index.writing = false;
+        }
     };
     // The lock alone; call with the GIL released.
     WriteLock write_lock() {
         check_fork();
+        check_not_writer();
         std::lock_guard<std::mutex> queue(turnstile);
         std::unique_lock<std::shared_mutex> lock(rw);
         writing = true;
-        return WriteLock{std::move(lock), writing};
+        writer = std::this_thread::get_id();
+        return WriteLock{std::move(lock), *this};
     }
 };
 using GrowableFlatIndex = Growable<FlatIndex>;

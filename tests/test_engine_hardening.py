@@ -507,3 +507,27 @@ def test_big_endian_packed_codes_are_the_same_codes():
     np.testing.assert_array_equal(h.codes(), c)
     with pytest.raises(ValueError, match="bits set above nbits=100"):
         hashsearch.Index(big, 100)
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer (POSIX)")
+def test_a_signal_handler_using_the_index_during_its_add_gets_an_error_not_a_deadlock():
+    """The add checks for signals while it holds the index's write lock; a handler that reads
+    the index then would wait for its own thread for good."""
+    rc, out, err = _run("""
+        import signal, numpy as np, hashsearch
+        rng = np.random.default_rng(2)
+        c = hashsearch.pack(rng.integers(0, 2, (400_000, 64), dtype=np.uint8))
+        e = rng.standard_normal((400_000, 8)).astype(np.float32)
+        h = hashsearch.HierarchicalIndex(c[:200_000], e[:200_000], candidate_search="mih", num_threads=1)
+        signal.signal(signal.SIGALRM, lambda signum, frame: print("handler sees", h.ntotal))
+        signal.setitimer(signal.ITIMER_REAL, 0.005)
+        try:
+            h.add(c[200_000:], e[200_000:])
+            print("added", h.ntotal)
+        except RuntimeError as err:
+            print("refused:", err)
+        print("after", h.ntotal)
+    """, timeout=60)
+    assert rc == 0, err
+    assert "refused: this index is being changed by an add in this thread" in out, out
+    assert out.strip().endswith("after 200000"), out
