@@ -152,7 +152,8 @@ struct Growable : Base {
         return lock;
     }
     // An add checks for signals while it holds the write lock, and a Python signal handler that
-    // used the index then would wait for its own thread: it gets this error instead.
+    // used the index then would find the lock held by its own thread (EDEADLK from glibc's
+    // rwlock, "Resource deadlock avoided"): this error says what happened instead.
     void check_not_writer() const {
         if (writer.load() == std::this_thread::get_id())
             throw std::runtime_error("this index is being changed by an add in this thread (a signal handler "
