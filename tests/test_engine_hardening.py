@@ -167,7 +167,8 @@ def test_fork_while_another_thread_holds_the_write_lock_does_not_hang_the_child(
                            "else index.topk(codes[:1], 1)", """
         t = threading.Thread(target=index._native._hold_write_lock, args=(1.0,))
         t.start()
-        time.sleep(0.2)
+        while not index._native._write_held:
+            time.sleep(0.005)
         print("exit", fork_and_search())
         t.join()
         print("parent", index.ntotal)
