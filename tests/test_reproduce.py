@@ -234,3 +234,15 @@ def test_table4_times_extra_mih_table_counts(tmp_path):
     assert len({r["data"] for r in extra}) == len({r["data"] for r in payload["rows"]})
     default = [r for r in payload["rows"] if r["method"].startswith("HamR (ours, MIH m=") and "tables" not in r["method"]]
     assert default and all("m=4" not in r["method"] for r in default)
+
+
+def test_table4_recall_is_that_of_the_timed_lists() -> None:
+    import scipy.sparse as sp
+
+    from train.reproduce.efficiency import recall_at
+
+    truth = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0]], np.float32))
+    ids = np.array([[2, 3], [0, 1], [0, 3]])
+    assert recall_at(ids, truth, 2) == pytest.approx((0.5 + 0.0) / 2)  # user 1 has no test items
+    dist = np.zeros_like(ids, np.int32)
+    assert recall_at((dist, ids), truth, 1) == pytest.approx(0.5 / 2)

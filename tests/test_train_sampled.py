@@ -202,3 +202,30 @@ def test_sampled_mode_refuses_what_it_cannot_do(tmp_path: Path) -> None:
         Trainer(FitConfig(data=TINY, train_mode="sampled", fanout=[10, 5, 5], out=str(tmp_path)))
     with pytest.raises(ValueError, match="edge dropout"):
         Trainer(FitConfig(data=TINY, method="lightgcn", edge_dropout=0.2, train_mode="sampled", out=str(tmp_path)))
+
+
+def test_sage_block_layer_gradients_are_exact() -> None:
+    from train.models import _SAGEBlockLayer
+    from train.sampling import make_block
+
+    rng = np.random.default_rng(0)
+    row = np.sort(rng.integers(0, 12, 50))
+    blk = make_block(np.arange(30), 12, row, rng.integers(0, 30, 50), rng.random(50).astype(np.float32))
+    adj, adj_t = blk.adj.to(torch.float64), blk.adj_t.to(torch.float64)
+    h = torch.randn(30, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 10, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda h, w, b: _SAGEBlockLayer.apply(h, w, b, adj, adj_t, 12), (h, w, b))
+
+
+def test_negative_pool_draws_each_batch_from_its_pool() -> None:
+    from train.sampling import NegativeSampler
+
+    users = np.repeat(np.arange(50), 4)
+    items = np.tile(np.arange(4), 50)  # every user has items 0..3
+    s = NegativeSampler(users, items, n_items=1000, rounds=20)
+    negs = s.sample(np.arange(50), 5, np.random.default_rng(1), pool=16)
+    assert negs.shape == (50, 5) and len(np.unique(negs)) <= 16
+    assert not np.isin(negs, [0, 1, 2, 3]).any()
+    own = s.sample(np.arange(50), 5, np.random.default_rng(1))
+    assert len(np.unique(own)) > 100  # without a pool, each pair its own

@@ -105,6 +105,9 @@ def _add_scale_args(p: argparse.ArgumentParser) -> None:
       "e.g. 10,5 (default: 10, then 5 for each further layer)")
     a("--sampled-above", type=int, default=d.sampled_above,
       help="auto mode: train sampled when the training split has more pairs than this (default %(default)s)")
+    a("--negative-pool", type=int, default=d.negative_pool,
+      help="draw each batch's negatives from this many uniform items (0: each pair its own, the paper's; "
+      "sampled training then samples far fewer neighbourhoods)")
     a("--eval-users", type=int, default=d.eval_users,
       help="validate on a seeded sample of this many users (0: all; the final test always uses all)")
 

@@ -241,6 +241,9 @@ class FitConfig:
     fanout: Optional[List[int]] = None  # neighbours sampled per layer, seeds' first (None: 10,5 / 10,5,5)
     sampled_above: int = 2_000_000      # auto: sampled when the training split has more pairs than this
     eval_users: int = 0                 # validation on a seeded sample of this many users (0: all)
+    # a batch's negatives drawn from this many uniform items (0: each pair its own, the paper's):
+    # sampled steps then compute far fewer negative neighbourhoods
+    negative_pool: int = 0
 
     def validate(self) -> None:
         """Raise ValueError on inconsistent settings."""
@@ -317,6 +320,7 @@ class FitConfig:
             raise ValueError(f"train_mode must be auto, full or sampled, got {self.train_mode!r}")
         need("sampled_above", 0, inf, integer=True)
         need("eval_users", 0, inf, integer=True)
+        need("negative_pool", 0, inf, integer=True)
         if self.fanout is not None and (not self.fanout or any(int(f) < 1 for f in self.fanout)):
             raise ValueError(f"fanout must be one or more neighbour counts >= 1, got {self.fanout}")
         if self.val_metric is not None:

@@ -22,6 +22,36 @@ def aggregate(h: torch.Tensor, blk: Block) -> torch.Tensor:
     return spmm(blk.adj, h, blk.adj_t)
 
 
+class _SAGEBlockLayer(torch.autograd.Function):
+    """One GraphSAGE layer on a block, ``W_self h[:n_dst] + W_neigh (A h) + b``, with a hand-written
+    backward: the input's gradient is one sparse product ``Aᵀ g_agg`` plus the self term added in
+    place, where autograd would zero-fill and sum two input-sized gradients (a slice's and the
+    product's). On multi-million-row blocks those passes were a third of a step.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, adj: torch.Tensor,
+                adj_t: torch.Tensor, n_dst: int) -> torch.Tensor:  # type: ignore[override]
+        d = h.shape[1]
+        w_self, w_neigh = weight[:, :d], weight[:, d:]
+        agg = torch.sparse.mm(adj, h)
+        out = torch.addmm(bias, h[:n_dst], w_self.t()).addmm_(agg, w_neigh.t())
+        ctx.save_for_backward(h, weight, agg)
+        ctx.adj_t, ctx.n_dst = adj_t, n_dst
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        h, weight, agg = ctx.saved_tensors
+        d, n_dst = h.shape[1], ctx.n_dst
+        g_weight = torch.cat([g.t() @ h[:n_dst], g.t() @ agg], dim=1)
+        g_h = None
+        if ctx.needs_input_grad[0]:
+            g_h = torch.sparse.mm(ctx.adj_t, g @ weight[:, d:])
+            g_h[:n_dst].addmm_(g, weight[:, :d])
+        return g_h, g_weight, g.sum(0), None, None, None
+
+
 class Encoder(nn.Module):
     """Base class: ``forward() -> (N, out_dim)`` over the whole graph; ``base`` is the ID-embedding
     table (N, in_dim).
@@ -153,9 +183,7 @@ class SAGEEncoder(Encoder):
     def forward_blocks(self, x0: torch.Tensor, blocks: List[Block]) -> torch.Tensor:
         h = x0
         for k, (blk, lin) in enumerate(zip(blocks, self.lins)):
-            # W [h ‖ agg] as W_self h + W_neigh agg: the same layer without copying both into one
-            d = h.shape[1]
-            h = F.linear(h[: blk.n_dst], lin.weight[:, :d]) + F.linear(aggregate(h, blk), lin.weight[:, d:], lin.bias)
+            h = _SAGEBlockLayer.apply(h, lin.weight, lin.bias, blk.adj, blk.adj_t, blk.n_dst)
             if k < len(self.lins) - 1:
                 h = torch.relu(h)
         return h

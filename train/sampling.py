@@ -33,10 +33,17 @@ class NegativeSampler:
         pos = np.searchsorted(self.keys, k)
         return self.keys[np.minimum(pos, self.keys.shape[0] - 1)] == k
 
-    def sample(self, users: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-        """int64 (len(users), n) item ids."""
+    def sample(self, users: np.ndarray, n: int, rng: np.random.Generator, pool: int = 0) -> np.ndarray:
+        """int64 (len(users), n) item ids.
+
+        ``pool`` > 0: the batch's negatives come from ``pool`` uniform items drawn for it (each
+        pair picks n of them uniformly), so a sampled-training step computes the neighbourhoods
+        of ``pool`` negative items instead of ``len(users) * n``; 0: every pair draws its own."""
         u = np.repeat(users[:, None], n, axis=1)
-        items = rng.integers(0, self.n_items, u.shape)
+        source = rng.integers(0, self.n_items, pool) if pool > 0 else None
+        draw = ((lambda size: rng.integers(0, self.n_items, size)) if source is None
+                else (lambda size: source[rng.integers(0, pool, size)]))
+        items = draw(u.shape)
         if self.keys.shape[0] == 0:
             return items
         for _ in range(self.rounds):
@@ -44,7 +51,7 @@ class NegativeSampler:
             nbad = int(bad.sum())
             if nbad == 0:
                 break
-            items[bad] = rng.integers(0, self.n_items, nbad)
+            items[bad] = draw(nbad)
         return items
 
 
@@ -135,7 +142,10 @@ class NeighborSampler:
         self.fanouts = [int(f) for f in fanouts]
         self.sqrt_deg: Optional[np.ndarray] = (
             np.sqrt(np.maximum(np.diff(indptr), 1)).astype(np.float32) if norm == "sym" else None)
-        # node id -> row in the layer being built (-1: absent); reset after each use
+        # scratch arrays over all nodes, reset after each use: a mark for distinct ids (a scan of
+        # N bytes finds them in order, cheaper than sorting millions of sampled ids) and each
+        # node's row in the layer being built
+        self._mark = np.zeros(indptr.shape[0] - 1, bool)
         self._pos = np.full(indptr.shape[0] - 1, -1, np.int64)
 
     def neighbours(self, nodes: np.ndarray, fanout: int, rng: np.random.Generator
@@ -158,17 +168,24 @@ class NeighborSampler:
     def sample(self, seeds: np.ndarray, rng: np.random.Generator) -> Tuple[List[Block], np.ndarray]:
         """Blocks for the distinct ``seeds`` (global node ids, any shape), first layer first, and
         int64 ``inverse`` (seeds.shape): the output row of each seed."""
-        uniq, inverse = np.unique(np.asarray(seeds, np.int64).ravel(), return_inverse=True)
+        flat = np.asarray(seeds, np.int64).ravel()
+        mark, pos = self._mark, self._pos
+        mark[flat] = True
+        uniq = np.flatnonzero(mark)  # = np.unique(flat)
+        mark[uniq] = False
+        pos[uniq] = np.arange(uniq.shape[0])
+        inverse = pos[flat]
+        pos[uniq] = -1
         dst = uniq
         blocks: List[Block] = []
-        pos = self._pos
         for fanout in self.fanouts:
             row, nbr = self.neighbours(dst, fanout, rng)
-            pos[dst] = np.arange(dst.shape[0])
-            fresh = nbr[pos[nbr] < 0]
-            new = np.unique(fresh)
-            pos[new] = dst.shape[0] + np.arange(new.shape[0])
+            mark[nbr] = True
+            mark[dst] = False
+            new = np.flatnonzero(mark)  # the neighbours not yet in the layer, sorted
+            mark[new] = False
             src = np.concatenate([dst, new])
+            pos[src] = np.arange(src.shape[0])
             col = pos[nbr]
             pos[src] = -1
             cnt = np.bincount(row, minlength=dst.shape[0])

@@ -346,7 +346,7 @@ class Trainer:
         cfg, dev, nu = self.cfg, self.device, self.ds.n_users
         if cfg.loss_kind == "softmax":
             return self._softmax_step(users, items)
-        negs = self.sampler.sample(users, cfg.negatives, self.sample_rng)  # (B, T)
+        negs = self.sampler.sample(users, cfg.negatives, self.sample_rng, cfg.negative_pool)  # (B, T)
         (xu, xi, xm), (bu, bi, bm) = self._rows([users, items + nu, negs + nu])
         extra = None
         if self._use_head():

@@ -53,6 +53,12 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--guided-gamma", type=float, default=None,
                    help="guided STE: z = tanh(β a) with HashNet's β schedule (default: fit's)")
     p.add_argument("--gumbel-tau", type=float, default=None, help="Gumbel-softmax temperature (default: fit's)")
+    p.add_argument("--train-mode", default=None, choices=["auto", "full", "sampled"],
+                   help="whole-graph or sampled mini-batch training (default: fit's, auto by size)")
+    p.add_argument("--fanout", default=None, help="sampled training: neighbours per layer, e.g. 10,5")
+    p.add_argument("--negative-pool", type=int, default=None,
+                   help="draw each batch's negatives from this many items (default: fit's, each pair its own)")
+    p.add_argument("--eval-users", type=int, default=None, help="validate on a seeded sample of users")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median)")
     p.add_argument("--alibaba-users", type=int, default=1000,
@@ -73,7 +79,10 @@ def _base_config(ns: argparse.Namespace, spec: str):
 
     optional = {name: getattr(ns, name, None) for name in ("batch_size", "lr", "eval_every", "patience",
                                                           "p_decay", "cont_weight", "hashnet_gamma",
-                                                          "guided_gamma", "gumbel_tau")}
+                                                          "guided_gamma", "gumbel_tau", "train_mode",
+                                                          "negative_pool", "eval_users")}
+    if getattr(ns, "fanout", None):
+        optional["fanout"] = [int(x) for x in ns.fanout.split(",")]
     return FitConfig(data=spec, bits=ns.bits, seed=ns.seed, epochs=ns.epochs, max_minutes=ns.max_minutes,
                      threads=ns.threads, progress=not ns.no_progress,
                      **{k: v for k, v in optional.items() if v is not None})
@@ -119,7 +128,7 @@ def run(ns: argparse.Namespace) -> int:
             from .common import ensure_run
 
             ensure_run(base, "hashgnn", runs / "hashgnn", dataset=dataset)
-            w = efficiency.dataset_workload(label, runs / "hashgnn")
+            w = efficiency.dataset_workload(label, runs / "hashgnn", truth=dataset.csr("test"))
             if "table4" in what:
                 workloads.append(w)
             if "tradeoff" in what:

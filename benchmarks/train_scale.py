@@ -1,0 +1,102 @@
+"""Trainer speed and memory at scale: ``python benchmarks/train_scale.py [options]``.
+
+Loads (or generates) a data set, builds the trainer, times training steps and prints one JSON
+line: set-up time, seconds per step (wall and process CPU), steps per epoch and the epoch time
+they imply (or, with ``--epoch``, one whole epoch timed), the validation and embedding export
+times, and the peak RSS. Shapes: ``alibaba`` (601,946 users x 4,167,708 items, 28.5M
+interactions), ``netflix`` (480,189 x 17,770, 100,480,507), ``gowalla``/``ml-1m`` (the shared
+files), ``synthetic:...`` or any ``--data`` value; ``--fraction F`` scales a synthetic shape.
+
+Examples::
+
+    python benchmarks/train_scale.py --shape alibaba --batch-size 65536 --steps 5
+    python benchmarks/train_scale.py --shape alibaba --fraction 0.05 --train-mode full --steps 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train.config import FitConfig  # noqa: E402
+from train.data import load_dataset  # noqa: E402
+from train.trainer import Trainer, peak_rss_gb  # noqa: E402
+
+SHAPES = {
+    "alibaba": (601_946, 4_167_708, 28_500_000),
+    "netflix": (480_189, 17_770, 100_480_507),
+}
+
+
+def data_spec(shape: str, fraction: float) -> str:
+    if shape in SHAPES:
+        u, i, e = (max(1, round(x * fraction)) for x in SHAPES[shape])
+        return f"synthetic:users={u},items={i},edges={e}"
+    return shape
+
+
+def time_steps(tr: Trainer, steps: int) -> dict:
+    """Wall and CPU seconds per step over ``steps`` steps after one warm-up step."""
+    u, i = tr.ds.train.users, tr.ds.train.items
+    perm = np.random.default_rng(0).permutation(len(u))
+    bs = tr.cfg.batch_size
+    batch = lambda b: perm[(b * bs) % len(u):][:bs]  # noqa: E731
+    tr.step(u[batch(0)], i[batch(0)])
+    t0, c0 = time.perf_counter(), time.process_time()
+    for b in range(1, steps + 1):
+        tr.step(u[batch(b)], i[batch(b)])
+    wall = (time.perf_counter() - t0) / steps
+    cpu = (time.process_time() - c0) / steps
+    return {"step_s": wall, "step_cpu_s": cpu, "epoch_min_estimate": wall * tr.batches_per_epoch / 60}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", default="alibaba", help="alibaba | netflix | a --data value (default %(default)s)")
+    p.add_argument("--fraction", type=float, default=1.0, help="scale of a named synthetic shape")
+    p.add_argument("--method", default="hashgnn")
+    p.add_argument("--bits", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=65536)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--train-mode", default="sampled", choices=["auto", "full", "sampled"])
+    p.add_argument("--fanout", default=None, help="e.g. 10,5")
+    p.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up step)")
+    p.add_argument("--epoch", action="store_true", help="also train one whole epoch and time it")
+    p.add_argument("--eval-users", type=int, default=20000, help="users of the timed validation")
+    p.add_argument("--threads", type=int, default=2)
+    ns = p.parse_args()
+    spec = data_spec(ns.shape, ns.fraction)
+    out: dict = {"data": spec, "threads": ns.threads, "batch_size": ns.batch_size, "load1": os.getloadavg()[0]}
+    t0 = time.perf_counter()
+    ds = load_dataset(spec, seed=0)
+    out.update(load_s=time.perf_counter() - t0, **ds.stats())
+    cfg = FitConfig(data=spec, method=ns.method, bits=ns.bits, batch_size=ns.batch_size, lr=ns.lr,
+                    train_mode=ns.train_mode, threads=ns.threads, eval_users=ns.eval_users, progress=False,
+                    fanout=[int(x) for x in ns.fanout.split(",")] if ns.fanout else None,
+                    out="/tmp/train_scale_bench")
+    t0 = time.perf_counter()
+    tr = Trainer(cfg, ds)
+    out.update(setup_s=time.perf_counter() - t0, train_mode="sampled" if tr.sampled else "full",
+               steps_per_epoch=tr.batches_per_epoch)
+    out.update(time_steps(tr, ns.steps))
+    if ns.epoch:
+        t0 = time.perf_counter()
+        out["epoch_loss"] = tr._train_epoch()
+        out["epoch_min"] = (time.perf_counter() - t0) / 60
+    t0 = time.perf_counter()
+    out["val"] = tr.validate()
+    out["validate_s"] = time.perf_counter() - t0
+    out["peak_rss_gb"] = peak_rss_gb()
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
