@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train.config import FitConfig  # noqa: E402
-from train.data import load_dataset  # noqa: E402
+from train.data import Dataset, Pairs, load_dataset  # noqa: E402
 from train.trainer import Trainer, peak_rss_gb  # noqa: E402
 
 SHAPES = {
@@ -40,6 +40,22 @@ def data_spec(shape: str, fraction: float) -> str:
         u, i, e = (max(1, round(x * fraction)) for x in SHAPES[shape])
         return f"synthetic:users={u},items={i},edges={e}"
     return shape
+
+
+def load_cached(spec: str, cache: str) -> Dataset:
+    """``load_dataset(spec)``, kept in the npz file ``cache`` for the next run (a synthetic graph
+    of 10^8 interactions takes minutes to draw and split)."""
+    path = Path(cache)
+    if path.exists():
+        with np.load(path) as z:
+            if str(z["spec"]) == spec:
+                parts = [Pairs(z[f"{s}_u"], z[f"{s}_i"]) for s in ("train", "valid", "test")]
+                return Dataset(spec, int(z["n_users"]), int(z["n_items"]), *parts)
+    ds = load_dataset(spec, seed=0)
+    arrays = {f"{s}_{c}": getattr(getattr(ds, s), f) for s in ("train", "valid", "test")
+              for c, f in (("u", "users"), ("i", "items"))}
+    np.savez(path, spec=spec, n_users=ds.n_users, n_items=ds.n_items, **arrays)
+    return ds
 
 
 def time_steps(tr: Trainer, steps: int) -> dict:
@@ -71,14 +87,17 @@ def main() -> int:
     p.add_argument("--epoch", action="store_true", help="also train one whole epoch and time it")
     p.add_argument("--eval-users", type=int, default=20000, help="users of the timed validation")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--negative-pool", type=int, default=0)
+    p.add_argument("--cache", default=None, help="npz file keeping the loaded data set between runs")
     ns = p.parse_args()
     spec = data_spec(ns.shape, ns.fraction)
     out: dict = {"data": spec, "threads": ns.threads, "batch_size": ns.batch_size, "load1": os.getloadavg()[0]}
     t0 = time.perf_counter()
-    ds = load_dataset(spec, seed=0)
+    ds = load_cached(spec, ns.cache) if ns.cache else load_dataset(spec, seed=0)
     out.update(load_s=time.perf_counter() - t0, **ds.stats())
     cfg = FitConfig(data=spec, method=ns.method, bits=ns.bits, batch_size=ns.batch_size, lr=ns.lr,
                     train_mode=ns.train_mode, threads=ns.threads, eval_users=ns.eval_users, progress=False,
+                    negative_pool=ns.negative_pool,
                     fanout=[int(x) for x in ns.fanout.split(",")] if ns.fanout else None,
                     out="/tmp/train_scale_bench")
     t0 = time.perf_counter()
