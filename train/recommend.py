@@ -38,10 +38,14 @@ CONTINUOUS_BLOCK_SCORES = 1 << 25
 Exclude = Tuple[np.ndarray, np.ndarray]  # CSR (indptr int64 (nq+1,), indices int64)
 
 
+def _check_int(value: Any, name: str, low: int, note: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}{note}, got {value!r}")
+
+
 def check_options(k: int, mode: str, index: str, candidates: int, batch: int, num_threads: int) -> None:
     """ValueError naming the option, what it must be and what was given."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    _check_int(k, "k", 1)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if index not in INDEX_KINDS:
@@ -49,12 +53,9 @@ def check_options(k: int, mode: str, index: str, candidates: int, batch: int, nu
     if mode == "continuous" and index != "scan":
         raise ValueError(f"index={index!r} applies to the hamr and hies modes; continuous mode is an exact "
                          "inner-product scan (leave index as 'scan')")
-    if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or candidates < 1:
-        raise ValueError(f"candidates must be an integer >= 1, got {candidates!r}")
-    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
-    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
-        raise ValueError(f"num_threads must be an integer >= 0 (0: all cores), got {num_threads!r}")
+    _check_int(candidates, "candidates", 1)
+    _check_int(batch, "batch", 1)
+    _check_int(num_threads, "num_threads", 0, " (0: all cores)")
 
 
 # ---------------------------------------------------------------- exclusions
@@ -349,12 +350,13 @@ class RecWriter:
     """Streams result batches into one Parquet or CSV file that appears atomically on :meth:`close`
     (a temporary file beside it, fsynced and renamed); :meth:`abort` removes the temporary file."""
 
-    def __init__(self, out: PathLike, fmt: str, run: Run, mode: str) -> None:
+    def __init__(self, out: PathLike, fmt: str, run: Run, mode: str, make_parent: bool = True) -> None:
         self.out, self.fmt = Path(out), fmt
         self.schema = arrow_schema(run, mode) if fmt == "parquet" else None
         if self.out.is_dir():
             raise IsADirectoryError(f"--out {self.out} is a directory; expected a file name")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        if make_parent:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent)
         self.file = os.fdopen(fd, "wb")
         self._parquet = None

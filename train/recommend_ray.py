@@ -198,9 +198,8 @@ def _user_task(refs: List[Any], part: int, users: np.ndarray, q_codes: np.ndarra
 
 
 def _write_part(out_dir: str, part: int, fmt: str, schema_run: Any, mode: str, cols: dict) -> int:
-    if not Path(out_dir).is_dir():  # removed by the driver: the job failed elsewhere and was dropped
-        raise FileNotFoundError(f"the job's output directory {out_dir} is gone")
-    writer = RecWriter(Path(out_dir) / f"{PART_PREFIX}{part:05d}.{fmt}", fmt, schema_run, mode)
+    # make_parent=False: a directory the driver removed (the job failed) is not made again
+    writer = RecWriter(Path(out_dir) / f"{PART_PREFIX}{part:05d}.{fmt}", fmt, schema_run, mode, make_parent=False)
     try:
         writer.write(cols)
         writer.close()
@@ -299,6 +298,9 @@ def user_split(run: Run, users: np.ndarray, k: int, *, mode: str, index: str, ca
         except BaseException:  # a failed task (or Ctrl-C): the rest would only write parts now dropped
             for ref in pending:
                 ray.cancel(ref)
+            # wait for the cancelled ones to stop, so that none writes once the caller removes the directory
+            if pending:
+                ray.wait(list(pending), num_returns=len(pending), timeout=60)
             raise
     return [results[p] for p in sorted(results)]
 
