@@ -85,6 +85,8 @@ def main() -> int:
     p.add_argument("--fanout", default=None, help="e.g. 10,5")
     p.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up step)")
     p.add_argument("--epoch", action="store_true", help="also train one whole epoch and time it")
+    p.add_argument("--epoch-steps", type=int, default=0,
+                   help="also time the epoch loop (background sampling included) over its first N batches")
     p.add_argument("--eval-users", type=int, default=20000, help="users of the timed validation")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--negative-pool", type=int, default=0)
@@ -105,6 +107,13 @@ def main() -> int:
     out.update(setup_s=time.perf_counter() - t0, train_mode="sampled" if tr.sampled else "full",
                steps_per_epoch=tr.batches_per_epoch)
     out.update(time_steps(tr, ns.steps))
+    if ns.epoch_steps:
+        full, tr.batches_per_epoch = tr.batches_per_epoch, ns.epoch_steps
+        t0 = time.perf_counter()
+        tr._train_epoch()
+        loop = (time.perf_counter() - t0) / ns.epoch_steps
+        tr.batches_per_epoch = full
+        out.update(loop_step_s=loop, loop_epoch_min_estimate=loop * full / 60)
     if ns.epoch:
         t0 = time.perf_counter()
         out["epoch_loss"] = tr._train_epoch()

@@ -229,3 +229,22 @@ def test_negative_pool_draws_each_batch_from_its_pool() -> None:
     assert not np.isin(negs, [0, 1, 2, 3]).any()
     own = s.sample(np.arange(50), 5, np.random.default_rng(1))
     assert len(np.unique(own)) > 100  # without a pool, each pair its own
+
+
+def test_prefetch_yields_in_order_and_raises_the_producers_error() -> None:
+    from train.sampling import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise RuntimeError("draw failed")
+
+    got = []
+    with pytest.raises(RuntimeError, match="draw failed"):
+        for x in prefetch(broken()):
+            got.append(x)
+    assert got == [1]
+    gen = prefetch(iter(range(10**6)), depth=2)
+    assert next(gen) == 0
+    gen.close()  # the producer stops instead of filling the queue forever

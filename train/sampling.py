@@ -1,9 +1,11 @@
 """Vectorised sampling (no Python loop per edge or node): negative items and neighbourhoods."""
 from __future__ import annotations
 
+import queue
+import threading
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -196,3 +198,47 @@ class NeighborSampler:
             dst = src
         blocks.reverse()
         return blocks, inverse.reshape(np.shape(seeds))
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """The items of ``items``, produced by a background thread up to ``depth`` ahead (the next
+    batches' sampling overlaps this one's training). The producer's exception is raised here;
+    closing the generator (or an exception in the consumer) stops the producer."""
+    q: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: Tuple[bool, Any]) -> bool:
+        """Hand over one entry unless the consumer has gone; False once it has."""
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, _DONE))
+        except BaseException as err:  # handed to the consumer, raised there
+            put((False, err))
+
+    thread = threading.Thread(target=produce, name="batch-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -8,7 +8,7 @@ import math
 import resource
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from .hashing import ProbSchedule, bernoulli_mask, hard_sign
 from .losses import bpr, hashgnn_loss, sampled_softmax
 from .models import HashHead, HashModel, build_encoder
 from .optim import Optimizers, RowAdam
-from .sampling import NegativeSampler, NeighborSampler
+from .sampling import Block, NegativeSampler, NeighborSampler, prefetch
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +125,17 @@ class Trainer:
         self.world: World = init_world(self.device)
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)  # the epochs' order: the same on every rank
-        # negatives and neighbourhoods: each rank its own stream (one process: the same generator)
-        self.sample_rng = (self.rng if self.world.size == 1
-                           else np.random.default_rng([cfg.seed, self.world.rank + 1]))
         ds = dataset if dataset is not None else load_dataset(
             cfg.data, seed=cfg.split_seed, split=cfg.split, format=cfg.format, columns=cfg.columns,
             min_rating=cfg.min_rating)
         self.ds = ds.merge_valid() if cfg.merge_valid else ds
         log.info("data %s: %s", self.ds.name, self.ds.stats())
         self.sampled = use_sampled(cfg, self.ds)
+        # negatives (and neighbourhoods): whole-graph training in one process draws them from rng;
+        # sampled or distributed training from a stream per rank and epoch (_start_epoch_stream),
+        # so that a background thread can draw them and a resumed run repeats them
+        self.own_stream = self.sampled or self.world.size > 1
+        self.sample_rng = self.rng
         self.graph = (BipartiteCSR(self.ds.n_users, self.ds.n_items, self.ds.train.users, self.ds.train.items)
                       if self.sampled else None)
         self.model = build_model(cfg, self.ds, self.device, self.graph)
@@ -269,23 +271,49 @@ class Trainer:
         enc = self.model.encoder
         return enc.inference(self.graph) if self.sampled else enc()
 
-    def _rows(self, groups: Sequence[np.ndarray]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    def _sample_blocks(self, groups: Sequence[np.ndarray]) -> Tuple[list, np.ndarray]:
+        """The sampled computation graph of groups of nodes (global ids): (blocks, inverse) as
+        :meth:`NeighborSampler.sample`; for an encoder without graph layers ([distinct seeds],
+        inverse)."""
+        seeds = np.concatenate([g.ravel() for g in groups])
+        if self.neighbours is None:
+            uniq, inv = np.unique(seeds, return_inverse=True)
+            return [uniq], inv
+        return self.neighbours.sample(seeds, self.sample_rng)
+
+    def _uses_blocks(self) -> bool:
+        """Whether steps run the encoder on sampled blocks (hashgnn_sp's second stage reads its
+        frozen outputs instead)."""
+        return self.sampled and not (self.cfg.method == "hashgnn_sp" and self._stage() == "main")
+
+    def prepare(self, users: np.ndarray, items: np.ndarray) -> Dict[str, Any]:
+        """What a step draws at random for its batch: the negatives (B, T) and, in sampled
+        training, the blocks. Runs in the prefetch thread during an epoch."""
+        cfg = self.cfg
+        negs = self.sampler.sample(users, cfg.negatives, self.sample_rng, cfg.negative_pool)
+        prep: Dict[str, Any] = {"negs": negs}
+        if self._uses_blocks():
+            nu = self.ds.n_users
+            prep["sampled"] = self._sample_blocks([users, items + nu, negs + nu])
+        return prep
+
+    def _rows(self, groups: Sequence[np.ndarray], sampled: Optional[Tuple[list, np.ndarray]] = None
+              ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """Encoder outputs and ID-embedding rows of groups of nodes (global ids, int64 arrays of
         any shape): ([(*g.shape, d_out)], [(*g.shape, d_in)]). Whole-graph training propagates the
-        graph once; sampled training runs the encoder on the groups' sampled neighbourhoods."""
+        graph once; sampled training runs the encoder on the groups' sampled neighbourhoods
+        (``sampled``: drawn already by :meth:`prepare`)."""
         dev, base = self.device, self.model.encoder.base.weight
         ts = [torch.from_numpy(np.ascontiguousarray(g)).to(dev) for g in groups]
-        if not self.sampled or (self.cfg.method == "hashgnn_sp" and self._stage() == "main"):
+        if not self._uses_blocks():
             x = self._node_embeddings()
             return [take_rows(x, t) for t in ts], [take_rows(base, t) for t in ts]
-        seeds = np.concatenate([g.ravel() for g in groups])
-        if self.neighbours is None:  # an encoder without graph layers (MF)
-            uniq, inv = np.unique(seeds, return_inverse=True)
-            src, blocks = torch.from_numpy(uniq).to(dev), []
-        else:
-            blocks, inv = self.neighbours.sample(seeds, self.sample_rng)
+        blocks, inv = sampled if sampled is not None else self._sample_blocks(groups)
+        if blocks and isinstance(blocks[0], Block):
             blocks = [b.to(dev) for b in blocks]
             src = blocks[0].src
+        else:  # an encoder without graph layers (MF): "blocks" holds the distinct seeds
+            src, blocks = torch.from_numpy(blocks[0]).to(dev), []
         # the rows read, as a leaf of their own: RowAdam updates just them from its gradient
         x0 = base.detach().index_select(0, src).requires_grad_(True)
         self._read = (src, x0)
@@ -341,13 +369,15 @@ class Trainer:
             return bpr(pos, neg[:, :1]) if cfg.negatives == 1 else bpr(pos, neg)
         return hashgnn_loss(pos, neg, cfg.lam_eff, cfg.alpha)
 
-    def step(self, users: np.ndarray, items: np.ndarray) -> float:
-        """One optimisation step on a batch of training pairs (int64 (B,) each); returns the loss."""
-        cfg, dev, nu = self.cfg, self.device, self.ds.n_users
+    def step(self, users: np.ndarray, items: np.ndarray, prep: Optional[Dict[str, Any]] = None) -> float:
+        """One optimisation step on a batch of training pairs (int64 (B,) each); returns the loss.
+        ``prep``: the batch's random draws from :meth:`prepare` (drawn here when None)."""
+        cfg, nu = self.cfg, self.ds.n_users
         if cfg.loss_kind == "softmax":
             return self._softmax_step(users, items)
-        negs = self.sampler.sample(users, cfg.negatives, self.sample_rng, cfg.negative_pool)  # (B, T)
-        (xu, xi, xm), (bu, bi, bm) = self._rows([users, items + nu, negs + nu])
+        prep = self.prepare(users, items) if prep is None else prep
+        negs = prep["negs"]  # (B, T)
+        (xu, xi, xm), (bu, bi, bm) = self._rows([users, items + nu, negs + nu], prep.get("sampled"))
         extra = None
         if self._use_head():
             head, beta = self.model.head, self.beta_now()
@@ -533,20 +563,30 @@ class Trainer:
 
         cfg, world = self.cfg, self.world
         perm = self._epoch_order()
-        bar = tqdm(range(self.batches_per_epoch), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+        if self.own_stream:
+            self.sample_rng = np.random.default_rng([cfg.seed, world.rank + 1, self.epoch])
+        bar = tqdm(total=self.batches_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and world.main), leave=False, dynamic_ncols=True)
         total = 0.0
         last_val = self.history[-1].get("val") if self.history else None
-        for b in bar:
-            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            if idx.shape[0] >= world.size:  # (a last batch smaller than the world: every rank takes it)
-                idx = idx[world.rank :: world.size]
-            if cfg.lr_schedule != "constant":
-                for g in self.optim.param_groups:
-                    g["lr"] = self.lr_now()
-            total += self.step(self.ds.train.users[idx], self.ds.train.items[idx])
-            if b % 10 == 0:
-                bar.set_postfix(loss=f"{total / (b + 1):.4f}", val="-" if last_val is None else f"{last_val:.4f}")
+        batches: Iterator = (self._epoch_batch(perm, b) for b in range(self.batches_per_epoch))
+        if self.own_stream and cfg.loss_kind != "softmax":
+            # the next batches' negatives and neighbourhoods are drawn (numpy, mostly without the
+            # GIL) while this one trains; the stream is that thread's alone, so the draws repeat
+            batches = prefetch(((u, i, self.prepare(u, i)) for u, i in batches), depth=2)
+        try:
+            for b, (users, items, *prep) in enumerate(batches):
+                if cfg.lr_schedule != "constant":
+                    for g in self.optim.param_groups:
+                        g["lr"] = self.lr_now()
+                total += self.step(users, items, *prep)
+                bar.update(1)
+                if b % 10 == 0:
+                    bar.set_postfix(loss=f"{total / (b + 1):.4f}", val="-" if last_val is None else f"{last_val:.4f}")
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
         bar.close()
         self.epoch += 1
         if self.sp_split and self.epoch == self.sp_split:
@@ -555,6 +595,14 @@ class Trainer:
             self.optim = self._make_optim()
             self.frozen = None
         return total / self.batches_per_epoch
+
+    def _epoch_batch(self, perm: np.ndarray, b: int) -> Tuple[np.ndarray, np.ndarray]:
+        """This rank's share of batch b of the epoch: (users, items) int64."""
+        world, bs = self.world, self.cfg.batch_size
+        idx = perm[b * bs : (b + 1) * bs]
+        if idx.shape[0] >= world.size:  # (a last batch smaller than the world: every rank takes it)
+            idx = idx[world.rank :: world.size]
+        return self.ds.train.users[idx], self.ds.train.items[idx]
 
     def _end_epoch(self, loss: float, seconds: float) -> None:
         """Record the epoch; validate when due and decide early stopping (rank 0 decides for all)."""
