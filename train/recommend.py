@@ -24,6 +24,8 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from hashsearch.io import _fsync_directory
+
 from .rundir import PathLike, Run, RunDirError, UnknownIdError, load_run
 
 MODES = ("hamr", "hies", "continuous")
@@ -323,19 +325,6 @@ def require_pyarrow() -> Any:
     return pyarrow
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # platforms that cannot open a directory
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def arrow_schema(run: Run, mode: str) -> Any:
     """Output schema: user and item int64 or string (as the run's raw ids), rank int32, score int32
     (hamr) or float32."""
@@ -394,7 +383,7 @@ class RecWriter:
         os.fsync(self.file.fileno())
         self.file.close()
         os.replace(self.tmp, self.out)
-        _fsync_dir(self.out.parent)
+        _fsync_directory(self.out.parent)
 
     def abort(self) -> None:
         self.file.close()
