@@ -248,3 +248,14 @@ def test_prefetch_yields_in_order_and_raises_the_producers_error() -> None:
     gen = prefetch(iter(range(10**6)), depth=2)
     assert next(gen) == 0
     gen.close()  # the producer stops instead of filling the queue forever
+
+
+def test_test_modes_choose_the_final_evaluation(tmp_path: Path, capsys) -> None:
+    from train.cli import main
+
+    assert main(["fit", "--data", TINY, "--epochs", "1", "--out", str(tmp_path), "--no-progress",
+                 "--test-modes", "hamr,hies"]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert "hamr" in m and "hies" in m and "continuous" not in m
+    with pytest.raises(ValueError, match="test_modes"):
+        FitConfig(test_modes=["exact"]).validate()

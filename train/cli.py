@@ -108,6 +108,9 @@ def _add_scale_args(p: argparse.ArgumentParser) -> None:
     a("--negative-pool", type=int, default=d.negative_pool,
       help="draw each batch's negatives from this many uniform items (0: each pair its own, the paper's; "
       "sampled training then samples far fewer neighbourhoods)")
+    a("--test-modes", default=None,
+      help="retrieval modes of the final test over all users, e.g. hamr,hies (default: hamr,hies,continuous; "
+      "exact continuous search over millions of items takes hours)")
     a("--eval-users", type=int, default=d.eval_users,
       help="validate on a seeded sample of this many users (0: all; the final test always uses all)")
 
@@ -167,6 +170,8 @@ def config_from_args(ns: argparse.Namespace) -> FitConfig:
     """Map parsed arguments onto :class:`FitConfig` (extra argparse keys are ignored)."""
     values = vars(ns).copy()
     values["sage_dims"] = [int(x) for x in str(values["sage_dims"]).split(",") if x]
+    if values.get("test_modes") is not None:
+        values["test_modes"] = [m.strip() for m in str(values["test_modes"]).split(",") if m.strip()]
     if values.get("fanout") is not None:
         try:
             values["fanout"] = [int(x) for x in str(values["fanout"]).split(",") if x.strip()]
@@ -255,7 +260,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "rank" in metrics:  # a torchrun rank other than 0: rank 0 reports
             return code
         summary = {m: {k: round(v, 4) for k, v in metrics[m].items() if k.startswith(("recall@", "ndcg@"))}
-                   for m in ("hamr", "hies", "continuous")}
+                   for m in ("hamr", "hies", "continuous") if m in metrics}
         print(json.dumps({"out": cfg.out, "train_seconds": round(metrics["train_seconds"], 1), **summary}, indent=1))
         return code
     if ns.command == "reproduce":

@@ -244,6 +244,7 @@ class FitConfig:
     # a batch's negatives drawn from this many uniform items (0: each pair its own, the paper's):
     # sampled steps then compute far fewer negative neighbourhoods
     negative_pool: int = 0
+    test_modes: Optional[List[str]] = None  # retrieval modes of the final test (None: hamr, hies, continuous)
 
     def validate(self) -> None:
         """Raise ValueError on inconsistent settings."""
@@ -321,6 +322,8 @@ class FitConfig:
         need("sampled_above", 0, inf, integer=True)
         need("eval_users", 0, inf, integer=True)
         need("negative_pool", 0, inf, integer=True)
+        if self.test_modes is not None and (not self.test_modes or set(self.test_modes) - set(EVAL_MODES)):
+            raise ValueError(f"test_modes must be one or more of {', '.join(EVAL_MODES)}, got {self.test_modes}")
         if self.fanout is not None and (not self.fanout or any(int(f) < 1 for f in self.fanout)):
             raise ValueError(f"fanout must be one or more neighbour counts >= 1, got {self.fanout}")
         if self.val_metric is not None:

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .config import FitConfig
+from .config import EVAL_MODES, FitConfig
 from .data import Dataset, load_dataset
 from .evaluate import Embeddings, evaluate
 from .fileio import atomic_write_bytes
@@ -652,8 +652,9 @@ class Trainer:
         emb = self.embeddings()
         t0 = time.perf_counter()
         exclude = self.csr("train", "valid")
-        res = evaluate(emb, self.csr("test"), exclude, candidates=cfg.candidates, block=cfg.eval_block,
-                       paper_protocol=cfg.paper_protocol, device=self.device, progress=cfg.progress)
+        res = evaluate(emb, self.csr("test"), exclude, modes=tuple(cfg.test_modes or EVAL_MODES),
+                       candidates=cfg.candidates, block=cfg.eval_block, paper_protocol=cfg.paper_protocol,
+                       device=self.device, progress=cfg.progress)
         metrics: Dict[str, Any] = dict(res)
         metrics.update({
             "train_seconds": self.train_seconds,
