@@ -15,7 +15,7 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
-from typing import Iterable, List
+from typing import Iterable
 
 import torch
 import torch.distributed as dist

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .graph import BipartiteCSR, EdgeDropout, spmm

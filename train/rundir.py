@@ -13,7 +13,6 @@ manifest is present and whose checksums hold is complete.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .fileio import atomic_write_bytes
+from .data.download import sha256_file
 
 RUN_FORMAT = "hashsearch-run"
 RUN_FORMAT_VERSION = 1
@@ -109,14 +109,6 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def exclusion_csr(n_users: int, n_items: int, users: np.ndarray, items: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """CSR of distinct (user, item) pairs: indptr int64 (n_users+1,), indices int64 sorted per row."""
     users = np.asarray(users, np.int64)
@@ -161,7 +153,7 @@ def write_run_data(out: PathLike, ds: Any) -> None:
         "user_id_type": "str" if user_ids.dtype == object else "int64",
         "item_id_type": "str" if item_ids.dtype == object else "int64",
         "train_items_nnz": int(indices.shape[0]),
-        "files": {name: {"bytes": (out / name).stat().st_size, "sha256": _sha256_file(out / name)}
+        "files": {name: {"bytes": (out / name).stat().st_size, "sha256": sha256_file(out / name)}
                   for name in CHECKED_FILES},
     }
     atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
@@ -273,7 +265,7 @@ def _check_files(path: Path, manifest: Dict[str, Any]) -> None:
         want = files.get(name, {}).get("sha256")
         if want is None:
             raise RunDirError(f"{path / MANIFEST} lists no sha256 for {name}")
-        got = _sha256_file(f)
+        got = sha256_file(f)
         if got != want:
             raise RunDirError(f"{f} is damaged or was replaced after the run: sha256 {got[:12]}…, the manifest "
                               f"says {want[:12]}…")
