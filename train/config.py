@@ -245,6 +245,7 @@ class FitConfig:
     # sampled steps then compute far fewer negative neighbourhoods
     negative_pool: int = 0
     test_modes: Optional[List[str]] = None  # retrieval modes of the final test (None: hamr, hies, continuous)
+    tensorboard: Optional[str] = None  # also log each epoch to TensorBoard in this directory (None: off)
 
     def validate(self) -> None:
         """Raise ValueError on inconsistent settings."""
