@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .config import EVAL_MODES, FitConfig
+from .curves import EpochLog, write_learning_curve
 from .data import Dataset, load_dataset
 from .evaluate import Embeddings, evaluate
 from .fileio import atomic_write_bytes
@@ -169,6 +170,7 @@ class Trainer:
         self.history: List[Dict[str, Any]] = []
         self.train_seconds = 0.0
         self.optim = self._make_optim()
+        self.epoch_log = EpochLog(cfg.tensorboard if self.world.main else None, ":".join(cfg.val_spec))
 
     # ------------------------------------------------------------ pieces
     def _neighbour_sampler(self) -> Optional[NeighborSampler]:
@@ -625,6 +627,7 @@ class Trainer:
         shared = broadcast_object((rec, self.stopped, self.best, self.best_epoch, self.bad), self.world)
         rec, self.stopped, self.best, self.best_epoch, self.bad = shared
         self.history.append(rec)
+        self.epoch_log.epoch(rec)
         log.info("epoch %d: %s", self.epoch, {k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()})
 
     def _record_validation(self, rec: Dict[str, Any]) -> None:
@@ -678,6 +681,8 @@ class Trainer:
 
         write_run_data(self.out, self.ds)
         save_json(self.out / "metrics.json", metrics)
+        write_learning_curve(self.out, self.history, cfg)
+        self.epoch_log.close()
         return metrics
 
     def run(self) -> Dict[str, Any]:

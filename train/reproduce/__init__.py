@@ -20,58 +20,76 @@ log = logging.getLogger(__name__)
 COMMANDS = ("table2", "fig3", "table4", "tradeoff")
 
 
-def add_parser(sub: "argparse._SubParsersAction") -> None:
+def add_parser(sub: "argparse._SubParsersAction",
+               formatter_class: type = argparse.RawDescriptionHelpFormatter) -> None:
     p = sub.add_parser("reproduce", help="regenerate the paper's tables and figures (and ours)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=COMMANDS + ("all",))
-    p.add_argument("--data", action="append", default=None,
+                       description=__doc__, formatter_class=formatter_class)
+    p.add_argument("what", choices=COMMANDS + ("all",),
+                   help="table2: accuracy of every method; fig3: accuracy by code length; table4: search "
+                        "time by method; tradeoff: recall vs throughput against HNSW; all: each of them")
+    g = p.add_argument_group("data and output")
+    g.add_argument("--data", action="append", default=None,
                    help="ml-1m, gowalla, a LightGCN-format directory or synthetic:…; repeatable "
                         "(default: ml-1m and gowalla)")
-    p.add_argument("--out", required=True, help="results directory")
-    p.add_argument("--bits", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0, help="seed of the data split and of training")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+    g.add_argument("--out", required=True, help="results directory (tables, figures, cached runs)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the data split and of training")
+    g.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
                    help="table2/fig3: train every method once per training seed and report mean ± sd "
-                        "(the data and its split stay those of --seed); written as table2_<data>_seeds…")
-    p.add_argument("--methods", type=lambda v: [m for m in v.split(",") if m], default=None,
+                        "(the data and its split stay those of --seed); written as table2_<data>_seeds… "
+                        "(default: --seed alone)")
+    g.add_argument("--methods", type=lambda v: [m for m in v.split(",") if m], default=None,
                    help="table2/fig3: only these runs, comma-separated (hashgnn,hashgnn_nr,…; "
-                        "hashgnn-lightgcn for the LightGCN-encoder row); written as table2_<data>_<runs>")
-    p.add_argument("--epochs", type=int, default=30, help="training budget per method")
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-time cap per method")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="training batch size for every method (default: fit's); large batches make "
-                        "full-graph CPU training affordable (the README's runs use 16384)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate for every method (default: fit's)")
-    p.add_argument("--eval-every", type=int, default=None, help="epochs between validations (default: fit's)")
-    p.add_argument("--patience", type=int, default=None, help="early-stopping patience (default: fit's)")
+                        "hashgnn-lightgcn for the LightGCN-encoder row); written as table2_<data>_<runs> "
+                        "(default: all rows)")
+    _add_training_args(p.add_argument_group("training (every method's run)"))
+    _add_timing_args(p.add_argument_group("timing (table4, tradeoff)"))
+
+
+def _add_training_args(g: "argparse._ArgumentGroup") -> None:
+    a = g.add_argument
+    a("--bits", type=int, default=32, help="code length K in bits")
+    a("--epochs", type=int, default=30, help="training budget per method")
+    a("--max-minutes", type=float, default=None, help="wall-time cap per method (default: none)")
+    a("--batch-size", type=int, default=None,
+      help="training batch size for every method (default: fit's); large batches make "
+           "full-graph CPU training affordable (the README's runs use 16384)")
+    a("--lr", type=float, default=None, help="learning rate for every method (default: fit's)")
+    a("--eval-every", type=int, default=None, help="epochs between validations (default: fit's)")
+    a("--patience", type=int, default=None, help="early-stopping patience (default: fit's)")
     # each method's own knob, chosen per data set on validation; a knob retrains only its methods
-    p.add_argument("--p-decay", type=float, default=None,
-                   help="guided STE (the HashGNN methods): p's decay factor (default: fit's)")
-    p.add_argument("--cont-weight", type=float, default=None,
-                   help="guided STE: weight of the loss on the continuous codes alone (default: fit's)")
-    p.add_argument("--hashnet-gamma", type=float, default=None, help="HashNet: β = (1 + γ t)^0.5 (default: fit's)")
-    p.add_argument("--guided-gamma", type=float, default=None,
-                   help="guided STE: z = tanh(β a) with HashNet's β schedule (default: fit's)")
-    p.add_argument("--gumbel-tau", type=float, default=None, help="Gumbel-softmax temperature (default: fit's)")
-    p.add_argument("--train-mode", default=None, choices=["auto", "full", "sampled"],
-                   help="whole-graph or sampled mini-batch training (default: fit's, auto by size)")
-    p.add_argument("--fanout", default=None, help="sampled training: neighbours per layer, e.g. 10,5")
-    p.add_argument("--negative-pool", type=int, default=None,
-                   help="draw each batch's negatives from this many items (default: fit's, each pair its own)")
-    p.add_argument("--eval-users", type=int, default=None, help="validate on a seeded sample of users")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median)")
-    p.add_argument("--alibaba-users", type=int, default=1000,
-                   help="table4: users timed at Alibaba scale (0 skips it); the rest is extrapolated")
-    p.add_argument("--alibaba-items", type=int, default=4_167_708)
-    p.add_argument("--alibaba-all-users", type=int, nargs="?", const=601_946, default=None, metavar="N",
-                   help="table4: also time HamR by MIH and by ClusterIndex on all N users (default 601,946) in one call, "
-                        "no extrapolation (the other methods stay on the slice)")
-    p.add_argument("--mih-m", type=int, nargs="+", default=(), metavar="M",
-                   help="table4: also time HamR by MIH with M tables (the default m keeps the tables "
-                        "within twice the codes; more tables are faster on learned codes and cost a "
-                        "copy each: the row gives their size)")
-    p.add_argument("--no-progress", action="store_true")
+    a("--p-decay", type=float, default=None,
+      help="guided STE (the HashGNN methods): p's decay factor (default: fit's)")
+    a("--cont-weight", type=float, default=None,
+      help="guided STE: weight of the loss on the continuous codes alone (default: fit's)")
+    a("--hashnet-gamma", type=float, default=None, help="HashNet: β = (1 + γ t)^0.5 (default: fit's)")
+    a("--guided-gamma", type=float, default=None,
+      help="guided STE: z = tanh(β a) with HashNet's β schedule (default: fit's)")
+    a("--gumbel-tau", type=float, default=None, help="Gumbel-softmax temperature (default: fit's)")
+    a("--train-mode", default=None, choices=["auto", "full", "sampled"],
+      help="whole-graph or sampled mini-batch training (default: fit's, auto by size)")
+    a("--fanout", default=None,
+      help="sampled training: neighbours per layer, e.g. 10,5 (default: fit's, 10 then 5 per further layer)")
+    a("--negative-pool", type=int, default=None,
+      help="draw each batch's negatives from this many items (default: fit's, each pair its own)")
+    a("--eval-users", type=int, default=None,
+      help="validate on a seeded sample of this many users (default: fit's, all)")
+    a("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_timing_args(g: "argparse._ArgumentGroup") -> None:
+    a = g.add_argument
+    a("--threads", type=int, default=2, help="threads of training and of the timed searches")
+    a("--repeats", type=int, default=3, help="timed runs per method (median)")
+    a("--alibaba-users", type=int, default=1000,
+      help="table4: users timed at Alibaba scale (0 skips it); the rest is extrapolated")
+    a("--alibaba-items", type=int, default=4_167_708, help="table4: items of the Alibaba-scale synthetic codes")
+    a("--alibaba-all-users", type=int, nargs="?", const=601_946, default=None, metavar="N",
+      help="table4: also time HamR by MIH and by ClusterIndex on all N users (default 601,946) in one call, "
+           "no extrapolation (the other methods stay on the slice)")
+    a("--mih-m", type=int, nargs="+", default=(), metavar="M",
+      help="table4: also time HamR by MIH with M tables (the default m keeps the tables "
+           "within twice the codes; more tables are faster on learned codes and cost a "
+           "copy each: the row gives their size; default: none)")
 
 
 def _base_config(ns: argparse.Namespace, spec: str):
