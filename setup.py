@@ -20,7 +20,7 @@ ParallelCompile("NPY_NUM_BUILD_JOBS").install()
 ext_modules = [
     Pybind11Extension(
         "hashsearch._core",
-        sorted(glob("csrc/*.cpp")),
+        sorted(glob("csrc/*.cpp") + glob("csrc/kernels/*.cpp")),
         include_dirs=["csrc"],
         cxx_std=17,
         # (-Wno-psabi: the emulated vectors are passed without AVX-512 enabled, by design.)
@@ -29,7 +29,7 @@ ext_modules = [
         + (["-Wno-psabi"] if emulate_avx512 else []),
         extra_link_args=sanitizer_flags if sanitize else [],
         define_macros=[("HASHSEARCH_EMULATE_AVX512", "1")] if emulate_avx512 else [],
-        depends=sorted(glob("csrc/*.h") + glob("csrc/*.inc")),
+        depends=sorted(glob("csrc/*.h") + glob("csrc/kernels/*.h") + glob("csrc/kernels/*.inc")),
     ),
 ]
 

@@ -22,7 +22,7 @@
 #include "hierarchical_index.h"
 #include "mih_index.h"
 #include "parallel.h"
-#include "simd.h"
+#include "kernels/simd.h"
 
 namespace py = pybind11;
 using namespace hashsearch;

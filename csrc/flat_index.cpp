@@ -7,17 +7,9 @@
 #include <string>
 
 #include "parallel.h"
-#include "simd.h"
+#include "kernels/simd.h"
 
 namespace hashsearch {
-
-Kernels active_kernels() {
-    switch (current_simd_level()) {
-        case SimdLevel::AVX512: return avx512_kernels();
-        case SimdLevel::AVX2: return avx2_kernels();
-        default: return scalar_kernels();
-    }
-}
 
 namespace {
 std::atomic<size_t>& split_min_words_slot() {

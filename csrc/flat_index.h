@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "huge_alloc.h"
+#include "kernels/kernels.h"
 #include "topk.h"
 
 namespace hashsearch {
@@ -38,9 +39,6 @@ struct ExcludeList {
 // order would point the reads past `indices`), and each query's ids must be sorted, in [0, n).
 // std::invalid_argument naming the first problem.
 void check_exclude(const int64_t* indptr, size_t nq, const int64_t* indices, size_t nnz, size_t n);
-
-// Kernels of the SIMD level in force now.
-Kernels active_kernels();
 
 class FlatIndex {
 public:

@@ -8,7 +8,8 @@
 #include <limits>
 #include <vector>
 
-#include "simd.h"
+#include "kernels/popcount.h"
+#include "kernels/simd.h"
 
 namespace hashsearch {
 namespace mih_detail {
@@ -35,14 +36,9 @@ inline void prefetch_lines(const void* p, size_t bytes, size_t limit) {
     for (uintptr_t line = first; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line));
 }
 
-// Portable popcount of a substring (this file is built without -mpopcnt, where
-// __builtin_popcount would be a library call); only admitted candidates use it.
-inline int popcount32(uint32_t x) {
-    x = x - ((x >> 1) & 0x55555555u);
-    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
-    x = (x + (x >> 4)) & 0x0F0F0F0Fu;
-    return static_cast<int>((x * 0x01010101u) >> 24);
-}
+// Bits set in a substring (swar_popcount: these files are built without -mpopcnt);
+// only admitted candidates use it.
+inline int popcount32(uint32_t x) { return static_cast<int>(swar_popcount(x)); }
 
 // The k-th smallest distance from counts of distances alone: a candidate's id
 // (a random read, or a binary search in table 0 for tables j >= 1) is only

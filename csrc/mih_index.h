@@ -149,7 +149,7 @@ private:
                 if (mask.empty()) return nullptr;
                 const uint64_t w = mask[bucket >> 6], bit = uint64_t{1} << (bucket & 63);
                 if (!(w & bit)) return nullptr;
-                return ends.data() + ((rank[bucket >> 6] + swar_popcount(w & (bit - 1))) << sub_bits);
+                return ends.data() + ((rank[bucket >> 6] + size_t{swar_popcount(w & (bit - 1))}) << sub_bits);
             }
             size_t bytes() const { return mask.size() * 8 + rank.size() * 4 + ends.size() * sizeof(End); }
         };

@@ -75,6 +75,7 @@ def plot_learning_curve(history: List[Dict[str, Any]], path: Path, val_name: str
     # The object API with the Agg canvas: no pyplot, so a caller's backend and figures are untouched.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6.4, 4.0), dpi=100)
     FigureCanvasAgg(fig)
@@ -82,6 +83,7 @@ def plot_learning_curve(history: List[Dict[str, Any]], path: Path, val_name: str
     ep, loss = _series(history, "loss")
     ax.plot(ep, loss, "o-", color="tab:blue")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("training loss", color="tab:blue")
     ep_v, val = _series(history, "val")
     if val:

@@ -13,8 +13,8 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels.h"
 #include "simd.h"
-#include "topk.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #pragma GCC push_options
@@ -347,10 +347,21 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
 
 }  // namespace
 
-Kernels avx2_kernels() { return Kernels{&scan, &topk_two_pass, &two_pass_bytes,
-                   &scan32, &fill32, &select_bytes,
-                   &inner_products, &select_within_w1, &select_within32, &select_within_packed,
-                   &fill_bytes}; }
+Kernels avx2_kernels() {
+    Kernels k;
+    k.scan = &scan;
+    k.two_pass = &topk_two_pass;
+    k.two_pass_bytes = &two_pass_bytes;
+    k.scan32 = &scan32;
+    k.fill32 = &fill32;
+    k.select_bytes = &select_bytes;
+    k.inner_products = &inner_products;
+    k.select_within = &select_within_w1;
+    k.select_within32 = &select_within32;
+    k.select_within_packed = &select_within_packed;
+    k.fill_bytes = &fill_bytes;
+    return k;
+}
 
 }  // namespace hashsearch
 #pragma GCC pop_options

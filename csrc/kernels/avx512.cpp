@@ -18,7 +18,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "topk.h"
+#include "kernels.h"
 
 #if defined(HASHSEARCH_EMULATE_AVX512) || defined(__x86_64__) || defined(__i386__)
 #if !defined(HASHSEARCH_EMULATE_AVX512)
@@ -471,10 +471,22 @@ size_t select_within_vec(const uint64_t* codes, size_t nwords, size_t begin, siz
 
 }  // namespace
 
-Kernels avx512_kernels() { return Kernels{&scan, &two_pass_capped, &two_pass_bytes,
-                   &scan32, &fill32, &select_bytes,
-                   &inner_products, &select_within_vec, &select_within32, &select_within_packed,
-                   &fill_bytes<false>, 0x1FCu /* 2 to 8 words */}; }
+Kernels avx512_kernels() {
+    Kernels k;
+    k.scan = &scan;
+    k.two_pass = &two_pass_capped;
+    k.two_pass_bytes = &two_pass_bytes;
+    k.scan32 = &scan32;
+    k.fill32 = &fill32;
+    k.select_bytes = &select_bytes;
+    k.inner_products = &inner_products;
+    k.select_within = &select_within_vec;
+    k.select_within32 = &select_within32;
+    k.select_within_packed = &select_within_packed;
+    k.fill_bytes = &fill_bytes<false>;
+    k.two_pass_wide_words = 0x1FCu;  // 2 to 8 words
+    return k;
+}
 
 }  // namespace hashsearch
 #if !defined(HASHSEARCH_EMULATE_AVX512)

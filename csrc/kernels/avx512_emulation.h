@@ -1,6 +1,6 @@
 // Test builds only (HASHSEARCH_EMULATE_AVX512, set by setup.py when the
 // environment variable of that name is 1): the AVX-512 intrinsics of
-// kernel_avx512.cpp from SIMDe (Debian's libsimde-dev), portable C++, so the
+// kernels/avx512.cpp from SIMDe (Debian's libsimde-dev), portable C++, so the
 // kernel's logic (lane order, masks, shuffles) runs and is checked against the
 // scalar reference on a CPU without AVX-512. It says nothing about speed.
 // SIMDe 0.7.4 lacks the intrinsics below; they are written here from

@@ -1,8 +1,12 @@
+// Run-time dispatch: the SIMD level this CPU supports (or the one forced), and its
+// kernel table.
 #include "simd.h"
 
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
+
+#include "kernels.h"
 
 namespace hashsearch {
 
@@ -102,6 +106,14 @@ void set_simd_level(SimdLevel level) {
                                     " is not supported by this CPU (best: " +
                                     simd_level_name(best) + ")");
     level_slot().store(static_cast<int>(level));
+}
+
+Kernels active_kernels() {
+    switch (current_simd_level()) {
+        case SimdLevel::AVX512: return avx512_kernels();
+        case SimdLevel::AVX2: return avx2_kernels();
+        default: return scalar_kernels();
+    }
 }
 
 }  // namespace hashsearch

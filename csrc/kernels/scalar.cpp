@@ -4,27 +4,32 @@
 #include <cstdint>
 #include <cstring>
 
-#include "topk.h"
+#include "kernels.h"
+#include "popcount.h"
 
 namespace hashsearch {
 namespace {
 
-// SWAR popcount: portable, and unlike __builtin_popcountll without -mpopcnt
-// it is inlined rather than a libgcc call.
-inline uint32_t popcount64(uint64_t x) {
-    x = x - ((x >> 1) & 0x5555555555555555ULL);
-    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
-    return static_cast<uint32_t>((x * 0x0101010101010101ULL) >> 56);
-}
+inline uint32_t popcount64(uint64_t x) { return swar_popcount(x); }
 
 #include "scan_generic.inc"
 
 }  // namespace
 
-Kernels scalar_kernels() { return Kernels{&scan_generic, &topk_two_pass, &topk_two_pass_bytes,
-                   &scan32_generic, &fill32_generic, &select_bytes,
-                   &inner_products, &select_within, &select_within32, &select_within_packed,
-                   &fill_distances_bytes}; }
+Kernels scalar_kernels() {
+    Kernels k;
+    k.scan = &scan_generic;
+    k.two_pass = &topk_two_pass;
+    k.two_pass_bytes = &topk_two_pass_bytes;
+    k.scan32 = &scan32_generic;
+    k.fill32 = &fill32_generic;
+    k.select_bytes = &select_bytes;
+    k.inner_products = &inner_products;
+    k.select_within = &select_within;
+    k.select_within32 = &select_within32;
+    k.select_within_packed = &select_within_packed;
+    k.fill_bytes = &fill_distances_bytes;
+    return k;
+}
 
 }  // namespace hashsearch

@@ -17,7 +17,7 @@
 #include "cluster_index.h"
 #include "flat_index.h"
 #include "mih_index.h"
-#include "simd.h"
+#include "kernels/simd.h"
 
 using namespace hashsearch;
 
