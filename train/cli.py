@@ -168,7 +168,7 @@ def _add_runtime_args(g: argparse._ArgumentGroup, d: FitConfig) -> None:
     a("--config", default=None, metavar="FILE",
       help="take the settings of a recorded run (its metrics.json, or a JSON object of fit settings) so "
       "it can be repeated; options given on the command line override them (--out, --resume, "
-      "--tensorboard and progress are never taken from the file)")
+      "--tensorboard and progress are never taken from the file; default: none)")
     a("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     a("--device", default=d.device, help="auto (a GPU if there is one), cpu, cuda or cuda:N")
     a("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch's default)")
