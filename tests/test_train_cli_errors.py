@@ -1,6 +1,7 @@
 """User errors of ``python -m train fit``: one line on stderr and exit status 2, no traceback."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,8 +72,10 @@ def test_too_little_data_for_the_split(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_subprocess_exit_status_and_no_traceback(tmp_path: Path) -> None:
+    # `python -m train` from a checkout: the repository root on the path (installed, it is hashsearch_train)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     r = subprocess.run([sys.executable, "-m", "train", "fit", "--data", str(tmp_path / "nope"), *FAST],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
