@@ -28,7 +28,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, str(THREADS))
 # Passive OpenMP waiting: with libgomp's default spin-waiting, faiss on a 2-core
 # machine that has any other load (a trainer) loses whole time slices at every
-# barrier: IndexBinaryFlat over ml-1m took 1.4-4.5 s instead of 0.18 s. Passive
+# barrier: IndexBinaryFlat over ml-1m takes 1.4-4.5 s instead of 0.18 s. Passive
 # waiting makes the peer's timings stable and is the fairer comparison.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after each call, taking a core from

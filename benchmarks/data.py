@@ -47,7 +47,7 @@ class Workload:
         return self.name
 
 
-# The sizes: MovieLens-1M (all 6,039 users), Gowalla, 1M, the paper's Alibaba.
+# The headline sizes: MovieLens-1M (all 6,039 users), Gowalla, 1M, the paper's Alibaba.
 ML1M = Workload("ml1m", 3_706, 6_039)
 GOWALLA = Workload("gowalla", 40_981, 5_000)
 M1 = Workload("1m", 1_000_000, 2_000)

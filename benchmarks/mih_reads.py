@@ -7,12 +7,12 @@ benchmark:
 
     PYTHONPATH=. python benchmarks/mih_reads.py [n_items] [queries]
 
-4,167,708 learned-like 64-bit items, 40 queries, k=100 (2026-12-01): key rings (17 of 21-22 bits)
+4,167,708 learned-like 64-bit items, 40 queries, k=100: key rings (17 of 21-22 bits)
 41,478 items per query (median 22,216), full-substring rings 6,336 (median 3,595): 6.5x fewer.
 The index's own layout (sub-directories, uint8/uint16 ends, for the buckets of >= 27 / 27 / 32
 items: the 2.6 MB that twice the codes leave): 11,630 (median 5,175), 3.5x fewer than key rings; the
 search itself read 11,012 per query over 1,000 queries. (uint16 ends only, buckets of >= 49 / 49 / 64
-items: 16,574.) Time per query fell far less than reads (~1.2-1.3x): see docs/RESULTS.md.
+items: 16,574.) Time per query is bound by cache misses, not reads: see docs/RESULTS.md.
 """
 import itertools
 import sys

@@ -61,7 +61,7 @@ def _linear_cases():
                 if w is M1_QUICK and (nbits, dist) != (64, "learned"):
                     continue
                 if w is ALIBABA and nbits != 64:
-                    continue  # faiss needs ~20 s a pass here; 64 bits is the issue's case
+                    continue  # faiss needs ~20 s a pass here; 64 bits is the headline case
                 marks = []
                 if (w.name, nbits, dist) not in _QUICK_LINEAR:
                     marks.append(full_only())
@@ -312,7 +312,7 @@ def test_single_query_hashsearch(benchmark, w, nbits, dist, threads):
     starting the threads is paid on every call; peer: faiss IndexBinaryFlat with 2 OpenMP threads.
     ``default``: the index built without num_threads (0, all cores), as most callers do: on this
     2-core machine the same threads, so any gap to ``2`` is the cost of resolving the default
-    (it read /sys on every call until 2026-12-01: 22 us against 9 us a call at 3,706 items)."""
+    (reading /sys on every call would cost ~13 us a call at 3,706 items)."""
     items, queries = _arrays(w, nbits, dist)
     index = hashsearch.Index(items, nbits) if threads == "default" else hashsearch.Index(items, nbits, num_threads=THREADS)
     benchmark.group = f"single-query {w.name} {nbits}b {dist}"

@@ -412,7 +412,7 @@ class MIHIndex(_RangeSearch, _HammingBase):
 
 
 # More clusters read fewer codes but more clusters, each a few cache misses: measured on
-# 64-bit learned-like codes, 2 threads (2026-12-01), 2,048 clusters beat 4,096 by 15-20% at
+# 64-bit learned-like codes, 2 threads, 2,048 clusters beat 4,096 by 15-20% at
 # 4.2M items (82k codes / 429 clusters read a query against 62k / 574) and matched it at 1M.
 MAX_DEFAULT_NCLUSTERS = 2048
 
@@ -451,7 +451,7 @@ class ClusterIndex(_RangeSearch, _HammingBase):
     Small indexes (up to 65,536 codes) answer every query by :class:`Index`'s scan over a
     second copy of their codes, in id order (at most 512 KiB a code word): there the
     clusters cost more than the few codes they skip (over learned-like 64-bit codes, a
-    batch took 5.6x the scan's time at 3,706 codes and 1.8x at 40,981).
+    batch through the clusters takes 5.6x the scan's time at 3,706 codes and 1.8x at 40,981).
 
     Args:
         codes, nbits, num_threads: as for :class:`Index` (``num_threads`` also builds).
@@ -527,7 +527,7 @@ class ClusterIndex(_RangeSearch, _HammingBase):
 
     @classmethod
     def _from_file(cls, data: IndexFile, num_threads: int) -> "ClusterIndex":
-        if data.centroids is None:  # a file from before the clusters were stored
+        if data.centroids is None:  # a file holding the codes alone: rebuild the clusters
             return cls(data.codes, data.nbits, nclusters=data.m, num_threads=num_threads)
         try:
             native = _core.ClusterIndex.from_clusters(data.codes, data.nbits, data.centroids, data.labels)

@@ -24,7 +24,7 @@ renamed over the target (then the directory fsynced, so the rename lasts), so a
 crash never leaves a half-written index.
 MIH tables are rebuilt on load (deterministically) rather than stored; a
 ClusterIndex keeps its clusters, whose k-medians build costs seconds per million
-codes (kind-4 files holding the codes alone, as first written, are rebuilt).
+codes (a kind-4 file holding the codes alone is rebuilt).
 """
 from __future__ import annotations
 

@@ -358,8 +358,8 @@ def test_cluster_index_scans_many_skipped_queries_in_id_order(simd, rng):
 def test_cluster_index_large_batch_in_centroid_order(simd, rng):
     """A batch of at least 256 queries (kOrderQueries) runs in the order of the queries' nearest
     centroids; every row stays the query's own: same output as the flat index, exclude rows and
-    ties included, at 1, 2 and 3 threads. (At 160 queries, as this test had, the order was never
-    used: a gcov run showed by_nearest_centroid unexecuted.)"""
+    ties included, at 1, 2 and 3 threads. (A batch below 256 queries would never take that
+    order: by_nearest_centroid would go unexecuted.)"""
     n, nbits = 5000, 64
     codes = clustered_codes(rng, n, nbits)
     index = hashsearch.ClusterIndex(codes, nbits, nclusters=10)

@@ -177,8 +177,8 @@ def test_bad_hierarchical_input(rng):
 
 
 def test_the_native_layer_rejects_non_finite_embeddings_on_its_own(rng):
-    """hashsearch._core checks again what the Python layer checks (it accepted NaN item
-    embeddings from a direct caller before, and now holds the query check alone)."""
+    """hashsearch._core checks again what the Python layer checks, so a direct caller cannot
+    pass NaN item embeddings; the query check lives there alone."""
     from hashsearch import _core
 
     codes = rng.integers(0, 2**63, (50, 1), dtype=np.uint64)

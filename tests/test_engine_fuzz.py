@@ -59,8 +59,8 @@ def _load_or_value_error(raw: bytes):
 def test_any_burst_of_up_to_4_changed_bytes_is_rejected(which, data):
     _, files = _files()
     raw = files[which]
-    # Half the bursts in the header, from the start of one of its fields, where a change used to
-    # pass as another kind or nbits; their values often near the old ones, which look plausible.
+    # Half the bursts in the header, from the start of one of its fields, where a change could
+    # pass as another kind or nbits; their values often near the originals, which look plausible.
     if data.draw(st.booleans(), label="in_header"):
         start = data.draw(st.sampled_from(FIELD_OFFSETS), label="field") + data.draw(st.integers(0, 3), label="at")
     else:
@@ -276,7 +276,7 @@ def _outcome(fn, *args):
 @given(arrays(), st.one_of(st.none(), st.integers(-1, 1100)))
 def test_building_and_packing_take_any_array_or_raise_whatever_the_byte_order(codes, nbits):
     """Also: an array and its native-byte-order copy hold the same numbers, so they must give
-    the same index, or the same kind of error (big-endian words were called "not 0/1")."""
+    the same index, or the same kind of error (big-endian words must not be refused as "not 0/1")."""
     arr = np.asarray(codes)
     native = arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder not in "=|" else None
     for fn, args in ((hashsearch.Index, (nbits,)), (hashsearch.pack, ()),

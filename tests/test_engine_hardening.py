@@ -1,4 +1,4 @@
-"""Defects an adversarial user found (issue 30), one test each: thread creation failing, an
+"""Hardening against an adversarial user, one test per defect class: thread creation failing, an
 unbounded num_threads, fork while an add holds a lock, damaged file headers, save over
 symlinks and special files, the native exclude check, odd exclude forms, an interrupted add,
 bad environment variables and big-endian codes. Cases that could hang or crash the process
@@ -160,9 +160,9 @@ def _fork_case(make, child, scenario):
 
 @pytest.mark.parametrize("make", ["hashsearch.Index(codes)", "hashsearch.HierarchicalIndex(codes, emb)"])
 def test_fork_while_another_thread_holds_the_write_lock_does_not_hang_the_child(make):
-    """The issue's reproducer: the child's search used to wait for good on a lock whose holder
-    does not exist in the child. The writer may have been mid-change, so the child refuses
-    that index with a clear error; the parent goes on."""
+    """A child must not wait for good on a lock whose holder does not exist in the child.
+    The writer may have been mid-change, so the child refuses that index with a clear error;
+    the parent goes on."""
     out = _fork_case(make, "index.hamming_topk(codes[:1], 1) if hasattr(index, 'hamming_topk') "
                            "else index.topk(codes[:1], 1)", """
         t = threading.Thread(target=index._native._hold_write_lock, args=(1.0,))
@@ -222,7 +222,7 @@ def _hier_and_flat():
 def test_the_issue_header_changes_are_rejected():
     _, hier, flat = _hier_and_flat()
     raw = bytearray(hashsearch.serialize_index(hier))
-    raw[12] = 1  # kind 3 -> 1: was loaded as an Index without the embeddings
+    raw[12] = 1  # kind 3 -> 1: would load as an Index without the embeddings
     with pytest.raises(ValueError, match="header checksum mismatch"):
         hashsearch.deserialize_index(bytes(raw))
     raw = bytearray(hashsearch.serialize_index(flat))
@@ -303,7 +303,7 @@ def test_save_refuses_paths_that_are_not_regular_files(tmp_path):
     with pytest.raises(ValueError, match="it is a directory"):
         index.save(tmp_path)
     to_device = tmp_path / "null.hsi"
-    to_device.symlink_to(os.devnull)  # (a link: the old code replaced the link, never the device)
+    to_device.symlink_to(os.devnull)  # (a link: replacing the link would never reach the device)
     with pytest.raises(ValueError, match=r"null.hsi \(-> /dev/null\): it is a character device"):
         index.save(to_device)
     assert to_device.is_symlink() and stat.S_ISCHR(os.stat(os.devnull).st_mode)
@@ -513,8 +513,8 @@ def test_big_endian_packed_codes_are_the_same_codes():
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer (POSIX)")
 def test_a_signal_handler_using_the_index_during_its_add_gets_a_clear_error():
     """The add checks for signals while it holds the index's write lock; a handler that reads
-    the index then finds the lock held by its own thread (glibc said only "Resource deadlock
-    avoided"). In a subprocess: a lock that does not detect it would hang."""
+    the index then finds the lock held by its own thread (glibc's own error would say only
+    "Resource deadlock avoided"). In a subprocess: a lock that does not detect it would hang."""
     rc, out, err = _run("""
         import signal, numpy as np, hashsearch
         rng = np.random.default_rng(2)

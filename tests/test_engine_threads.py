@@ -212,7 +212,7 @@ def test_add_while_other_threads_search(kind):
         t.join(timeout=120)
     assert failures == []
     np.testing.assert_array_equal(index.topk(queries, 10)[1], refs[bounds[-1]])
-    # liveness, not speed: a reader-preferring lock kept these adds waiting 90-140 s (~0.2 s now)
+    # liveness, not speed: a reader-preferring lock would keep these adds waiting 90-140 s (~0.2 s)
     assert adds_s < 60, f"add() waited {adds_s:.0f} s behind searching threads"
 
 

@@ -213,7 +213,7 @@ def test_cache_key_counts_an_unset_data_seed_as_the_run_seed():
     assert _cache_key(FitConfig(seed=3).to_dict()) == _cache_key(FitConfig(seed=3, data_seed=3).to_dict())
     assert _cache_key(FitConfig(seed=3).to_dict()) != _cache_key(FitConfig(seed=3, data_seed=0).to_dict())
     old = FitConfig(seed=1).to_dict()
-    del old["data_seed"]  # a run written before the field existed
+    del old["data_seed"]  # a run recorded without the field
     assert _cache_key(old) == _cache_key(FitConfig(seed=1).to_dict())
 
 

@@ -100,7 +100,7 @@ def test_early_stopping(tmp_path: Path, tiny) -> None:
     m = fit(cfg, dataset=tiny)
     assert m["stopped"].startswith("early stop") and m["epochs_run"] < 50
     assert 1 <= m["best_epoch"] <= m["epochs_run"]
-    # patience 0 turns early stopping off: the same run goes on to its last epoch (it used to act as 1)
+    # patience 0 turns early stopping off: the same run goes on to its last epoch (it must not act as 1)
     cfg = _cfg(tmp_path / "no_stop", "mf", epochs=m["epochs_run"] + 3, patience=0, lr=0.5)
     m0 = fit(cfg, dataset=tiny)
     assert m0["epochs_run"] == m["epochs_run"] + 3 and not m0["stopped"].startswith("early stop")
@@ -160,8 +160,8 @@ def test_config_rejects_bad_values() -> None:
     (dict(val_metric="recall@20"), r"METRIC one of recall@20, .* got 'recall@20'"),
 ])
 def test_config_names_the_setting_its_range_and_the_value(setting: dict, message: str) -> None:
-    """Out of range, these trained silently into garbage (a negative lr) or failed late (a zero
-    temperature gave NaN losses, eval_every 0 a ZeroDivisionError, an unknown val_metric a KeyError
+    """Out of range, these would train silently into garbage (a negative lr) or fail late (a zero
+    temperature gives NaN losses, eval_every 0 a ZeroDivisionError, an unknown val_metric a KeyError
     after the first epoch)."""
     with pytest.raises(ValueError, match=message):
         FitConfig(**setting).validate()
@@ -424,7 +424,7 @@ def test_cli_fit_interrupted_reports_and_exits_130(tmp_path: Path, capsys, monke
 def test_two_threads_give_the_same_run_twice(tmp_path: Path, method: str, extra: dict) -> None:
     """Same seed, two threads: the same losses and codes bit for bit. Batches of 2,048 pairs of
     32-dim rows are big enough for torch to split the gradient of a gather over both threads;
-    ``x[idx]``'s backward then summed rows in a varying order (fixed by take_rows)."""
+    ``x[idx]``'s backward would sum rows in a varying order (take_rows avoids it)."""
     data = load_dataset("synthetic:users=2000,items=3000,edges=60000", seed=0)
     runs = []
     for r in range(2):
