@@ -27,10 +27,6 @@ constexpr double kScanShare = 0.25;
 // ... checked once a query has read 1/kCheckAfter of the codes (most clustered queries
 // finish before: the check, a window per cluster, is not free).
 constexpr size_t kCheckAfter = 32;
-// From this many skipped queries of a call, on more codes than this, they are scanned
-// through an id-ordered copy of the codes (as MIH's large fallen batches).
-constexpr size_t kCopyScanQueries = 128;
-constexpr size_t kCopyScanItems = size_t{1} << 16;
 // Up to this many codes every query is answered by Index's scan over an id-ordered copy
 // (by_id_): the clusters cost more there (measured crossover ~65-100k learned-like codes).
 constexpr size_t kSmallIndexItems = size_t{1} << 16;
@@ -277,9 +273,7 @@ void ClusterIndex::topk(const uint64_t* queries, size_t nq, int k, const Exclude
     // While recent queries fell back (codes too uniform to prune), only the first `tried`
     // queries try the clusters: 1/kRetryEvery of a large call's, one query in kRetryEvery
     // small calls; the rest go straight to the scan.
-    constexpr size_t kRetryEvery = FallbackScore::kRetryEvery;
-    size_t tried = nq;
-    if (fall_score_.skipping()) tried = nq >= kRetryEvery ? nq / kRetryEvery : (fall_score_.retry_this_call() ? 1 : 0);
+    const size_t tried = fall_score_.queries_to_try(nq, true);
     std::vector<uint8_t> fell(nq, 1);
     const size_t threads = static_cast<size_t>(resolve_threads(num_threads));
     if (threads > 1 && tried < threads) {
@@ -304,14 +298,8 @@ void ClusterIndex::topk(const uint64_t* queries, size_t nq, int k, const Exclude
     fall_score_.record(fell_tried, tried - fell_tried);
     skipped_ += nq - tried;
     size_t scan_from = nq;  // the skipped queries [tried, nq): scanned in id order below, when many
-    if (nq - tried >= kCopyScanQueries && size() > kCopyScanItems) {
-        // Index's own scan over an id-ordered copy of the codes (built for the call, ~3 ns a
-        // code): the sorted order's scan must keep every tie and look up ids (MIH does the same).
-        const FlatIndex copy = id_ordered_copy();
-        ExcludeList ex = exclude;
-        if (ex.indptr) ex.indptr += tried;
-        copy.topk(queries + tried * nw, nq - tried, k, ex, num_threads, D + tried * static_cast<size_t>(k),
-                  I + tried * static_cast<size_t>(k));
+    if (nq - tried >= kCopyScanQueries && size() > kCopyScanMinItems) {
+        scan_query_range(id_ordered_copy(), queries, tried, nq, k, exclude, num_threads, D, I);
         scanned_ += nq - tried;
         scan_from = tried;
     }

@@ -18,8 +18,8 @@
 #include <memory>
 #include <vector>
 
-#include "fallback_score.h"
 #include "flat_index.h"
+#include "search_policy.h"
 
 namespace hashsearch {
 

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "kernels/popcount.h"
-#include "kernels/simd.h"
 
 namespace hashsearch {
 namespace mih_detail {
@@ -79,13 +78,6 @@ private:
     uint32_t kth_ = 0;
 };
 
-// The linear scan's cost per item and code word (ns; fitted on an AVX2 core), which a
-// query's search through the tables must stay under.
-constexpr double kScanNsPerWord = 0.35;
-// The scan's cost at the level in use relative to the fit: the AVX-512 scan (vpopcntq)
-// took 2.5-2.9x less time than the AVX2 one on a Zen 5 core (batches of 64-bit and
-// 32-bit codes; 3.7x single queries), while the tables' costs stay those of memory.
-inline double scan_cost_scale() { return current_simd_level() == SimdLevel::AVX512 ? 0.4 : 1.0; }
 constexpr double kSubProbeNs = 2.0;      // one sub-bucket of a sub-directory (a line already fetched)
 constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets (1 MiB)
 constexpr int kMaxSubBits = 5;           // sub-directories of at most 32 sub-buckets

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -15,6 +14,7 @@
 #include "mih_detail.h"
 #include "parallel.h"
 #include "scan_sorted.h"
+#include "search_policy.h"
 #include "unordered_topk.h"
 
 namespace hashsearch {
@@ -36,9 +36,6 @@ constexpr size_t kSmallScanItems = 1 << 16;  // up to here the fallback fills a 
 // From this many fallback queries on a small index, an id-ordered copy of the
 // codes (~2 ns an item) costs less than putting each query's distances into id order.
 constexpr size_t kBatchCopyQueries = 16;
-// Above kSmallScanItems the copy (~3 ns an item, the codes once more for the
-// call) pays from about this many queries.
-constexpr size_t kBatchCopyQueriesLarge = 128;
 // Queries a batch times both ways (the tables and the scan) to choose between them.
 constexpr size_t kMinCalibrationQueries = 32;
 constexpr size_t kMaxCalibrationQueries = 512;
@@ -383,79 +380,39 @@ void MIHIndex::topk(const uint64_t* queries, size_t nq, int k, const ExcludeList
     const size_t probe = std::min(kMaxCalibrationQueries,
                                   std::max({kMinCalibrationQueries, nq / 32, joinable() ? kJoinMinQueries : 0}));
     if (!scan_fallback_ || nq < 4 * probe) {
-        if (scan_fallback_ && fall_score_.skipping()) {
-            // Small batches (below the timed size) whose recent queries fell back: scan this
-            // call's, but let one in every kRetryEvery calls try the tables.
-            const size_t tried = fall_score_.retry_this_call() ? 1 : 0;
-            if (tried) search_tables(kern, queries, 0, 1, k, exclude, num_threads, D, I);
-            std::vector<size_t> which(nq - tried);
-            std::iota(which.begin(), which.end(), tried);
-            if (!which.empty()) scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
-            scanned_ += which.size();
-            return;
-        }
-        return search_tables(kern, queries, 0, nq, k, exclude, num_threads, D, I);
+        // Small batches (below the timed size) whose recent queries fell back: scan this
+        // call's, but let one in every kRetryEvery calls try the tables.
+        const size_t tried = scan_fallback_ ? fall_score_.queries_to_try(nq, false) : nq;
+        if (tried == nq) return search_tables(kern, queries, 0, nq, k, exclude, num_threads, D, I);
+        if (tried) search_tables(kern, queries, 0, tried, k, exclude, num_threads, D, I);
+        std::vector<size_t> which(nq - tried);
+        std::iota(which.begin(), which.end(), tried);
+        if (!which.empty()) scan_fallback(kern, queries, which, k, exclude, num_threads, D, I);
+        scanned_ += which.size();
+        return;
     }
-    // The cost model decides per query, but its constants are one machine's
-    // and some code distributions (uniform, or clustered ones at 1M items) make
-    // the tables slower than the scan even for queries they answer. So a large
-    // batch times the tables and the scan on its first `probe` queries (the
-    // same ones: the cost of clustered queries varies several-fold, and timing
-    // each way on different queries picked the scan by chance) and answers the
-    // rest the faster way; both are exact and write the same rows. The
-    // verdict is reused by the next large batches and re-timed every
-    // kRetimeEvery of them (load and query mix change), or every
-    // kRetimeEveryDecisive when one way took at most half the other's time (a
-    // re-timing scans `probe` queries and copies the codes: 240 ms on top of a
-    // 135 ms call of 1,000 queries at 4.2M learned 64-bit codes, 2 threads).
-    // The scan of a large batch is Index's scan over an id-ordered copy of the
-    // codes (see scan_fallback), built once per batch.
-    const size_t nw = sorted_.nwords();
-    auto scan_copy = [&](const FlatIndex& copy, size_t q0, size_t q1) {
-        ExcludeList ex = exclude;
-        if (ex.indptr) ex.indptr += q0;
-        copy.topk(queries + q0 * nw, q1 - q0, k, ex, num_threads, D + q0 * static_cast<size_t>(k),
-                  I + q0 * static_cast<size_t>(k));
+    // A large batch goes the way its first `probe` queries were faster (see BatchVerdict).
+    // Its scan is Index's scan over an id-ordered copy of the codes (see scan_fallback),
+    // built once per batch.
+    auto tables = [&](size_t q0, size_t q1) { search_tables(kern, queries, q0, q1, k, exclude, num_threads, D, I); };
+    std::optional<FlatIndex> copy;
+    auto make_copy = [&] {
+        if (!copy) copy.emplace(id_ordered_copy());
+    };
+    auto scan = [&](size_t q0, size_t q1) {
+        scan_query_range(*copy, queries, q0, q1, k, exclude, num_threads, D, I);
         scanned_ += q1 - q0;
     };
-    const uint32_t call = large_calls_.fetch_add(1);
-    const int verdict = verdict_.load();
-    if (verdict != kUntimed && call % retime_every_.load() != 0) {
-        if (verdict == kTablesFaster) return search_tables(kern, queries, 0, nq, k, exclude, num_threads, D, I);
-        return scan_copy(id_ordered_copy(), 0, nq);
+    const int verdict = verdict_.for_this_call();
+    if (verdict != BatchVerdict::kUntimed) {
+        if (verdict == BatchVerdict::kStructureFaster) return tables(0, nq);
+        make_copy();
+        return scan(0, nq);
     }
-    // The copy is built outside the timing, which it would swamp on a few queries.
-    using clock = std::chrono::steady_clock;
-    std::optional<FlatIndex> copy;
-    bool decisive = false;
-    // Times both ways on queries [q0, q0 + probe); true if the tables were no slower.
-    auto tables_win = [&](size_t q0) {
-        auto t0 = clock::now();
-        search_tables(kern, queries, q0, q0 + probe, k, exclude, num_threads, D, I);
-        auto t1 = clock::now();
-        if (!copy) copy.emplace(id_ordered_copy());
-        auto t2 = clock::now();
-        scan_copy(*copy, q0, q0 + probe);
-        auto t3 = clock::now();
-        const auto tables = t1 - t0, scan = t3 - t2;
-        decisive = 2 * tables <= scan || 2 * scan <= tables;
-        return tables <= scan;
-    };
-    // The scan must win twice: a first search through cold tables (or while another library's
-    // threads still spin) can lose by chance, and the verdict holds for the next batches.
-    // Once if most of the timed queries fell back to the scan anyway (uniform codes).
-    size_t done = probe;
-    bool tables_faster = tables_win(0);
-    if (!tables_faster && !fall_score_.skipping()) {
-        tables_faster = tables_win(probe);
-        done = 2 * probe;
-    }
-    verdict_ = tables_faster ? kTablesFaster : kScanFaster;
-    retime_every_ = decisive ? kRetimeEveryDecisive : kRetimeEvery;
-    if (tables_faster)
-        search_tables(kern, queries, done, nq, k, exclude, num_threads, D, I);
-    else
-        scan_copy(*copy, done, nq);
+    size_t done = 0;
+    const bool tables_faster = verdict_.time_both_ways(probe, fall_score_, tables, make_copy, scan, done);
+    if (tables_faster) tables(done, nq);
+    else scan(done, nq);
 }
 
 FlatIndex MIHIndex::id_ordered_copy() const {
@@ -577,7 +534,7 @@ void MIHIndex::scan_fallback(const Kernels& kern, const uint64_t* queries, const
                              int64_t* I) const {
     const size_t nw = sorted_.nwords();
     const bool small = sorted_.size() <= kSmallScanItems && sorted_.nbits() < 255;
-    if (which.size() >= (small ? kBatchCopyQueries : kBatchCopyQueriesLarge)) {
+    if (which.size() >= (small ? kBatchCopyQueries : kCopyScanQueries)) {
         // Many queries: a temporary id-ordered copy of the codes lets Index's own
         // scan answer them, its cost spread over the batch. (Scanning table 0's
         // order instead must keep every tie with the k-th distance and sort out

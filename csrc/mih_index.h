@@ -22,10 +22,10 @@
 #include <cstring>
 #include <vector>
 
-#include "fallback_score.h"
 #include "flat_index.h"
 #include "hamming.h"
 #include "huge_alloc.h"
+#include "search_policy.h"
 
 namespace hashsearch {
 
@@ -113,12 +113,9 @@ public:
     // Tests: the most pairs a step of the joined search makes at once (see join_step_pairs_).
     void set_join_step_pairs(size_t pairs) { join_step_pairs_ = std::max<size_t>(1, pairs); }
     // Which way large batches go: -1 not timed yet, 0 the scan, 1 the tables.
-    int batch_verdict() const { return verdict_.load(); }
-    // Tests: impose a verdict on the next kRetimeEvery - 1 (or more) large batches.
-    void set_batch_verdict(int verdict) {
-        verdict_ = verdict;
-        large_calls_ = 1;
-    }
+    int batch_verdict() const { return verdict_.verdict(); }
+    // Tests: impose a verdict on the next BatchVerdict::kRetimeEvery - 1 (or more) large batches.
+    void set_batch_verdict(int verdict) { verdict_.impose(verdict); }
 
 private:
     struct Table {
@@ -225,11 +222,7 @@ private:
     size_t join_step_pairs_ = size_t{1} << 22;
     mutable std::atomic<size_t> fallbacks_{0};
     mutable std::atomic<size_t> scanned_{0};
-    static constexpr int kUntimed = -1, kScanFaster = 0, kTablesFaster = 1;
-    static constexpr uint32_t kRetimeEvery = 8, kRetimeEveryDecisive = 64;
-    mutable std::atomic<uint32_t> retime_every_{kRetimeEvery};
-    mutable std::atomic<int> verdict_{kUntimed};
-    mutable std::atomic<uint32_t> large_calls_{0};
+    BatchVerdict verdict_;  // which way large batches go (timed on their first queries)
     FallbackScore fall_score_;  // whether recent queries kept falling back to the scan
     mutable std::atomic<size_t> joined_{0};
     mutable std::atomic<size_t> probes_{0};
