@@ -164,16 +164,17 @@ def evaluate(emb: Embeddings, truth: sp.csr_matrix, exclude: Optional[sp.csr_mat
         result[mode] = {name: float(v.mean()) if v.size else 0.0 for name, v in per_user.items()}
         result[mode]["seconds"] = time.perf_counter() - t0
     if paper_protocol:
-        result["paper_protocol"] = _paper_protocol(emb, truth, users, n_true, ks, block, num_threads)
+        result["paper_protocol"] = _paper_protocol(emb, truth, users, n_true, ks, block, num_threads, progress)
     return result
 
 
 def _paper_protocol(emb: Embeddings, truth: sp.csr_matrix, users: np.ndarray, n_true: np.ndarray,
-                    ks: Sequence[int], block: int, num_threads: int) -> Dict:
+                    ks: Sequence[int], block: int, num_threads: int, progress: bool = False) -> Dict:
     out: Dict = {"note": PAPER_PROTOCOL_NOTE}
     kmax = max(ks)
     for mode in ("hies", "hamr"):
-        top = topk_lists(mode, emb, users, kmax, None, candidates=500, block=block, num_threads=num_threads)
+        top = topk_lists(mode, emb, users, kmax, None, candidates=500, block=block, num_threads=num_threads,
+                         progress=progress)
         hits = hit_matrix(top, users, truth)
         m: Dict[str, float] = {}
         for n in ks:

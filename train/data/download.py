@@ -45,11 +45,17 @@ def fetch(url: str, dest: Path, sha256: str, timeout: float = 120.0) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     try:
         log.info("downloading %s -> %s", url, dest)
+        from tqdm.auto import tqdm
+
         h = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
-                h.update(chunk)
-                out.write(chunk)
+            size = int(resp.headers.get("Content-Length") or 0) or None
+            # progress like training's; disable=None: no bar when stderr is not a terminal
+            with tqdm(total=size, unit="B", unit_scale=True, desc=dest.name, disable=None, leave=False) as bar:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    h.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
         if h.hexdigest() != sha256:
             raise OSError(f"checksum mismatch for {url}: got {h.hexdigest()}, expected {sha256}")
         os.replace(tmp, dest)
