@@ -272,51 +272,8 @@ CodesArray export_codes(const FlatIndex& flat) {
     return out;
 }
 
-}  // namespace
-
-PYBIND11_MODULE(_core, m) {
-    m.doc() = "hashsearch native core: packed Hamming codes, SIMD scan, MIH, hierarchical search";
-    main_thread_id = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
-
-    py::register_exception_translator([](std::exception_ptr p) {
-        try {
-            if (p) std::rethrow_exception(p);
-        } catch (const std::bad_alloc&) {
-            PyErr_SetString(PyExc_MemoryError, "hashsearch: out of memory");
-        } catch (const InterruptedError&) {
-            // The signal handler's exception is already set (python_signal_raised).
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyboardInterrupt, "hashsearch: interrupted");
-        }
-    });
-
-    pthread_atfork(nullptr, nullptr, &after_fork_in_child);
-    m.def("_check_environment", &check_environment,
-          "ValueError if HASHSEARCH_SPIN_US or HASHSEARCH_WIDE_POPCOUNT holds a value the core cannot use.");
-
-    m.def("simd_level", [] { return std::string(simd_level_name(current_simd_level())); },
-          "SIMD level in use: 'scalar', 'avx2' or 'avx512'.");
-    m.def("detect_simd_level", [] { return std::string(simd_level_name(detect_simd_level())); },
-          "Best SIMD level this CPU supports.");
-    m.def("avx512_emulated", &avx512_emulated,
-          "True in a test build (HASHSEARCH_EMULATE_AVX512=1) whose 'avx512' kernel is portable emulation.");
-    m.def("set_simd_level", [](const std::string& name) { set_simd_level(parse_simd_level(name)); },
-          py::arg("level"), "Force a SIMD level (for testing); ValueError if unsupported.");
-    m.def("_set_split_min_words", &set_split_min_words, py::arg("words"),
-          "Tests: code words from which a query's scan is split over threads (default 2^17).");
-    m.def("_split_min_words", &split_min_words);
-    m.def("_hold_pool",
-          [](double seconds) {
-              py::gil_scoped_release release;
-              parallel_for(2, 2, [&](size_t task, size_t) {
-                  if (task == 0) std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-              });
-          },
-          py::arg("seconds"), "Tests: keeps the worker pool busy with a two-thread loop for that long.");
-    m.def("_set_wide_popcount", [](const std::string& mode) { set_wide_popcount_mode(mode); },
-          py::arg("mode"),
-          "AVX2 scans of 128-bit and 4k-word codes: 'auto' (time both once per width), 'vector' "
-          "(vpshufb) or 'popcnt'; for tests (HASHSEARCH_WIDE_POPCOUNT sets the start value).");
-
+// The module, one class at a time.
+void bind_flat(py::module_& m) {
     py::class_<GrowableFlatIndex> flat_cls(m, "FlatIndex");
     flat_cls
         .def(py::init([](const CodesArray& codes, int nbits) {
@@ -376,7 +333,9 @@ PYBIND11_MODULE(_core, m) {
             return self.memory_bytes();
         });
     def_lock_hooks<GrowableFlatIndex>(flat_cls);
+}
 
+void bind_mih(py::module_& m) {
     m.def("mih_key_bits", &MIHIndex::key_bits_for, py::arg("sub_bits"), py::arg("n"), py::arg("nbits"),
           "Directory bits MIHIndex uses for a substring of sub_bits bits (n items, nbits-bit codes).");
 
@@ -427,7 +386,9 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("candidate_count", &MIHIndex::candidate_count)
         .def("table_bytes", &MIHIndex::table_bytes)
         .def("memory_bytes", [](const MIHIndex& s) { return s.code_bytes() + s.table_bytes(); });
+}
 
+void bind_cluster(py::module_& m) {
     py::class_<ClusterIndex>(m, "ClusterIndex")
         .def(py::init([](const CodesArray& codes, int nbits, size_t nclusters, int num_threads) {
                  check_codes(codes, "codes");
@@ -504,7 +465,12 @@ PYBIND11_MODULE(_core, m) {
         .def_static("_small_scan", &ClusterIndex::small_scan)
         .def("extra_bytes", &ClusterIndex::extra_bytes)
         .def("memory_bytes", [](const ClusterIndex& s) { return s.code_bytes() + s.extra_bytes(); });
+}
 
+// HierarchicalIndex: construction, search and growth here, its stored parts below.
+void bind_hierarchical_parts(py::class_<GrowableHierarchicalIndex>& hier_cls);
+
+void bind_hierarchical(py::module_& m) {
     py::class_<GrowableHierarchicalIndex> hier_cls(m, "HierarchicalIndex");
     hier_cls
         .def(py::init([](const CodesArray& codes, int nbits, const FloatArray& emb, int m) {
@@ -585,7 +551,12 @@ PYBIND11_MODULE(_core, m) {
                      throw;
                  }
              },
-             py::arg("codes"), py::arg("embeddings"))
+             py::arg("codes"), py::arg("embeddings"));
+    bind_hierarchical_parts(hier_cls);
+}
+
+void bind_hierarchical_parts(py::class_<GrowableHierarchicalIndex>& hier_cls) {
+    hier_cls
         .def("codes", [](const GrowableHierarchicalIndex& self) {
             auto lock = self.read_lock();
             return export_codes(self.flat());
@@ -650,4 +621,55 @@ PYBIND11_MODULE(_core, m) {
             return s.memory_bytes();
         });
     def_lock_hooks<GrowableHierarchicalIndex>(hier_cls);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "hashsearch native core: packed Hamming codes, SIMD scan, MIH, hierarchical search";
+    main_thread_id = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const std::bad_alloc&) {
+            PyErr_SetString(PyExc_MemoryError, "hashsearch: out of memory");
+        } catch (const InterruptedError&) {
+            // The signal handler's exception is already set (python_signal_raised).
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyboardInterrupt, "hashsearch: interrupted");
+        }
+    });
+
+    pthread_atfork(nullptr, nullptr, &after_fork_in_child);
+    m.def("_check_environment", &check_environment,
+          "ValueError if HASHSEARCH_SPIN_US or HASHSEARCH_WIDE_POPCOUNT holds a value the core cannot use.");
+
+    m.def("simd_level", [] { return std::string(simd_level_name(current_simd_level())); },
+          "SIMD level in use: 'scalar', 'avx2' or 'avx512'.");
+    m.def("detect_simd_level", [] { return std::string(simd_level_name(detect_simd_level())); },
+          "Best SIMD level this CPU supports.");
+    m.def("avx512_emulated", &avx512_emulated,
+          "True in a test build (HASHSEARCH_EMULATE_AVX512=1) whose 'avx512' kernel is portable emulation.");
+    m.def("set_simd_level", [](const std::string& name) { set_simd_level(parse_simd_level(name)); },
+          py::arg("level"), "Force a SIMD level (for testing); ValueError if unsupported.");
+    m.def("_set_split_min_words", &set_split_min_words, py::arg("words"),
+          "Tests: code words from which a query's scan is split over threads (default 2^17).");
+    m.def("_split_min_words", &split_min_words);
+    m.def("_hold_pool",
+          [](double seconds) {
+              py::gil_scoped_release release;
+              parallel_for(2, 2, [&](size_t task, size_t) {
+                  if (task == 0) std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+              });
+          },
+          py::arg("seconds"), "Tests: keeps the worker pool busy with a two-thread loop for that long.");
+    m.def("_set_wide_popcount", [](const std::string& mode) { set_wide_popcount_mode(mode); },
+          py::arg("mode"),
+          "AVX2 scans of 128-bit and 4k-word codes: 'auto' (time both once per width), 'vector' "
+          "(vpshufb) or 'popcnt'; for tests (HASHSEARCH_WIDE_POPCOUNT sets the start value).");
+
+    bind_flat(m);
+    bind_mih(m);
+    bind_cluster(m);
+    bind_hierarchical(m);
 }

@@ -603,342 +603,406 @@ void MIHIndex::scan_small(const Kernels& kern, const uint64_t* query, int k, con
     kern.select_bytes(bp, n, nbits, k, ex_begin, ex_end, hist.data(), D, I);
 }
 
-void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
-                          const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s,
-                          bool& fell_back, double scan_share) const {
-    const size_t n = sorted_.size(), nw = sorted_.nwords();
-    const int m = static_cast<int>(tables_.size());
-    const bool compact = sorted_.compact();
-    const size_t buf = std::max<size_t>(max_bucket_, 1);
+// One query's search through the tables, in stages: planning (the constructor: the
+// query's keys; load_ring: a table's next ring as runs of items, ring_cost and
+// remaining_floor: what rings cost), probing (search_ring, read_table0, read_other:
+// a ring's runs read through the kernels), filtering candidates (seen_elsewhere,
+// then keep or offer) and finishing (finish: ids looked up, the row written).
+//
+// Ring r of table j: the buckets at key distance r (whole, or for a bucket with a
+// sub-directory its sub-bucket at sub distance 0) and the sub-buckets at sub
+// distance b of the crowded buckets at key distance r - b. After rings 0..r, every
+// item whose key and sub-key are together within r of the query's has been read
+// (and every item of a bucket without a sub-directory whose key is).
+class MIHIndex::QuerySearch {
+public:
+    // scan_share: see search_one.
+    QuerySearch(const MIHIndex& index, const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                const int64_t* ex_end, Scratch& s, double scan_share);
+    // Widens the cheapest table ring by ring until the k-th distance is proven (the row
+    // written to D and I: true), or until the cost model gives the query to the scan (false).
+    bool run(int32_t* D, int64_t* I);
+
+private:
+    void load_ring(int j, int r);
+    void add_sub_runs(int j, const Scratch::Crowded& c, int b, uint32_t key_distance, size_t& sub_probes);
+    double ring_cost(int j) const {
+        return static_cast<double>(s_.rings[j].items) * kCandidateNs +
+               static_cast<double>(s_.rings[j].runs.size()) * kRunNs;
+    }
+    double remaining_floor(size_t rings_left);
+    // Whether proving the k-th distance, `rings_left` rings away, would cost more than the scan.
+    bool over_budget(size_t rings_left) {
+        return ix_.scan_fallback_ && spent_ns_ + remaining_floor(rings_left) > budget_ns_;
+    }
+    void search_ring(int j);
+    void prefetch_run(int j, const Scratch::Run& run) const;
+    void read_table0(uint32_t b0, uint32_t b1);
+    void read_other(int j, const Scratch::Run& run, uint32_t b0, uint32_t b1);
+    bool seen_elsewhere(int j, const uint64_t* code);
+    uint32_t threshold() const { return counting_ ? s_.counting.threshold() : s_.top.threshold(); }
+    void offer(uint32_t pos, uint32_t d);
+    void keep(uint32_t d, uint32_t where, const uint64_t* code_or_null);
+    void compact_pending();
+    void finish(int32_t* D, int64_t* I);
+
+    const MIHIndex& ix_;
+    const std::vector<Table>& tables_;
+    const Kernels& kern_;
+    const uint64_t* query_;
+    const int k_;
+    const int64_t *ex_begin_, *ex_end_;
+    Scratch& s_;
+    const size_t n_, nw_;
+    const int m_;
+    const bool compact_;
+    // Ids are looked up at the end unless there are many exclusions: the k + |exclude|
+    // nearest hold the k nearest allowed items, so counting to that many keeps it exact.
+    bool counting_ = false;
+    size_t compact_at_ = 0;  // pending candidates at which keep() drops those behind the k-th
+    double budget_ns_ = 0, spent_ns_ = 0;
+    uint64_t diff_[16], code_[16];  // codes are at most 1024 bits
+};
+
+MIHIndex::QuerySearch::QuerySearch(const MIHIndex& index, const Kernels& kern, const uint64_t* query, int k,
+                                   const int64_t* ex_begin, const int64_t* ex_end, Scratch& s, double scan_share)
+    : ix_(index), tables_(index.tables_), kern_(kern), query_(query), k_(k), ex_begin_(ex_begin), ex_end_(ex_end),
+      s_(s), n_(index.sorted_.size()), nw_(index.sorted_.nwords()), m_(static_cast<int>(index.tables_.size())),
+      compact_(index.sorted_.compact()) {
+    const size_t buf = std::max<size_t>(ix_.max_bucket_, 1);
     if (s.idx.size() < buf) {
         s.idx.resize(buf);
         s.dist.resize(buf);
     }
-    s.rings.resize(static_cast<size_t>(m));
-    s.done.assign(static_cast<size_t>(m), -1);
-    s.qkeys.resize(static_cast<size_t>(m));
-    s.qsubs.resize(static_cast<size_t>(m));
-    s.qrest.resize(static_cast<size_t>(m));
-    s.crowded.resize(static_cast<size_t>(m));
-    for (int j = 0; j < m; ++j) {
+    const size_t mm = static_cast<size_t>(m_);
+    s.rings.resize(mm);
+    s.done.assign(mm, -1);
+    s.qkeys.resize(mm);
+    s.qsubs.resize(mm);
+    s.qrest.resize(mm);
+    s.crowded.resize(mm);
+    for (int j = 0; j < m_; ++j) {
         const Table& t = tables_[j];
         s.qkeys[j] = substring(query, t.start, t.key_bits);
         s.qsubs[j] = t.sub_bits > 0 ? substring(query, t.start + t.key_bits, t.sub_bits) : 0;
         s.crowded[j].resize(static_cast<size_t>(t.key_bits) + 1);
         for (auto& level : s.crowded[j]) level.clear();
-        s.qrest[j] = nw == 1 ? cut_key(query[0], t.start, t.key_bits) : 0;
+        s.qrest[j] = nw_ == 1 ? cut_key(query[0], t.start, t.key_bits) : 0;
         s.rings[j].radius = -1;
     }
-    UnorderedTopK& top = s.top;
-    top.reset(static_cast<size_t>(k));
+    s.top.reset(static_cast<size_t>(k));
     s.deferred.clear();
     s.deferred_codes.clear();
-    // Ids are looked up at the end unless there are many exclusions: the k + |exclude|
-    // nearest hold the k nearest allowed items, so counting to that many keeps it exact.
     const size_t nexcluded = static_cast<size_t>(ex_end - ex_begin);
-    const bool counting = nexcluded <= static_cast<size_t>(k);
-    CountingTopK& counts = s.counting;
-    counts.reset(static_cast<size_t>(k) + nexcluded, sorted_.nbits());
+    counting_ = nexcluded <= static_cast<size_t>(k);
+    s.counting.reset(static_cast<size_t>(k) + nexcluded, index.sorted_.nbits());
     s.pending.clear();
     s.pending_codes.clear();
-    size_t compact_at = 4 * (static_cast<size_t>(k) + nexcluded) + 256;
-    auto threshold = [&] { return counting ? counts.threshold() : top.threshold(); };
-    // Drops the pending candidates that fell behind the k-th distance.
-    auto compact_pending = [&] {
-        const uint32_t thr = counts.threshold();
-        size_t out = 0, out_codes = 0;
-        for (const Scratch::Pending& c : s.pending) {
-            if (c.d > thr) continue;
-            Scratch::Pending kept = c;
-            if (c.code != Scratch::kAtPosition) {
-                std::copy_n(s.pending_codes.data() + size_t{c.code} * nw, nw, s.pending_codes.data() + out_codes * nw);
-                kept.code = static_cast<uint32_t>(out_codes++);
-            }
-            s.pending[out++] = kept;
-        }
-        s.pending.resize(out);
-        s.pending_codes.resize(out_codes * nw);
-    };
-    auto keep = [&](uint32_t d, uint32_t where, const uint64_t* code_or_null) {
-        counts.add(d);
-        uint32_t ci = Scratch::kAtPosition;
-        if (code_or_null != nullptr) {
-            ci = static_cast<uint32_t>(s.pending_codes.size() / nw);
-            s.pending_codes.insert(s.pending_codes.end(), code_or_null, code_or_null + nw);
-        }
-        s.pending.push_back({d, where, ci});
-        if (s.pending.size() >= compact_at) {
-            compact_pending();
-            // Ties with the k-th distance can outnumber k many times (short codes): compacting
-            // again only after the list has doubled keeps this linear.
-            compact_at = std::max(compact_at, 2 * s.pending.size());
-        }
-    };
-    const uint32_t q32 = static_cast<uint32_t>(query[0]);
-    const double budget_ns =
-        scan_share * static_cast<double>(n) * (compact ? kCompactScanNs : kScanNsPerWord * static_cast<double>(nw)) *
-        scan_cost_scale();
-    double spent_ns = 0;
+    compact_at_ = 4 * (static_cast<size_t>(k) + nexcluded) + 256;
+    budget_ns_ = scan_share * static_cast<double>(n_) *
+                 (compact_ ? kCompactScanNs : kScanNsPerWord * static_cast<double>(nw_)) * scan_cost_scale();
+}
 
-    // Ring r of table j: the buckets at key distance r (whole, or for a bucket
-    // with a sub-directory its sub-bucket at sub distance 0) and the
-    // sub-buckets at sub distance b of the crowded buckets at key distance r - b.
-    // After rings 0..r, every item whose key and sub-key are together within r
-    // of the query's has been read (and every item of a bucket without a
-    // sub-directory whose key is).
-    auto load_ring = [&](int j, int r) {
-        const Table& t = tables_[j];
-        Scratch::Ring& ring = s.rings[j];
-        ring.radius = r;
-        ring.runs.clear();
-        ring.items = 0;
-        size_t buckets = 0, sub_probes = 0;
-        auto add_sub_runs = [&](const Scratch::Crowded& c, int b, uint32_t key_distance) {
-            for_each_key_at(s.qsubs[j], t.sub_bits, b, [&](uint32_t sk) {
-                const uint32_t e0 = c.b0 + c.dir.begin(sk), e1 = c.b0 + c.dir.end(sk);
-                ++sub_probes;
-                if (e1 > e0) {
-                    ring.runs.push_back({e0, e1, c.key, key_distance});
-                    ring.items += e1 - e0;
-                }
-            });
-        };
-        if (r <= t.key_bits) {
-            // The ring's keys first, their offsets fetched ahead: the directory
-            // (2^17 offsets a table at millions of items) is mostly out of cache.
-            s.ring_keys.clear();
-            for_each_key_at(s.qkeys[j], t.key_bits, r, [&](uint32_t bucket) { s.ring_keys.push_back(bucket); });
-            constexpr size_t kAhead = 16;
-            const size_t nkeys = s.ring_keys.size();
-            for (size_t i = 0; i < std::min(nkeys, kAhead); ++i) __builtin_prefetch(t.offsets.data() + s.ring_keys[i]);
-            for (size_t i = 0; i < nkeys; ++i) {
-                if (i + kAhead < nkeys) __builtin_prefetch(t.offsets.data() + s.ring_keys[i + kAhead]);
-                const uint32_t bucket = s.ring_keys[i];
-                const uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
-                ++buckets;
-                if (b1 <= b0) continue;
-                if (b1 - b0 >= t.sub_min && t.sub_min > 0) {
-                    if (const Table::SubDir dir = t.sub_dir(bucket)) {
-                        __builtin_prefetch(dir.data());  // read below, once the ring's buckets are all known
-                        s.crowded[j][r].push_back({bucket, b0, dir});
-                        continue;
-                    }
-                }
-                ring.runs.push_back({b0, b1, bucket, static_cast<uint32_t>(r)});
-                ring.items += b1 - b0;
-            }
-            for (const Scratch::Crowded& c : s.crowded[j][r]) add_sub_runs(c, 0, static_cast<uint32_t>(r));
-        }
-        for (int b = 1; b <= std::min(r, t.sub_bits); ++b)
-            if (r - b <= t.key_bits)
-                for (const Scratch::Crowded& c : s.crowded[j][r - b]) add_sub_runs(c, b, static_cast<uint32_t>(r - b));
-        s.probes += buckets + sub_probes;
-        spent_ns += static_cast<double>(buckets) * kProbeNs + static_cast<double>(sub_probes) * kSubProbeNs;
-    };
-    auto ring_cost = [&](int j) {
-        return static_cast<double>(s.rings[j].items) * kCandidateNs +
-               static_cast<double>(s.rings[j].runs.size()) * kRunNs;
-    };
-    // The least cost of the `rings_left` rings that proving the k-th distance
-    // still needs: the cheapest rings not yet searched, or finishing one whole
-    // table if that is cheaper. A loaded ring counts at its exact cost; a later
-    // ring at its probes, and at least the cost of its table's loaded ring
-    // (rings grow binomially: outer rings of uniform codes cost more, while
-    // clustered codes thin out and keep them about level). Charging every future
-    // ring like the cheapest next one let hopeless (uniform) queries spend a
-    // scan's budget before falling back.
-    auto remaining_floor = [&](size_t rings_left) {
-        std::vector<double>& costs = s.floor_costs;
-        costs.clear();
-        double finish_one = std::numeric_limits<double>::max();
-        for (int j = 0; j < m; ++j) {
-            const int kb = tables_[j].key_bits;
-            const bool loaded = s.rings[j].radius == s.done[j] + 1;
-            const double next = loaded ? ring_cost(j) : 0.0;
-            double table_total = 0;
-            for (int r = s.done[j] + 1; r <= kb + tables_[j].sub_bits; ++r) {
-                double c = loaded && r == s.done[j] + 1 ? next : std::max(next, binomial(kb, r) * kProbeNs);
-                costs.push_back(c);
-                table_total += c;
-            }
-            finish_one = std::min(finish_one, table_total);
-        }
-        double pigeonhole = 0;
-        if (rings_left >= costs.size()) {
-            for (double c : costs) pigeonhole += c;
-        } else {
-            std::nth_element(costs.begin(), costs.begin() + rings_left, costs.end());
-            for (size_t i = 0; i < rings_left; ++i) pigeonhole += costs[i];
-        }
-        return std::min(pigeonhole, finish_one);
-    };
-    // Seen before iff another table has already searched the ring holding it
-    // (see load_ring: the key distance alone unless its bucket there has a sub-directory).
-    uint64_t diff[16];  // codes are at most 1024 bits
-    auto seen_elsewhere = [&](int j, const uint64_t* code) {
-        for (size_t w = 0; w < nw; ++w) diff[w] = code[w] ^ query[w];
-        for (int jj = 0; jj < m; ++jj) {
-            if (jj == j || s.done[jj] < 0) continue;
-            const Table& t = tables_[jj];
-            const int a = popcount32(substring(diff, t.start, t.key_bits));
-            if (a > s.done[jj]) continue;
-            if (!t.sub_dir(substring(code, t.start, t.key_bits))) return true;
-            if (a + popcount32(substring(diff, t.start + t.key_bits, t.sub_bits)) <= s.done[jj]) return true;
-        }
-        return false;
-    };
-    auto offer = [&](uint32_t pos, uint32_t d) {
-        int64_t id = static_cast<int64_t>(id_of_.get(pos));
-        if (!top.admits(d, id)) return;
-        if (is_excluded(ex_begin, ex_end, id)) return;
-        top.push(d, id);
-    };
-    // Looks up the deferred ties that still tie with the final k-th distance.
-    auto finish = [&] {
-        if (counting) {
-            // Ids of the candidates within the k-th distance (ties included), then (distance, id) order.
-            compact_pending();
-            s.resolved.clear();
-            for (const Scratch::Pending& c : s.pending) {
-                const uint32_t pos =
-                    c.code == Scratch::kAtPosition ? c.where : locate(s.pending_codes.data() + size_t{c.code} * nw, c.where);
-                const int64_t id = static_cast<int64_t>(id_of_.get(pos));
-                if (!is_excluded(ex_begin, ex_end, id)) s.resolved.push_back({c.d, id});
-            }
-            write_nearest(s.resolved.data(), s.resolved.data() + s.resolved.size(), k, D, I);
-            return;
-        }
-        int64_t kth = top.kth_distance();
-        for (size_t i = 0; i < s.deferred.size(); ++i)
-            if (static_cast<int64_t>(s.deferred[i].d) == kth)
-                offer(locate(s.deferred_codes.data() + i * nw, s.deferred[i].rank), s.deferred[i].d);
-        top.finish(D, I);
-    };
-    uint64_t code[16];
-    // Items [b0, b1) of a run of table 0, the sorted codes themselves.
-    auto read_table0 = [&](uint32_t b0, uint32_t b1) {
-        size_t cnt = compact ? kern.select_within32(sorted_.data32(), b0, b1, q32, threshold(),
-                                                    s.idx.data(), s.dist.data())
-                             : kern.select_within(sorted_.data64(), nw, b0, b1, query, threshold(),
-                                                  s.idx.data(), s.dist.data());
-        for (size_t c = 0; c < cnt; ++c) {
-            uint32_t p = s.idx[c];
-            if (s.dist[c] > threshold()) continue;
-            if (m > 1) {
-                sorted_.load_code(p, code);
-                if (seen_elsewhere(0, code)) continue;
-            }
-            if (counting) keep(s.dist[c], p, nullptr);
-            else offer(p, s.dist[c]);
-        }
-    };
-    // Items [b0, b1) of `run` in table j >= 1: codes in bucket order; an item's
-    // position in table 0 is looked up only once it would enter the top-k.
-    auto read_other = [&](int j, const Scratch::Run& run, uint32_t b0, uint32_t b1) {
-        const Table& t = tables_[j];
-        size_t cnt = nw == 1 ? kern.select_within_packed(t.rest.data(), t.rest.width(), b0, b1, s.qrest[j],
-                                                         run.key_distance, threshold(), s.idx.data(),
-                                                         s.dist.data())
-                             : kern.select_within(t.full.data(), nw, b0, b1, query, threshold(),
-                                                  s.idx.data(), s.dist.data());
-        for (size_t c = 0; c < cnt; ++c) {
-            const uint32_t e = s.idx[c], d = s.dist[c];
-            if (d > threshold()) continue;
-            uint32_t rank = 0;  // equal codes are adjacent, in table-0 order
-            if (nw == 1) {
-                const uint64_t rest = t.rest.get(e);
-                code[0] = paste_key(rest, run.key, t.start, t.key_bits);
-                if (seen_elsewhere(j, code)) continue;
-                while (e - rank > run.b0 && t.rest.get(e - rank - 1) == rest) ++rank;
-            } else {
-                const uint64_t* x = t.full.data() + size_t{e} * nw;
-                std::copy_n(x, nw, code);
-                if (seen_elsewhere(j, code)) continue;
-                while (e - rank > run.b0 && std::equal(x - (rank + 1) * nw, x - rank * nw, x)) ++rank;
-            }
-            if (counting) {
-                keep(d, rank, code);
-                continue;
-            }
-            if (top.full() && d == top.threshold()) {  // a tie with the k-th: its id may not be needed
-                s.deferred.push_back({d, rank});
-                s.deferred_codes.insert(s.deferred_codes.end(), code, code + nw);
-                continue;
-            }
-            offer(locate(code, rank), d);
-        }
-    };
-    auto search_ring = [&](int j) {
-        const Table& t = tables_[j];
-        const Scratch::Ring& ring = s.rings[j];
-        s.candidates += ring.items;
-        const size_t nruns = ring.runs.size();
-        // Each run starts with a cache miss; fetching a few runs ahead overlaps them.
-        auto prefetch_run = [&](size_t r) {
-            const size_t b = ring.runs[r].b0, len = ring.runs[r].b1 - b;
-            if (j == 0) {
-                if (compact) prefetch_lines(sorted_.data32() + b, 4 * len, kPrefetchBytes);
-                else prefetch_lines(sorted_.data64() + b * nw, 8 * nw * len, kPrefetchBytes);
-            } else if (nw == 1) {
-                prefetch_lines(t.rest.data() + b * t.rest.width(), t.rest.width() * len, kPrefetchBytes);
-            } else {
-                prefetch_lines(t.full.data() + b * nw, 8 * nw * len, kPrefetchBytes);
-            }
-        };
-        for (size_t r = 0; r < std::min(nruns, kPrefetchRuns); ++r) prefetch_run(r);
-        for (size_t r = 0; r < nruns; ++r) {
-            if (r + kPrefetchRuns < nruns) prefetch_run(r + kPrefetchRuns);
-            const Scratch::Run& run = ring.runs[r];
-            // Long runs go in slices so that the threshold tightens as the top-k fills.
-            for (uint32_t b0 = run.b0; b0 < run.b1; b0 += kSliceItems) {
-                const uint32_t b1 = std::min<uint32_t>(run.b1, b0 + kSliceItems);
-                if (j == 0) read_table0(b0, b1);
-                else read_other(j, run, b0, b1);
-            }
-        }
-        s.done[j] = ring.radius;
-    };
-
+bool MIHIndex::QuerySearch::run(int32_t* D, int64_t* I) {
     for (;;) {
         // Every item within sum_j (done_j + 1) - 1 of the query has been seen.
         int proven = -1;
         bool all_seen = false;  // a table searched to its full key width holds every item
-        for (int j = 0; j < m; ++j) {
-            proven += s.done[j] + 1;
-            all_seen = all_seen || s.done[j] == tables_[j].key_bits + tables_[j].sub_bits;
+        for (int j = 0; j < m_; ++j) {
+            proven += s_.done[j] + 1;
+            all_seen = all_seen || s_.done[j] == tables_[j].key_bits + tables_[j].sub_bits;
         }
-        int64_t kth = counting ? counts.kth_distance() : top.kth_distance();
+        const int64_t kth = counting_ ? s_.counting.kth_distance() : s_.top.kth_distance();
         if (all_seen || (kth >= 0 && kth <= proven)) {
-            finish();
-            return;
+            finish(D, I);
+            return true;
         }
         // Proving the current k-th distance takes at least (kth - proven) more
         // rings: give up on hopeless queries early, before reading any offsets.
         const size_t rings_left = kth >= 0 ? static_cast<size_t>(kth - proven) : 1;
-        if (scan_fallback_ && spent_ns + remaining_floor(rings_left) > budget_ns) {
-            fell_back = true;  // the caller scans for this query
-            return;
-        }
+        if (over_budget(rings_left)) return false;
         // Widen the table whose next ring is cheapest.
         int best = -1;
         double best_cost = 0;
-        for (int j = 0; j < m; ++j) {
-            int r = s.done[j] + 1;
+        for (int j = 0; j < m_; ++j) {
+            const int r = s_.done[j] + 1;
             if (r > tables_[j].key_bits + tables_[j].sub_bits) continue;
-            if (s.rings[j].radius != r) load_ring(j, r);
-            double c = ring_cost(j);
+            if (s_.rings[j].radius != r) load_ring(j, r);
+            const double c = ring_cost(j);
             if (best < 0 || c < best_cost) {
                 best = j;
                 best_cost = c;
             }
         }
-        if (scan_fallback_ && spent_ns + remaining_floor(rings_left) > budget_ns) {
-            fell_back = true;  // the caller scans for this query
-            return;
-        }
+        if (over_budget(rings_left)) return false;
         search_ring(best);
-        spent_ns += best_cost;
+        spent_ns_ += best_cost;
     }
+}
+
+// The sub-buckets at sub distance b of crowded bucket c, as runs of ring j.
+void MIHIndex::QuerySearch::add_sub_runs(int j, const Scratch::Crowded& c, int b, uint32_t key_distance,
+                                         size_t& sub_probes) {
+    Scratch::Ring& ring = s_.rings[j];
+    for_each_key_at(s_.qsubs[j], tables_[j].sub_bits, b, [&](uint32_t sk) {
+        const uint32_t e0 = c.b0 + c.dir.begin(sk), e1 = c.b0 + c.dir.end(sk);
+        ++sub_probes;
+        if (e1 > e0) {
+            ring.runs.push_back({e0, e1, c.key, key_distance});
+            ring.items += e1 - e0;
+        }
+    });
+}
+
+void MIHIndex::QuerySearch::load_ring(int j, int r) {
+    const Table& t = tables_[j];
+    Scratch::Ring& ring = s_.rings[j];
+    ring.radius = r;
+    ring.runs.clear();
+    ring.items = 0;
+    size_t buckets = 0, sub_probes = 0;
+    if (r <= t.key_bits) {
+        // The ring's keys first, their offsets fetched ahead: the directory
+        // (2^17 offsets a table at millions of items) is mostly out of cache.
+        s_.ring_keys.clear();
+        for_each_key_at(s_.qkeys[j], t.key_bits, r, [&](uint32_t bucket) { s_.ring_keys.push_back(bucket); });
+        constexpr size_t kAhead = 16;
+        const size_t nkeys = s_.ring_keys.size();
+        for (size_t i = 0; i < std::min(nkeys, kAhead); ++i) __builtin_prefetch(t.offsets.data() + s_.ring_keys[i]);
+        for (size_t i = 0; i < nkeys; ++i) {
+            if (i + kAhead < nkeys) __builtin_prefetch(t.offsets.data() + s_.ring_keys[i + kAhead]);
+            const uint32_t bucket = s_.ring_keys[i];
+            const uint32_t b0 = t.offsets[bucket], b1 = t.offsets[bucket + 1];
+            ++buckets;
+            if (b1 <= b0) continue;
+            if (b1 - b0 >= t.sub_min && t.sub_min > 0) {
+                if (const Table::SubDir dir = t.sub_dir(bucket)) {
+                    __builtin_prefetch(dir.data());  // read below, once the ring's buckets are all known
+                    s_.crowded[j][r].push_back({bucket, b0, dir});
+                    continue;
+                }
+            }
+            ring.runs.push_back({b0, b1, bucket, static_cast<uint32_t>(r)});
+            ring.items += b1 - b0;
+        }
+        for (const Scratch::Crowded& c : s_.crowded[j][r]) add_sub_runs(j, c, 0, static_cast<uint32_t>(r), sub_probes);
+    }
+    for (int b = 1; b <= std::min(r, t.sub_bits); ++b)
+        if (r - b <= t.key_bits)
+            for (const Scratch::Crowded& c : s_.crowded[j][r - b])
+                add_sub_runs(j, c, b, static_cast<uint32_t>(r - b), sub_probes);
+    s_.probes += buckets + sub_probes;
+    spent_ns_ += static_cast<double>(buckets) * kProbeNs + static_cast<double>(sub_probes) * kSubProbeNs;
+}
+
+// The least cost of the `rings_left` rings that proving the k-th distance
+// still needs: the cheapest rings not yet searched, or finishing one whole
+// table if that is cheaper. A loaded ring counts at its exact cost; a later
+// ring at its probes, and at least the cost of its table's loaded ring
+// (rings grow binomially: outer rings of uniform codes cost more, while
+// clustered codes thin out and keep them about level). Charging every future
+// ring like the cheapest next one let hopeless (uniform) queries spend a
+// scan's budget before falling back.
+double MIHIndex::QuerySearch::remaining_floor(size_t rings_left) {
+    std::vector<double>& costs = s_.floor_costs;
+    costs.clear();
+    double finish_one = std::numeric_limits<double>::max();
+    for (int j = 0; j < m_; ++j) {
+        const int kb = tables_[j].key_bits;
+        const bool loaded = s_.rings[j].radius == s_.done[j] + 1;
+        const double next = loaded ? ring_cost(j) : 0.0;
+        double table_total = 0;
+        for (int r = s_.done[j] + 1; r <= kb + tables_[j].sub_bits; ++r) {
+            double c = loaded && r == s_.done[j] + 1 ? next : std::max(next, binomial(kb, r) * kProbeNs);
+            costs.push_back(c);
+            table_total += c;
+        }
+        finish_one = std::min(finish_one, table_total);
+    }
+    double pigeonhole = 0;
+    if (rings_left >= costs.size()) {
+        for (double c : costs) pigeonhole += c;
+    } else {
+        std::nth_element(costs.begin(), costs.begin() + rings_left, costs.end());
+        for (size_t i = 0; i < rings_left; ++i) pigeonhole += costs[i];
+    }
+    return std::min(pigeonhole, finish_one);
+}
+
+// Each run starts with a cache miss; fetching a few runs ahead overlaps them.
+void MIHIndex::QuerySearch::prefetch_run(int j, const Scratch::Run& run) const {
+    const Table& t = tables_[j];
+    const size_t b = run.b0, len = run.b1 - b;
+    if (j == 0) {
+        if (compact_) prefetch_lines(ix_.sorted_.data32() + b, 4 * len, kPrefetchBytes);
+        else prefetch_lines(ix_.sorted_.data64() + b * nw_, 8 * nw_ * len, kPrefetchBytes);
+    } else if (nw_ == 1) {
+        prefetch_lines(t.rest.data() + b * t.rest.width(), t.rest.width() * len, kPrefetchBytes);
+    } else {
+        prefetch_lines(t.full.data() + b * nw_, 8 * nw_ * len, kPrefetchBytes);
+    }
+}
+
+void MIHIndex::QuerySearch::search_ring(int j) {
+    const Scratch::Ring& ring = s_.rings[j];
+    s_.candidates += ring.items;
+    const size_t nruns = ring.runs.size();
+    for (size_t r = 0; r < std::min(nruns, kPrefetchRuns); ++r) prefetch_run(j, ring.runs[r]);
+    for (size_t r = 0; r < nruns; ++r) {
+        if (r + kPrefetchRuns < nruns) prefetch_run(j, ring.runs[r + kPrefetchRuns]);
+        const Scratch::Run& run = ring.runs[r];
+        // Long runs go in slices so that the threshold tightens as the top-k fills.
+        for (uint32_t b0 = run.b0; b0 < run.b1; b0 += kSliceItems) {
+            const uint32_t b1 = std::min<uint32_t>(run.b1, b0 + kSliceItems);
+            if (j == 0) read_table0(b0, b1);
+            else read_other(j, run, b0, b1);
+        }
+    }
+    s_.done[j] = ring.radius;
+}
+
+// Items [b0, b1) of a run of table 0, the sorted codes themselves.
+void MIHIndex::QuerySearch::read_table0(uint32_t b0, uint32_t b1) {
+    const FlatIndex& sorted = ix_.sorted_;
+    const size_t cnt = compact_ ? kern_.select_within32(sorted.data32(), b0, b1, static_cast<uint32_t>(query_[0]),
+                                                        threshold(), s_.idx.data(), s_.dist.data())
+                                : kern_.select_within(sorted.data64(), nw_, b0, b1, query_, threshold(),
+                                                      s_.idx.data(), s_.dist.data());
+    for (size_t c = 0; c < cnt; ++c) {
+        const uint32_t p = s_.idx[c];
+        if (s_.dist[c] > threshold()) continue;
+        if (m_ > 1) {
+            sorted.load_code(p, code_);
+            if (seen_elsewhere(0, code_)) continue;
+        }
+        if (counting_) keep(s_.dist[c], p, nullptr);
+        else offer(p, s_.dist[c]);
+    }
+}
+
+// Items [b0, b1) of `run` in table j >= 1: codes in bucket order; an item's
+// position in table 0 is looked up only once it would enter the top-k.
+void MIHIndex::QuerySearch::read_other(int j, const Scratch::Run& run, uint32_t b0, uint32_t b1) {
+    const Table& t = tables_[j];
+    const size_t cnt = nw_ == 1 ? kern_.select_within_packed(t.rest.data(), t.rest.width(), b0, b1, s_.qrest[j],
+                                                             run.key_distance, threshold(), s_.idx.data(),
+                                                             s_.dist.data())
+                                : kern_.select_within(t.full.data(), nw_, b0, b1, query_, threshold(),
+                                                      s_.idx.data(), s_.dist.data());
+    for (size_t c = 0; c < cnt; ++c) {
+        const uint32_t e = s_.idx[c], d = s_.dist[c];
+        if (d > threshold()) continue;
+        uint32_t rank = 0;  // equal codes are adjacent, in table-0 order
+        if (nw_ == 1) {
+            const uint64_t rest = t.rest.get(e);
+            code_[0] = paste_key(rest, run.key, t.start, t.key_bits);
+            if (seen_elsewhere(j, code_)) continue;
+            while (e - rank > run.b0 && t.rest.get(e - rank - 1) == rest) ++rank;
+        } else {
+            const uint64_t* x = t.full.data() + size_t{e} * nw_;
+            std::copy_n(x, nw_, code_);
+            if (seen_elsewhere(j, code_)) continue;
+            while (e - rank > run.b0 && std::equal(x - (rank + 1) * nw_, x - rank * nw_, x)) ++rank;
+        }
+        if (counting_) {
+            keep(d, rank, code_);
+            continue;
+        }
+        if (s_.top.full() && d == s_.top.threshold()) {  // a tie with the k-th: its id may not be needed
+            s_.deferred.push_back({d, rank});
+            s_.deferred_codes.insert(s_.deferred_codes.end(), code_, code_ + nw_);
+            continue;
+        }
+        offer(ix_.locate(code_, rank), d);
+    }
+}
+
+// Seen before iff another table has already searched the ring holding it
+// (see load_ring: the key distance alone unless its bucket there has a sub-directory).
+bool MIHIndex::QuerySearch::seen_elsewhere(int j, const uint64_t* code) {
+    for (size_t w = 0; w < nw_; ++w) diff_[w] = code[w] ^ query_[w];
+    for (int jj = 0; jj < m_; ++jj) {
+        if (jj == j || s_.done[jj] < 0) continue;
+        const Table& t = tables_[jj];
+        const int a = popcount32(substring(diff_, t.start, t.key_bits));
+        if (a > s_.done[jj]) continue;
+        if (!t.sub_dir(substring(code, t.start, t.key_bits))) return true;
+        if (a + popcount32(substring(diff_, t.start + t.key_bits, t.sub_bits)) <= s_.done[jj]) return true;
+    }
+    return false;
+}
+
+// A candidate of the exclusion-aware top-k (queries with more than k exclusions).
+void MIHIndex::QuerySearch::offer(uint32_t pos, uint32_t d) {
+    const int64_t id = static_cast<int64_t>(ix_.id_of_.get(pos));
+    if (!s_.top.admits(d, id)) return;
+    if (is_excluded(ex_begin_, ex_end_, id)) return;
+    s_.top.push(d, id);
+}
+
+// A candidate of the counting top-k, kept with what finds its id (see Scratch::Pending).
+void MIHIndex::QuerySearch::keep(uint32_t d, uint32_t where, const uint64_t* code_or_null) {
+    s_.counting.add(d);
+    uint32_t ci = Scratch::kAtPosition;
+    if (code_or_null != nullptr) {
+        ci = static_cast<uint32_t>(s_.pending_codes.size() / nw_);
+        s_.pending_codes.insert(s_.pending_codes.end(), code_or_null, code_or_null + nw_);
+    }
+    s_.pending.push_back({d, where, ci});
+    if (s_.pending.size() >= compact_at_) {
+        compact_pending();
+        // Ties with the k-th distance can outnumber k many times (short codes): compacting
+        // again only after the list has doubled keeps this linear.
+        compact_at_ = std::max(compact_at_, 2 * s_.pending.size());
+    }
+}
+
+// Drops the pending candidates that fell behind the k-th distance.
+void MIHIndex::QuerySearch::compact_pending() {
+    const uint32_t thr = s_.counting.threshold();
+    size_t out = 0, out_codes = 0;
+    for (const Scratch::Pending& c : s_.pending) {
+        if (c.d > thr) continue;
+        Scratch::Pending kept = c;
+        if (c.code != Scratch::kAtPosition) {
+            std::copy_n(s_.pending_codes.data() + size_t{c.code} * nw_, nw_, s_.pending_codes.data() + out_codes * nw_);
+            kept.code = static_cast<uint32_t>(out_codes++);
+        }
+        s_.pending[out++] = kept;
+    }
+    s_.pending.resize(out);
+    s_.pending_codes.resize(out_codes * nw_);
+}
+
+// Writes the row: the counting top-k's candidates within the k-th distance get their
+// ids; the exclusion-aware one looks up the deferred ties that still tie with it.
+void MIHIndex::QuerySearch::finish(int32_t* D, int64_t* I) {
+    if (counting_) {
+        // Ids of the candidates within the k-th distance (ties included), then (distance, id) order.
+        compact_pending();
+        s_.resolved.clear();
+        for (const Scratch::Pending& c : s_.pending) {
+            const uint32_t pos = c.code == Scratch::kAtPosition
+                                     ? c.where
+                                     : ix_.locate(s_.pending_codes.data() + size_t{c.code} * nw_, c.where);
+            const int64_t id = static_cast<int64_t>(ix_.id_of_.get(pos));
+            if (!is_excluded(ex_begin_, ex_end_, id)) s_.resolved.push_back({c.d, id});
+        }
+        write_nearest(s_.resolved.data(), s_.resolved.data() + s_.resolved.size(), k_, D, I);
+        return;
+    }
+    const int64_t kth = s_.top.kth_distance();
+    for (size_t i = 0; i < s_.deferred.size(); ++i)
+        if (static_cast<int64_t>(s_.deferred[i].d) == kth)
+            offer(ix_.locate(s_.deferred_codes.data() + i * nw_, s_.deferred[i].rank), s_.deferred[i].d);
+    s_.top.finish(D, I);
+}
+
+void MIHIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                          const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s,
+                          bool& fell_back, double scan_share) const {
+    QuerySearch search(*this, kern, query, k, ex_begin, ex_end, s, scan_share);
+    fell_back = !search.run(D, I);
 }
 
 void MIHIndex::range_search(const uint64_t* queries, size_t nq, int radius, const ExcludeList& exclude,

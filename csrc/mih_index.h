@@ -170,6 +170,8 @@ private:
         size_t sub_bytes() const { return narrow.bytes() + wide.bytes(); }
     };
     struct Scratch;
+    class QuerySearch;   // search_one's stages (mih_index.cpp)
+    class JoinedSearch;  // search_joined's stages (mih_joined.cpp)
     // Queries [q0, q1) through the tables, each falling back to the scan when
     // the cost model says the scan is cheaper.
     void search_tables(const Kernels& kern, const uint64_t* queries, size_t q0, size_t q1, int k,
