@@ -215,6 +215,7 @@ def test_guided_pair_mode_shares_q_between_user_and_positive(tmp_path: Path, tin
     both binary; each negative has its own draw; element mode mixes within a code."""
     import torch
 
+    from train.batch import BatchRows
     from train.hashing import hard_sign
 
     def relaxed(mode: str):
@@ -222,9 +223,12 @@ def test_guided_pair_mode_shares_q_between_user_and_positive(tmp_path: Path, tin
                           out=str(tmp_path / mode)), tiny)
         torch.manual_seed(0)
         x = torch.randn(300, 3, 16)
+        out = torch.cat([x[:, 0], x[:, 1], x[:, 1:].reshape(-1, 16)])
+        rows = BatchRows(out, out, 300, None, [(300,), (300,), (300, 2)])
         with torch.no_grad():
-            ru, ri, rm = tr.relax_batch(x[:, 0], x[:, 1], x[:, 1:])
-            cu, ci, cm = (tr.model.head.continuous(v) for v in (x[:, 0], x[:, 1], x[:, 1:]))
+            ru, ri, rm = tr.relax_batch(rows, *tr._hash_rows(rows))
+            head = tr.model.head
+            cu, ci, cm = head.z(x[:, 0], 1.0, "user"), head.z(x[:, 1], 1.0, "item"), head.z(x[:, 1:], 1.0, "item")
         return (ru, cu), (ri, ci), (rm, cm)
 
     def is_cont(r, c):
@@ -245,19 +249,37 @@ def test_guided_pair_mode_shares_q_between_user_and_positive(tmp_path: Path, tin
         _cfg(tmp_path, "hashgnn", q_mode="batch").validate()
 
 
+def _relax_pairs(tr: Trainer, x):
+    """The trainer's relaxed codes of users x[:, 0], positives x[:, 1] and negatives x[:, 1:]
+    (encoder outputs (B, 3, d))."""
+    import torch
+
+    from train.batch import BatchRows
+
+    b, d = x.shape[0], x.shape[2]
+    out = torch.cat([x[:, 0], x[:, 1], x[:, 1:].reshape(-1, d)])
+    rows = BatchRows(out, out, b, None, [(b,), (b,), (b, x.shape[1] - 1)])
+    return tr.relax_batch(rows, *tr._hash_rows(rows))
+
+
 @pytest.mark.parametrize("method", ["hashgnn", "ste"])
 def test_code_scale_mean_matches_binary_codes_to_continuous_magnitude(tmp_path: Path, tiny, method: str) -> None:
     """--code-scale mean: binary codes are trained as ±c with c the batch's mean |z| (so ±1 codes do
     not give K-sized, saturated scores next to the continuous ones); one: plain ±1."""
     import torch
 
+    from train.batch import BatchRows
+
     torch.manual_seed(0)
     x = torch.randn(50, 3, 16)
     for scale in ("one", "mean"):
         tr = Trainer(_cfg(tmp_path, method, code_scale=scale, p_start=0.0, out=str(tmp_path / scale)), tiny)
+        out = torch.cat([x[:, 0], x[:, 1], x[:, 1:].reshape(-1, 16)])
+        rows = BatchRows(out, out, 50, None, [(50,), (50,), (50, 2)])
         with torch.no_grad():
-            ru, ri, rm = tr.relax_batch(x[:, 0], x[:, 1], x[:, 1:])
-            z = tr.model.head.continuous(torch.cat([x[:, 0], x[:, 1], x[:, 1:].reshape(-1, 16)]))
+            ru, ri, rm = tr.relax_batch(rows, *tr._hash_rows(rows))
+            head = tr.model.head
+            z = torch.cat([head.z(x[:, 0], 1.0, "user"), head.z(out[50:], 1.0, "item")])
         c = float(z.abs().mean()) if scale == "mean" else 1.0
         assert c < 0.9 or scale == "one"
         for r in (ru, ri, rm):
@@ -365,8 +387,8 @@ def test_guided_gamma_puts_hashnet_continuation_under_the_guided_mix(tmp_path: P
     assert plain.beta_now() == 1.0 and tr.beta_now() == pytest.approx(2.0)
     with torch.no_grad():
         a = tr.model.head.pre(x[:, 0])
-        ru, _, _ = tr.relax_batch(x[:, 0], x[:, 1], x[:, 1:])  # p stays 1: the relaxed code is z
-        ru0, _, _ = plain.relax_batch(x[:, 0], x[:, 1], x[:, 1:])
+        ru, _, _ = _relax_pairs(tr, x)  # p stays 1: the relaxed code is z
+        ru0, _, _ = _relax_pairs(plain, x)
     assert torch.allclose(ru, torch.tanh(2.0 * a)) and torch.allclose(ru0, torch.tanh(a))
     emb, emb0 = tr.embeddings(), plain.embeddings()
     np.testing.assert_array_equal(emb.user_codes, emb0.user_codes)

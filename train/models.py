@@ -5,14 +5,14 @@ the hash head maps embeddings to K relaxed bits.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from .graph import BipartiteCSR, EdgeDropout, spmm
 from .sampling import Block
-from .hashing import gumbel_bits, guided_ste, hard_sign, hashnet_tanh, sign_ste
+from .hashing import gumbel_bits, guided_ste, hard_sign, sign_ste
 
 
 def aggregate(h: torch.Tensor, blk: Block) -> torch.Tensor:
@@ -216,16 +216,17 @@ class HashHead(nn.Module):
         self.n_users = n_users
         self.kind = kind
 
-    def pre(self, e: torch.Tensor, side: str = "all") -> torch.Tensor:
-        """``W e + b`` (n, K) of embeddings e (n, d); ``side``: ``user``, ``item`` or ``all`` (a whole
-        node matrix, users first), which picks the layer when users and items have their own."""
+    def pre(self, e: torch.Tensor, side: str = "all", n_user_rows: Optional[int] = None) -> torch.Tensor:
+        """``W e + b`` (n, K) of embeddings e (n, d); ``side``: ``user``, ``item`` or ``all`` (rows
+        users first: a whole node matrix, or its first ``n_user_rows`` rows are users), which picks
+        the layer when users and items have their own."""
         if self.item_lin is None or side == "user":
             return self.lin(e)
         if side == "item":
             return self.item_lin(e)
         if side != "all":
             raise ValueError(f"side must be user, item or all, got {side!r}")
-        nu = self.n_users
+        nu = self.n_users if n_user_rows is None else n_user_rows
         return torch.cat([self.lin(e[:nu]), self.item_lin(e[nu:])])
 
     def z(self, e: torch.Tensor, beta: float = 1.0, side: str = "all") -> torch.Tensor:
@@ -233,23 +234,30 @@ class HashHead(nn.Module):
         continuation (HashNet's, or the guided head's with ``guided_gamma``)."""
         return torch.tanh(beta * self.pre(e, side))
 
-    def relax(self, e: torch.Tensor, *, p: float = 0.0, beta: float = 1.0, tau: float = 1.0,
-              generator: Optional[torch.Generator] = None, q: Optional[torch.Tensor] = None,
-              q_rows: bool = False, code_scale: Union[float, torch.Tensor] = 1.0,
-              side: str = "all") -> torch.Tensor:
-        """Training-time code (n, K) of embeddings e (n, d); ``q``/``q_rows``: the guided mask,
-        ``code_scale``: magnitude of the binary codes of ``guided``/``ste`` (see guided_ste)."""
+    def relax(self, e: torch.Tensor, *, beta: float = 1.0, side: str = "all", **kw: Any) -> torch.Tensor:
+        """Training-time code (n, K) of embeddings e (n, d): :meth:`relax_from` on their ``a`` and
+        ``z``. β applies to the heads with a continuation (guided, hashnet); the others read tanh(a)."""
         a = self.pre(e, side)
+        z = torch.tanh((beta if self.kind in ("guided", "hashnet") else 1.0) * a)
+        return self.relax_from(z, a, **kw)
+
+    def relax_from(self, z: torch.Tensor, a: Optional[torch.Tensor] = None, *, p: float = 0.0,
+                   tau: float = 1.0, generator: Optional[torch.Generator] = None,
+                   q: Optional[torch.Tensor] = None, q_rows: bool = False,
+                   code_scale: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
+        """Training-time code (..., K) from continuous codes ``z = tanh(β a)`` and, for ``gumbel``
+        only, the pre-activations ``a`` (same shape). ``q``/``q_rows``: the guided mask,
+        ``code_scale``: magnitude of the binary codes of ``guided``/``ste`` (see guided_ste)."""
         if self.kind == "guided":
-            return guided_ste(torch.tanh(beta * a), p, generator, q=q, rows=q_rows, scale=code_scale)
+            return guided_ste(z, p, generator, q=q, rows=q_rows, scale=code_scale)
         if self.kind == "ste":
-            return code_scale * sign_ste(torch.tanh(a))
-        if self.kind == "hashnet":
-            return hashnet_tanh(a, beta)
+            return code_scale * sign_ste(z)
+        if self.kind in ("hashnet", "tanh"):
+            return z
         if self.kind == "gumbel":
+            if a is None:
+                raise ValueError("the gumbel head needs the pre-activations a")
             return gumbel_bits(a, tau, generator)
-        if self.kind == "tanh":
-            return torch.tanh(a)
         raise ValueError(f"unknown hash head kind {self.kind!r}")
 
     @torch.no_grad()

@@ -25,20 +25,12 @@ from .hashing import ProbSchedule, bernoulli_mask, hard_sign
 from .losses import bpr, hashgnn_loss, sampled_softmax
 from .models import HashHead, HashModel, build_encoder
 from .optim import Optimizers, RowAdam
+from .batch import BatchRows, take_rows
 from .sampling import Block, NegativeSampler, NeighborSampler, prefetch
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def take_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Rows ``x[idx]`` for an int64 index of any shape: (*idx.shape, *x.shape[1:]).
-
-    By ``index_select``, whose backward (``index_add_``) sums each row's gradients in a fixed
-    order: the backward of ``x[idx]`` (``index_put_`` with accumulate) does not with more than
-    one thread, so two runs with the same seed drifted apart (and it took twice as long)."""
-    return x.index_select(0, idx.reshape(-1)).reshape(*idx.shape, *x.shape[1:])
 
 
 def save_json(path: Path, obj: Any) -> None:
@@ -299,59 +291,93 @@ class Trainer:
             prep["sampled"] = self._sample_blocks([users, items + nu, negs + nu])
         return prep
 
-    def _rows(self, groups: Sequence[np.ndarray], sampled: Optional[Tuple[list, np.ndarray]] = None
-              ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """Encoder outputs and ID-embedding rows of groups of nodes (global ids, int64 arrays of
-        any shape): ([(*g.shape, d_out)], [(*g.shape, d_in)]). Whole-graph training propagates the
-        graph once; sampled training runs the encoder on the groups' sampled neighbourhoods
-        (``sampled``: drawn already by :meth:`prepare`)."""
+    def _batch_rows(self, groups: Sequence[np.ndarray],
+                    sampled: Optional[Tuple[list, np.ndarray]] = None) -> BatchRows:
+        """The rows a step reads for groups of nodes (global ids, int64 arrays of any shape, users
+        before items). Whole-graph training propagates the graph once and gathers an entry's row
+        per entry; sampled training runs the encoder on the groups' sampled neighbourhoods
+        (``sampled``: drawn already by :meth:`prepare`) and keeps one row per distinct node."""
         dev, base = self.device, self.model.encoder.base.weight
-        ts = [torch.from_numpy(np.ascontiguousarray(g)).to(dev) for g in groups]
+        shapes = [tuple(g.shape) for g in groups]
         if not self._uses_blocks():
-            x = self._node_embeddings()
-            return [take_rows(x, t) for t in ts], [take_rows(base, t) for t in ts]
+            ids = torch.from_numpy(np.concatenate([g.ravel() for g in groups])).to(dev)
+            n_users = int((ids < self.ds.n_users).sum())
+            return BatchRows(take_rows(self._node_embeddings(), ids), take_rows(base, ids),
+                             n_users, None, shapes)
         blocks, inv = sampled if sampled is not None else self._sample_blocks(groups)
         if blocks and isinstance(blocks[0], Block):
+            seeds = blocks[-1].src[:blocks[-1].n_dst]
             blocks = [b.to(dev) for b in blocks]
             src = blocks[0].src
         else:  # an encoder without graph layers (MF): "blocks" holds the distinct seeds
-            src, blocks = torch.from_numpy(blocks[0]).to(dev), []
+            seeds = torch.from_numpy(blocks[0])
+            src, blocks = seeds.to(dev), []
         # the rows read, as a leaf of their own: RowAdam updates just them from its gradient
         x0 = base.detach().index_select(0, src).requires_grad_(True)
         self._read = (src, x0)
         out = self.model.encoder.forward_blocks(x0, blocks) if blocks else x0
-        outs, bases, at = [], [], 0
-        for g in groups:  # the seeds are the first rows of x0, in the order of out's rows
-            part = torch.from_numpy(inv[at:at + g.size].reshape(g.shape)).to(dev)
-            outs.append(take_rows(out, part))
-            bases.append(take_rows(x0, part))
+        index, at = [], 0
+        for g in groups:  # the seeds (sorted ids: users first) are x0's first rows, as out's
+            index.append(torch.from_numpy(inv[at:at + g.size].reshape(g.shape)).to(dev))
             at += g.size
-        return outs, bases
+        n_users = int((seeds < self.ds.n_users).sum())
+        return BatchRows(out, x0[:out.shape[0]], n_users, index, shapes)
 
-    def relax_batch(self, xu: torch.Tensor, xi: torch.Tensor, xm: torch.Tensor
+    def _rows(self, groups: Sequence[np.ndarray], sampled: Optional[Tuple[list, np.ndarray]] = None
+              ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """Encoder outputs and ID-embedding rows of groups of nodes, one per entry:
+        ([(*g.shape, d_out)], [(*g.shape, d_in)]) (see :meth:`_batch_rows`)."""
+        rows = self._batch_rows(groups, sampled)
+        n = range(len(groups))
+        return [rows.pick(rows.out, g) for g in n], [rows.pick(rows.base, g) for g in n]
+
+    def _hash_rows(self, rows: BatchRows) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The hash layer on a batch's rows: pre-activations ``a`` and ``z = tanh(β a)`` (R, K)
+        (β = 1 but for a continuation), once per row."""
+        a = self.model.head.pre(rows.out, "all", n_user_rows=rows.n_users)  # type: ignore[union-attr]
+        return a, torch.tanh(self.beta_now() * a)
+
+    def relax_batch(self, rows: BatchRows, a: torch.Tensor, z: torch.Tensor
                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training-time codes of a batch's users (B, d), positives (B, d) and negatives (B, T, d)."""
+        """Training-time codes of a batch's users (B, K), positives (B, K) and negatives
+        (B, T, K), from the rows' pre-activations ``a`` and continuous codes ``z`` (R, K)."""
         cfg, head = self.cfg, self.model.head
         p = self.p_now()
-        kw = dict(p=p, beta=self.beta_now(), tau=cfg.gumbel_tau)
-        qu = qi = qm = None
+        shapes = [(*s, z.shape[1]) for s in rows.shapes]
+        zs = [rows.pick(z, g).reshape(-1, z.shape[1]) for g in range(3)]  # a row per entry
+        a_s = ([rows.pick(a, g).reshape(-1, a.shape[1]) for g in range(3)]
+               if head.kind == "gumbel" else [None] * 3)  # type: ignore[union-attr]
+        qs: List[Optional[torch.Tensor]] = [None, None, None]
         if cfg.head_kind == "guided" and cfg.q_mode == "pair" and 0.0 < p < 1.0:
             # the official HashGNN code: one draw per (user, positive) pair, one per negative
-            qu = qi = bernoulli_mask((xu.shape[0], 1), p, xu.device)
-            qm = bernoulli_mask((xm.shape[0] * xm.shape[1], 1), p, xm.device)
-        kw["q_rows"] = cfg.q_mode == "node"
+            qs[0] = qs[1] = bernoulli_mask((zs[0].shape[0], 1), p, z.device)
+            qs[2] = bernoulli_mask((zs[2].shape[0], 1), p, z.device)
+        kw: Dict[str, Any] = dict(p=p, tau=cfg.gumbel_tau, q_rows=cfg.q_mode == "node")
         if cfg.code_scale_eff == "mean" and cfg.head_kind in ("guided", "ste"):
             # binary codes at the magnitude of the batch's continuous codes, so that their scores
             # (and the sigmoid's saturation) match those of the continuous pairs
             with torch.no_grad():
-                beta = kw["beta"]
-                z = torch.cat([head.z(xu, beta, "user"), head.z(xi, beta, "item"),  # type: ignore[union-attr]
-                               head.z(xm.reshape(-1, xm.shape[-1]), beta, "item")])  # type: ignore[union-attr]
-                kw["code_scale"] = z.abs().mean()
-        ru = head.relax(xu, q=qu, side="user", **kw)  # type: ignore[union-attr]
-        ri = head.relax(xi, q=qi, side="item", **kw)  # type: ignore[union-attr]
-        rm = head.relax(xm.reshape(-1, xm.shape[-1]), q=qm, side="item", **kw)  # type: ignore[union-attr]
-        return ru, ri, rm.reshape(*xm.shape[:2], -1)
+                kw["code_scale"] = sum(v.abs().sum() for v in zs) / sum(v.numel() for v in zs)
+        return tuple(head.relax_from(zv, av, q=qv, **kw).reshape(shape)  # type: ignore[union-attr,return-value]
+                     for zv, av, qv, shape in zip(zs, a_s, qs, shapes))
+
+    def _hashed_pair_loss(self, rows: BatchRows) -> torch.Tensor:
+        """The pair loss on the batch's relaxed codes, plus the quantisation and continuous-code
+        terms of the guided/STE heads."""
+        cfg = self.cfg
+        a, z = self._hash_rows(rows)
+        terms = []
+        if cfg.quant_weight > 0 and cfg.head_kind in ("guided", "ste"):
+            zu, zi = rows.pick(z, 0), rows.pick(z, 1)
+            n = zu.numel() + zi.numel()
+            terms.append(cfg.quant_weight * ((1.0 - zu.abs()).pow(2).sum()
+                                             + (1.0 - zi.abs()).pow(2).sum()) / n)
+        if cfg.cont_weight > 0 and cfg.head_kind == "guided":
+            terms.append(cfg.cont_weight * self._pair_loss(*(rows.pick(z, g) for g in range(3))))
+        loss = self._pair_loss(*self.relax_batch(rows, a, z))
+        for t in terms:
+            loss = loss + t
+        return loss
 
     def _reduce_gradients(self) -> None:
         """Average the gradients over the ranks, and hand the embedding rows a sampled batch read
@@ -378,26 +404,14 @@ class Trainer:
         if cfg.loss_kind == "softmax":
             return self._softmax_step(users, items)
         prep = self.prepare(users, items) if prep is None else prep
-        negs = prep["negs"]  # (B, T)
-        (xu, xi, xm), (bu, bi, bm) = self._rows([users, items + nu, negs + nu], prep.get("sampled"))
-        extra = None
+        rows = self._batch_rows([users, items + nu, prep["negs"] + nu], prep.get("sampled"))
         if self._use_head():
-            head, beta = self.model.head, self.beta_now()
-            if cfg.quant_weight > 0 and cfg.head_kind in ("guided", "ste"):
-                z = torch.cat([head.z(xu, beta, "user"), head.z(xi, beta, "item")])  # type: ignore[union-attr]
-                extra = cfg.quant_weight * (1.0 - z.abs()).pow(2).mean()
-            if cfg.cont_weight > 0 and cfg.head_kind == "guided":
-                zu, zi, zm = (head.z(v, beta, side)  # type: ignore[union-attr]
-                              for v, side in ((xu, "user"), (xi, "item"), (xm, "item")))
-                cont = cfg.cont_weight * self._pair_loss(zu, zi, zm)
-                extra = cont if extra is None else extra + cont
-            xu, xi, xm = self.relax_batch(xu, xi, xm)
-        loss = self._pair_loss(xu, xi, xm)
-        if extra is not None:
-            loss = loss + extra
+            loss = self._hashed_pair_loss(rows)
+        else:
+            loss = self._pair_loss(*(rows.pick(rows.out, g) for g in range(3)))
         if cfg.reg > 0 and not (cfg.method == "hashgnn_sp" and self._stage() == "main"):
-            sq = bu.pow(2).sum() + bi.pow(2).sum() + bm[:, 0].pow(2).sum()
-            loss = loss + cfg.reg * sq / (2 * users.shape[0])
+            # users, positives and each pair's first negative (the BPR triple)
+            loss = loss + cfg.reg * rows.sum_sq([(0, None), (1, None), (2, 0)]) / (2 * users.shape[0])
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         self._reduce_gradients()
