@@ -465,18 +465,31 @@ bool ClusterIndex::search_split(const Kernels& kern, const uint64_t* query, int 
     return true;
 }
 
-bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
-                              const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s, Split split) const {
-    const size_t C = nclusters(), nb = static_cast<size_t>(nbits());
-    centroid_distances(kern, query, s);
-    // The clusters in increasing distance (counting sort).
-    std::vector<uint32_t>& dq = s.dq;
-    s.start.assign(nb + 2, 0);
+void ClusterIndex::order_clusters(Scratch& s) const {
+    const size_t C = nclusters();
+    const std::vector<uint32_t>& dq = s.dq;
+    s.start.assign(static_cast<size_t>(nbits()) + 2, 0);  // a counting sort by distance
     for (size_t c = 0; c < C; ++c) ++s.start[dq[c] + 1];
     for (size_t r = 1; r < s.start.size(); ++r) s.start[r] += s.start[r - 1];
     s.order.resize(C);
     for (size_t c = 0; c < C; ++c) s.order[s.start[dq[c]]++] = static_cast<uint32_t>(c);
+}
 
+size_t ClusterIndex::codes_in_reach(const Scratch& s, size_t j, uint32_t tau) const {
+    size_t total = 0;
+    for (size_t jj = j; jj < nclusters() && s.dq[s.order[jj]] <= tau + rmax_all_; ++jj) {
+        uint32_t b0, b1;
+        if (run_within(s.dq[s.order[jj]], s.order[jj], tau, b0, b1)) total += b1 - b0;
+    }
+    return total;
+}
+
+bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k, const int64_t* ex_begin,
+                              const int64_t* ex_end, int32_t* D, int64_t* I, Scratch& s, Split split) const {
+    const size_t C = nclusters(), nb = static_cast<size_t>(nbits());
+    centroid_distances(kern, query, s);
+    order_clusters(s);
+    const std::vector<uint32_t>& dq = s.dq;
     UnorderedTopK& top = s.top;
     top.reset(static_cast<size_t>(k));
     uint32_t tau = static_cast<uint32_t>(nb);  // distances above it cannot enter
@@ -534,12 +547,7 @@ bool ClusterIndex::search_one(const Kernels& kern, const uint64_t* query, int k,
             checked = true;
             // What is left to read (what was read is spent either way), every thread's
             // clusters from here on: a split query is scanned as a whole.
-            size_t total = 0;
-            for (size_t jj = j; jj < C && !beyond_all(jj); ++jj) {
-                uint32_t b0, b1;
-                if (window(s.order[jj], tau, b0, b1)) total += b1 - b0;
-            }
-            if (static_cast<double>(total) > kScanShare * static_cast<double>(size())) {
+            if (static_cast<double>(codes_in_reach(s, j, tau)) > kScanShare * static_cast<double>(size())) {
                 items_read_ += items;
                 clusters_read_ += clusters;
                 return false;  // the caller scans this query

@@ -86,6 +86,11 @@ private:
     static Scratch& thread_scratch();  // the calling thread's
     // The query's distance to every centroid into s.dq (and the buffers sized).
     void centroid_distances(const Kernels& kern, const uint64_t* query, Scratch& s) const;
+    // s.order: the clusters by increasing distance from the query to their centroid (s.dq).
+    void order_clusters(Scratch& s) const;
+    // Codes in the runs within tau of the clusters from order position j on, up to the
+    // first whose centroid is beyond tau of every radius (as are all after it).
+    size_t codes_in_reach(const Scratch& s, size_t j, uint32_t tau) const;
     // Whether some radius of cluster c lies within t of dqc, the query's distance to its centroid.
     bool cluster_reaches(uint32_t dqc, uint32_t c, uint32_t t) const;
     // The run of cluster c that can hold items within t, [b0, b1); false if empty.

@@ -181,4 +181,13 @@ private:
     const int64_t* end_ = nullptr;
 };
 
+// The scans' sink for one item: pushes (d, id) if d is below `bound` (the caller's copy of
+// col.bound(), kept in a register) and id is not excluded, and refreshes the copy.
+inline void push_if_closer(TopKCollector& col, ExcludeCursor& ex, uint32_t d, int64_t id, uint32_t& bound) {
+    if (d < bound && !ex.excluded(id)) {
+        col.push(d, id);
+        bound = col.bound();
+    }
+}
+
 }  // namespace hashsearch

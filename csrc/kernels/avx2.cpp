@@ -57,13 +57,7 @@ inline void offer(const __m256i* d, const int* order, size_t base, TopKCollector
     // Visit in item order so the collector sees increasing ids.
     uint32_t by_item[4 * G];
     for (int j = 0; j < 4 * G; ++j) by_item[order[j]] = static_cast<uint32_t>(dist[j]);
-    for (int j = 0; j < 4 * G; ++j) {
-        int64_t id = static_cast<int64_t>(base + j);
-        if (by_item[j] < bound && !ex.excluded(id)) {
-            col.push(by_item[j], id);
-            bound = col.bound();
-        }
-    }
+    for (int j = 0; j < 4 * G; ++j) push_if_closer(col, ex, by_item[j], static_cast<int64_t>(base + j), bound);
 }
 
 // 64-bit codes: 16 items per iteration, one vector of 4 items at a time.
@@ -85,7 +79,7 @@ void scan_w1(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
             vb = _mm256_set1_epi64x(bound);
         }
     }
-    scan_fixed<1>(codes, nwords, i, end, query, col, ex);
+    scan_width<1>(codes, nwords, i, end, query, col, ex);
 }
 
 // 128-bit codes: two vectors hold four items; lanes come out as items {0,2,1,3}.
@@ -111,7 +105,7 @@ void scan_w2(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
             vb = _mm256_set1_epi64x(bound);
         }
     }
-    scan_fixed<2>(codes, nwords, i, end, query, col, ex);
+    scan_width<2>(codes, nwords, i, end, query, col, ex);
 }
 
 // 256*j-bit codes: byte counts of an item's vectors are summed before one vpsadbw
@@ -143,7 +137,7 @@ void scan_w4x(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
             vb = _mm256_set1_epi64x(bound);
         }
     }
-    scan_dynamic(codes, nwords, i, end, query, col, ex);
+    scan_width<0>(codes, nwords, i, end, query, col, ex);
 }
 
 // Eight 32-bit distances: byte counts summed pairwise (maddubs) then into dwords (madd).
@@ -173,13 +167,7 @@ void scan32(const uint32_t* codes, size_t begin, size_t end, uint32_t query, Top
         if (_mm256_testz_si256(any, any)) continue;
         alignas(32) uint32_t dist[32];
         for (int g = 0; g < 4; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(dist + 8 * g), d[g]);
-        for (int j = 0; j < 32; ++j) {
-            int64_t id = static_cast<int64_t>(i + j);
-            if (dist[j] < bound && !ex.excluded(id)) {
-                col.push(dist[j], id);
-                bound = col.bound();
-            }
-        }
+        for (int j = 0; j < 32; ++j) push_if_closer(col, ex, dist[j], static_cast<int64_t>(i + j), bound);
         vb = _mm256_set1_epi32(static_cast<int>(bound));
     }
     scan32_generic(codes, i, end, query, col, ex);
@@ -280,7 +268,7 @@ size_t select_within_w1(const uint64_t* codes, size_t nwords, size_t begin, size
 }
 
 // Codes of 2 or 4k words: the vpshufb kernels above, or the popcnt instruction
-// word by word (scan_dynamic/scan_fixed). Which is faster depends on the core:
+// word by word (scan_width). Which is faster depends on the core:
 // on this project's AMD EPYC, 256-bit codes scan ~20% faster with popcnt (Zen
 // retires several per cycle), while Intel cores retire one popcnt per cycle.
 // So each width is timed once, on first use, on a block that stays in L1.
@@ -290,10 +278,10 @@ using VectorScan = void (*)(const uint64_t*, size_t, size_t, size_t, const uint6
 void popcnt_scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const uint64_t* query,
                  TopKCollector& col, ExcludeCursor& ex) {
     switch (nwords) {
-        case 2: return scan_fixed<2>(codes, nwords, begin, end, query, col, ex);
-        case 4: return scan_fixed<4>(codes, nwords, begin, end, query, col, ex);
-        case 8: return scan_fixed<8>(codes, nwords, begin, end, query, col, ex);
-        default: return scan_dynamic(codes, nwords, begin, end, query, col, ex);
+        case 2: return scan_width<2>(codes, nwords, begin, end, query, col, ex);
+        case 4: return scan_width<4>(codes, nwords, begin, end, query, col, ex);
+        case 8: return scan_width<8>(codes, nwords, begin, end, query, col, ex);
+        default: return scan_width<0>(codes, nwords, begin, end, query, col, ex);
     }
 }
 
@@ -335,7 +323,7 @@ void scan(const uint64_t* codes, size_t nwords, size_t begin, size_t end, const 
           TopKCollector& col, ExcludeCursor& ex) {
     if (nwords == 1) return scan_w1(codes, nwords, begin, end, query, col, ex);
     if (nwords == 2) {
-        if (popcnt_is_faster(&scan_w2, 2)) return scan_fixed<2>(codes, nwords, begin, end, query, col, ex);
+        if (popcnt_is_faster(&scan_w2, 2)) return scan_width<2>(codes, nwords, begin, end, query, col, ex);
         return scan_w2(codes, nwords, begin, end, query, col, ex);
     }
     if (nwords % 4 == 0 && nwords <= 64) {

@@ -71,12 +71,7 @@ inline void offer(__m512i d, __mmask8 mask, const int* order, size_t base, TopKC
     // Only the set lanes, in lane order (ids non-decreasing in every caller's order).
     for (unsigned bits = mask; bits != 0; bits &= bits - 1) {
         const int j = __builtin_ctz(bits);
-        int64_t id = static_cast<int64_t>(base + order[j]);
-        uint32_t dj = static_cast<uint32_t>(dist[j]);
-        if (dj < bound && !ex.excluded(id)) {
-            col.push(dj, id);
-            bound = col.bound();
-        }
+        push_if_closer(col, ex, static_cast<uint32_t>(dist[j]), static_cast<int64_t>(base + order[j]), bound);
     }
 }
 
@@ -104,7 +99,7 @@ void scan_w1(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
             vb = _mm512_set1_epi64(bound);
         }
     }
-    scan_fixed<1>(codes, nwords, i, end, query, col, ex);
+    scan_width<1>(codes, nwords, i, end, query, col, ex);
 }
 
 // 128-bit codes: four items per vector; each item's two word counts are
@@ -125,7 +120,7 @@ void scan_w2(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
             vb = _mm512_set1_epi64(bound);
         }
     }
-    scan_fixed<2>(codes, nwords, i, end, query, col, ex);
+    scan_width<2>(codes, nwords, i, end, query, col, ex);
 }
 
 // Eight items' distances in one vector, from s[j] = the lane counts of item
@@ -315,11 +310,7 @@ void scan32(const uint32_t* codes, size_t begin, size_t end, uint32_t query, Top
             _mm512_store_si512(reinterpret_cast<void*>(dist), d[g]);
             for (unsigned bits = m[g]; bits != 0; bits &= bits - 1) {
                 const int j = __builtin_ctz(bits);
-                const int64_t id = static_cast<int64_t>(i + 16 * g + j);
-                if (dist[j] < bound && !ex.excluded(id)) {
-                    col.push(dist[j], id);
-                    bound = col.bound();
-                }
+                push_if_closer(col, ex, dist[j], static_cast<int64_t>(i + 16 * g + j), bound);
             }
         }
         vb = _mm512_set1_epi32(static_cast<int>(bound));
