@@ -259,3 +259,28 @@ def test_test_modes_choose_the_final_evaluation(tmp_path: Path, capsys) -> None:
     assert "hamr" in m and "hies" in m and "continuous" not in m
     with pytest.raises(ValueError, match="test_modes"):
         FitConfig(test_modes=["exact"]).validate()
+
+
+def test_csr_mm_equals_torch_sparse_mm_with_empty_rows() -> None:
+    """csr_mm writes every row of its uninitialised result, empty rows included (memory the
+    allocator hands back full of NaN), and equals torch.sparse.mm bit for bit."""
+    import warnings
+
+    import scipy.sparse as sp
+
+    from train.graph import csr_mm
+
+    a = sp.random(2000, 300, 0.02, format="csr", dtype=np.float32, random_state=1)
+    a = sp.csr_matrix(sp.diags((np.arange(2000) % 3 == 0).astype(np.float32)) @ a)
+    a.eliminate_zeros()
+    assert (np.diff(a.indptr) == 0).sum() > 1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.sparse_csr_tensor(torch.from_numpy(a.indptr.astype(np.int64)),
+                                    torch.from_numpy(a.indices.astype(np.int64)),
+                                    torch.from_numpy(a.data), size=a.shape)
+    x = torch.randn(300, 64, generator=torch.Generator().manual_seed(0))
+    for _ in range(5):
+        del_me = torch.full((2000, 64), float("nan"))
+        del del_me
+        assert torch.equal(csr_mm(t, x), torch.sparse.mm(t, x))

@@ -90,6 +90,18 @@ def mean_adj(adj: sp.coo_matrix, device: torch.device) -> Tuple[torch.Tensor, to
     return _to_torch_csr(p, device), _to_torch_csr(p.T, device)
 
 
+def csr_mm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sparse (n, m) times dense (m, d) -> dense (n, d) float32, as ``torch.sparse.mm``.
+
+    A CSR matrix on the CPU goes through ``addmm`` with ``beta=0`` into an uninitialised result:
+    ``torch.sparse.mm`` zero-fills a result, computes into a second one and copies it over, which
+    costs more than the product on the multi-million-row blocks of sampled training."""
+    if a.layout != torch.sparse_csr or a.device.type != "cpu":
+        return torch.sparse.mm(a, x)
+    out = torch.empty(a.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
+    return torch.addmm(out, a, x, beta=0.0, out=out)
+
+
 class _SpMM(torch.autograd.Function):
     """``A @ X`` with the backward ``A^T @ grad`` done by a second, precomputed CSR matrix.
 
@@ -100,11 +112,11 @@ class _SpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.a_t = a_t
-        return torch.sparse.mm(a, x)
+        return csr_mm(a, x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return None, None, torch.sparse.mm(ctx.a_t, grad)
+        return None, None, csr_mm(ctx.a_t, grad)
 
 
 def spmm(a: torch.Tensor, x: torch.Tensor, a_t: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -165,7 +177,7 @@ class BipartiteCSR:
             warnings.simplefilter("ignore", UserWarning)
             m = torch.sparse_csr_tensor(crow.to(h.device), col.to(h.device), w.to(h.device),
                                         size=(end - start, h.shape[0]))
-        return torch.sparse.mm(m, h)
+        return csr_mm(m, h)
 
     def propagate(self, h: torch.Tensor, norm: str = "mean", chunk: int = 262_144) -> torch.Tensor:
         """:meth:`propagate_rows` for all nodes, ``chunk`` rows at a time: (N, d)."""

@@ -10,7 +10,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .graph import BipartiteCSR, EdgeDropout, spmm
+from .graph import BipartiteCSR, EdgeDropout, csr_mm, spmm
 from .sampling import Block
 from .hashing import gumbel_bits, guided_ste, hard_sign, sign_ste
 
@@ -33,7 +33,7 @@ class _SAGEBlockLayer(torch.autograd.Function):
                 adj_t: torch.Tensor, n_dst: int) -> torch.Tensor:  # type: ignore[override]
         d = h.shape[1]
         w_self, w_neigh = weight[:, :d], weight[:, d:]
-        agg = torch.sparse.mm(adj, h)
+        agg = csr_mm(adj, h)
         out = torch.addmm(bias, h[:n_dst], w_self.t()).addmm_(agg, w_neigh.t())
         ctx.save_for_backward(h, weight, agg)
         ctx.adj_t, ctx.n_dst = adj_t, n_dst
@@ -46,7 +46,7 @@ class _SAGEBlockLayer(torch.autograd.Function):
         g_weight = torch.cat([g.t() @ h[:n_dst], g.t() @ agg], dim=1)
         g_h = None
         if ctx.needs_input_grad[0]:
-            g_h = torch.sparse.mm(ctx.adj_t, g @ weight[:, d:])
+            g_h = csr_mm(ctx.adj_t, g @ weight[:, d:])
             g_h[:n_dst].addmm_(g, weight[:, :d])
         return g_h, g_weight, g.sum(0), None, None, None
 
