@@ -142,12 +142,16 @@ def test_lightgcn_sampled_and_layerwise_forwards_equal_the_whole_graph() -> None
     assert torch.equal(mf.inference(g), mf())
 
 
-def test_row_adam_matches_sparse_adam() -> None:
+@pytest.mark.parametrize("fused", [True, False])
+def test_row_adam_matches_sparse_adam(fused: bool) -> None:
+    """Both RowAdam paths (the numba kernel and the torch expression) equal torch's SparseAdam."""
+    if fused:
+        pytest.importorskip("numba")
     torch.manual_seed(2)
     table = torch.randn(30, 4)
     ref = torch.nn.Parameter(table.clone())
     ref_opt = torch.optim.SparseAdam([ref], lr=0.01)
-    ours = RowAdam(table, lr=0.01)
+    ours = RowAdam(table, lr=0.01, fused=fused)
     rng = np.random.default_rng(0)
     for _ in range(6):
         rows = torch.from_numpy(np.sort(rng.choice(30, 9, replace=False)))

@@ -3,9 +3,43 @@ of optimisers stepped as one."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
+
+
+def _compile_row_adam() -> Optional[Callable[..., None]]:
+    """The fused row-wise Adam kernel (numba), or None where numba is not installed: one pass
+    over each touched row instead of the ten table-sized passes of the torch expression."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is in the train extra
+        return None
+
+    @numba.njit(parallel=True, cache=True)
+    def row_adam(table, exp_avg, exp_avg_sq, rows, grad, b1, b2, step_size, eps):  # pragma: no cover
+        for k in numba.prange(rows.shape[0]):
+            r = rows[k]
+            for j in range(table.shape[1]):
+                g = grad[k, j]
+                m = b1 * exp_avg[r, j] + (1 - b1) * g
+                v = b2 * exp_avg_sq[r, j] + (1 - b2) * g * g
+                exp_avg[r, j] = m
+                exp_avg_sq[r, j] = v
+                table[r, j] -= step_size * m / (math.sqrt(v) + eps)
+
+    return row_adam
+
+
+_ROW_ADAM: Any = "unset"
+
+
+def _row_adam_kernel() -> Optional[Callable[..., None]]:
+    global _ROW_ADAM
+    if _ROW_ADAM == "unset":
+        _ROW_ADAM = _compile_row_adam()
+    return _ROW_ADAM
 
 
 class RowAdam:
@@ -16,8 +50,12 @@ class RowAdam:
     so no sparse tensor is built or coalesced: a step costs its rows, not the table.
     """
 
-    def __init__(self, table: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(self, table: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                 fused: bool = True) -> None:
+        """``fused``: the numba kernel where it applies (CPU float32; rows must be distinct, as
+        a sampled batch's are); False: the torch expression."""
         self.table = table
+        self.fused = fused
         self.param_groups: List[Dict[str, Any]] = [{"params": [table], "lr": lr}]
         self.betas, self.eps = betas, eps
         self.t = 0
@@ -37,17 +75,38 @@ class RowAdam:
     def step(self) -> None:
         if self.rows is None or self.grad is None:
             return
-        b1, b2 = self.betas
         self.t += 1
+        b1, b2 = self.betas
+        step_size = self.param_groups[0]["lr"] * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+        if not (self.fused and self._step_fused(step_size)):
+            self._step_torch(step_size)
+        self.rows = self.grad = None
+
+    def _step_torch(self, step_size: float) -> None:
+        b1, b2 = self.betas
         rows, g = self.rows, self.grad
         m = self.exp_avg.index_select(0, rows).mul_(b1).add_(g, alpha=1 - b1)
         v = self.exp_avg_sq.index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
         self.exp_avg.index_copy_(0, rows, m)
         self.exp_avg_sq.index_copy_(0, rows, v)
-        step_size = self.param_groups[0]["lr"] * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
         update = m.div_(v.sqrt_().add_(self.eps)).mul_(-step_size)
         self.table.index_add_(0, rows, update)
-        self.rows = self.grad = None
+
+    def _step_fused(self, step_size: float) -> bool:
+        """The numba kernel on CPU float32 tensors; False (nothing done) where it does not apply."""
+        kernel = _row_adam_kernel()
+        tensors = (self.table, self.exp_avg, self.exp_avg_sq, self.grad)
+        if kernel is None or any(t.device.type != "cpu" or t.dtype != torch.float32
+                                 or not t.is_contiguous() for t in tensors):
+            return False
+        import numba
+
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        f32 = np.float32
+        kernel(self.table.numpy(), self.exp_avg.numpy(), self.exp_avg_sq.numpy(),
+               self.rows.numpy().astype(np.int64, copy=False), self.grad.numpy(),
+               f32(self.betas[0]), f32(self.betas[1]), f32(step_size), f32(self.eps))
+        return True
 
     def state_dict(self) -> Dict[str, Any]:
         return {"t": self.t, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq,
