@@ -22,7 +22,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
+        states_it = any(mark in text for mark in ("(default", "default:", "%(default)"))
+        if states_it or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
             return text
         if action.nargs == 0 or isinstance(action.default, bool):  # store_true/false, --no-x flags
             return text
@@ -268,7 +269,7 @@ def add_recommend_parser(sub: "argparse._SubParsersAction") -> None:
       help="hamr/hies: the Hamming search (all exact: the same rows)")
     a("--candidates", type=int, default=500, help="hies: Hamming candidates per user")
     a = p.add_argument_group("runtime and scale").add_argument
-    a("--num-threads", type=int, default=0, help="search threads (0: all cores; with --ray: per worker, default 1)")
+    a("--num-threads", type=int, default=0, help="search threads (0: all cores, or 1 per worker with --ray)")
     a("--batch", type=int, default=4096, help="users per search call (and per Ray task)")
     a("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
       help="run on Ray: a local cluster without ADDRESS, else the cluster at ADDRESS (e.g. auto, ray://host:10001; "

@@ -23,7 +23,7 @@ COMMANDS = ("table2", "fig3", "table4", "tradeoff")
 def add_parser(sub: "argparse._SubParsersAction",
                formatter_class: type = argparse.RawDescriptionHelpFormatter) -> None:
     p = sub.add_parser("reproduce", help="regenerate the paper's tables and figures (and ours)",
-                       description=__doc__, formatter_class=formatter_class)
+                       description=__doc__.replace("``", "`"), formatter_class=formatter_class)
     p.add_argument("what", choices=COMMANDS + ("all",),
                    help="table2: accuracy of every method; fig3: accuracy by code length; table4: search "
                         "time by method; tradeoff: recall vs throughput against HNSW; all: each of them")
