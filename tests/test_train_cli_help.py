@@ -11,7 +11,7 @@ from typing import Iterator, List, Tuple
 import numpy as np
 import pytest
 
-from train.cli import HelpFormatter, build_parser, config_from_args, main, parse_args
+from train.cli import HelpFormatter, _add_fit_args, build_parser, config_from_args, main, parse_args, parse_fit_args
 from train.config import FitConfig
 from train.config_file import NOT_FROM_FILE, ConfigFileError, load_config_file
 from train.curves import CURVE_FILE, plot_learning_curve
@@ -115,6 +115,10 @@ def test_config_file_values_become_defaults_and_the_command_line_wins(tmp_path: 
     assert {"out", "resume", "progress", "tensorboard"} == set(NOT_FROM_FILE)
     plain = config_from_args(parse_args(build_parser(), ["fit", "--bits", "48"]))
     assert plain.lr == FitConfig().lr  # the file's values do not leak into a parser built afterwards
+    own = argparse.ArgumentParser()  # a tool with fit's options (python -m train.profiling)
+    _add_fit_args(own)
+    cfg = config_from_args(parse_fit_args(own, ["--config", str(f), "--bits", "8"]))
+    assert (cfg.bits, cfg.lr, cfg.method) == (8, 0.01, "hashnet")
 
 
 @pytest.mark.parametrize("content, message", [

@@ -310,9 +310,16 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> ar
     options given on the command line override them. Raises ConfigFileError for a bad file."""
     ns, _ = parser.parse_known_args(argv)
     if getattr(ns, "command", None) == "fit" and ns.config is not None:
-        fit_p = _fit_parser(parser)
-        fit_p.set_defaults(**load_config_file(ns.config))
+        _fit_parser(parser).set_defaults(**load_config_file(ns.config))
     return parser.parse_args(argv)
+
+
+def parse_fit_args(p: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:
+    """:func:`parse_args` for a parser holding fit's options itself (``python -m train.profiling``)."""
+    ns, _ = p.parse_known_args(argv)
+    if ns.config is not None:
+        p.set_defaults(**load_config_file(ns.config))
+    return p.parse_args(argv)
 
 
 def config_from_args(ns: argparse.Namespace) -> FitConfig:

@@ -13,7 +13,7 @@ from typing import List, Optional
 import numpy as np
 from torch.profiler import ProfilerActivity, profile
 
-from .cli import _add_fit_args, config_from_args
+from .cli import _add_fit_args, config_from_args, parse_fit_args
 from .trainer import Trainer
 
 
@@ -21,7 +21,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.profiling", description=__doc__)
     _add_fit_args(p)
     p.add_argument("--steps", type=int, default=5)
-    ns = p.parse_args(argv)
+    ns = parse_fit_args(p, argv)
     cfg = config_from_args(ns)
     cfg.progress = False
     t0 = time.perf_counter()
