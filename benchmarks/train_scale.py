@@ -7,15 +7,22 @@ times, and the peak RSS. Shapes: ``alibaba`` (601,946 users x 4,167,708 items, 2
 interactions), ``netflix`` (480,189 x 17,770, 100,480,507), ``gowalla``/``ml-1m`` (the shared
 files), ``synthetic:...`` or any ``--data`` value; ``--fraction F`` scales a synthetic shape.
 
+With ``--fit OUT`` it trains a whole run instead (``train.trainer.fit`` into the run directory
+OUT: validation each epoch, early stopping, the final test, codes and checkpoint; ``--resume``
+continues it) and prints the run's metrics.
+
 Examples::
 
     python benchmarks/train_scale.py --shape alibaba --batch-size 65536 --steps 5
     python benchmarks/train_scale.py --shape alibaba --fraction 0.05 --train-mode full --steps 3
+    python benchmarks/train_scale.py --shape netflix --batch-size 262144 --negative-pool 16384 \
+        --lr 0.01 --cache /tmp/netflix.npz --fit runs/netflix --epochs 1 --test-modes hamr,hies
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -27,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train.config import FitConfig  # noqa: E402
 from train.data import Dataset, Pairs, load_dataset  # noqa: E402
-from train.trainer import Trainer, peak_rss_gb  # noqa: E402
+from train.trainer import Trainer, fit, peak_rss_gb  # noqa: E402
 
 SHAPES = {
     "alibaba": (601_946, 4_167_708, 28_500_000),
@@ -73,6 +80,17 @@ def time_steps(tr: Trainer, steps: int) -> dict:
     return {"step_s": wall, "step_cpu_s": cpu, "epoch_min_estimate": wall * tr.batches_per_epoch / 60}
 
 
+def fit_run(cfg: FitConfig, ds: Dataset, out: dict) -> int:
+    """Train the whole run (``--fit``) and print its wall time, peak RSS and final metrics."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    t0 = time.perf_counter()
+    metrics = fit(cfg, ds)
+    out.update(fit_min=(time.perf_counter() - t0) / 60, peak_rss_gb=peak_rss_gb())
+    out["metrics"] = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+    print(json.dumps(out, default=str))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", default="alibaba", help="alibaba | netflix | a --data value (default %(default)s)")
@@ -91,6 +109,13 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--negative-pool", type=int, default=0)
     p.add_argument("--cache", default=None, help="npz file keeping the loaded data set between runs")
+    p.add_argument("--fit", default=None, metavar="OUT",
+                   help="train a whole run into the run directory OUT instead of timing steps")
+    p.add_argument("--epochs", type=int, default=30, help="--fit: planned epochs")
+    p.add_argument("--patience", type=int, default=2, help="--fit: validations without improvement")
+    p.add_argument("--test-modes", default="hamr,hies", help="--fit: modes of the final test")
+    p.add_argument("--max-minutes", type=float, default=None, help="--fit: training wall-time limit")
+    p.add_argument("--resume", action="store_true", help="--fit: continue OUT from its checkpoint")
     ns = p.parse_args()
     spec = data_spec(ns.shape, ns.fraction)
     out: dict = {"data": spec, "threads": ns.threads, "batch_size": ns.batch_size, "load1": os.getloadavg()[0]}
@@ -101,7 +126,10 @@ def main() -> int:
                     train_mode=ns.train_mode, threads=ns.threads, eval_users=ns.eval_users, progress=False,
                     negative_pool=ns.negative_pool,
                     fanout=[int(x) for x in ns.fanout.split(",")] if ns.fanout else None,
-                    out="/tmp/train_scale_bench")
+                    out=ns.fit or "/tmp/train_scale_bench", epochs=ns.epochs, patience=ns.patience,
+                    test_modes=ns.test_modes.split(","), max_minutes=ns.max_minutes, resume=ns.resume)
+    if ns.fit:
+        return fit_run(cfg, ds, out)
     t0 = time.perf_counter()
     tr = Trainer(cfg, ds)
     out.update(setup_s=time.perf_counter() - t0, train_mode="sampled" if tr.sampled else "full",
