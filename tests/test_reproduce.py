@@ -150,6 +150,26 @@ def test_table4_times_mih_and_clusters_on_all_users_without_extrapolation(tmp_pa
     assert ", all users" in (tmp_path / "table4.md").read_text()
 
 
+def test_table4_users_timed_samples_users_and_times_hamming_methods_on_all(tmp_path):
+    """--users-timed N on a trained data set: every method on a seeded sample of N users (times
+    extrapolated, Recall@100 on the sample), HamR and HieS also on all users; the run trains with
+    the given --test-modes."""
+    _reproduce(tmp_path, "table4", "--users-timed", "50", "--alibaba-users", "0",
+               "--test-modes", "hamr,hies")
+    rows = json.loads((tmp_path / "table4.json").read_text())["rows"]
+    sample = [r for r in rows if r["data"].endswith(", 50 users")]
+    full = [r for r in rows if r["data"].endswith(", all users")]
+    assert {r["method"].split(" (")[0] for r in sample} == {"CeS", "HamR", "HieS"}
+    assert all(r["measured_users"] == 50 and r["extrapolated"] for r in sample)
+    assert all(r["all_users_seconds"] == pytest.approx(r["measured_seconds"] * 200 / 50) for r in sample)
+    assert full and all(r["method"].startswith(("HamR (ours", "HieS (ours")) for r in full)
+    assert all(r["measured_users"] == 200 and not r["extrapolated"] for r in full)
+    assert all(0.0 <= r["recall"] <= 1.0 for r in sample + full)
+    (run,) = tmp_path.glob("runs/*/hashgnn/metrics.json")
+    metrics = json.loads(run.read_text())
+    assert "continuous" not in metrics and "hamr" in metrics
+
+
 def test_seeds_and_methods_give_a_mean_table_beside_the_full_one(tmp_path):
     """--seeds trains each chosen method once per seed: the seed of the experiment reuses the
     usual run, the others go to runs/<data>/seed<s>/; cells are mean ± sd of the runs' own metrics."""

@@ -73,6 +73,9 @@ def _add_training_args(g: "argparse._ArgumentGroup") -> None:
       help="draw each batch's negatives from this many items (default: fit's, each pair its own)")
     a("--eval-users", type=int, default=None,
       help="validate on a seeded sample of this many users (default: fit's, all)")
+    a("--test-modes", default=None,
+      help="retrieval modes of each run's final test over all users, e.g. hamr,hies (default: "
+           "fit's, also continuous, which takes hours over millions of items)")
     a("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -86,6 +89,9 @@ def _add_timing_args(g: "argparse._ArgumentGroup") -> None:
     a("--alibaba-all-users", type=int, nargs="?", const=601_946, default=None, metavar="N",
       help="table4: also time HamR by MIH and by ClusterIndex on all N users (default 601,946) in one call, "
            "no extrapolation (the other methods stay on the slice)")
+    a("--users-timed", type=int, default=0, metavar="N",
+      help="table4 on a data set with more users: every method on a seeded sample of N users "
+           "(extrapolated), the Hamming methods also on all users (default: 0, all users)")
     a("--mih-m", type=int, nargs="+", default=(), metavar="M",
       help="table4: also time HamR by MIH with M tables (the default m keeps the tables "
            "within twice the codes; more tables are faster on learned codes and cost a "
@@ -101,6 +107,8 @@ def _base_config(ns: argparse.Namespace, spec: str):
                                                           "negative_pool", "eval_users")}
     if getattr(ns, "fanout", None):
         optional["fanout"] = [int(x) for x in ns.fanout.split(",")]
+    if getattr(ns, "test_modes", None):
+        optional["test_modes"] = ns.test_modes.split(",")
     return FitConfig(data=spec, bits=ns.bits, seed=ns.seed, epochs=ns.epochs, max_minutes=ns.max_minutes,
                      threads=ns.threads, progress=not ns.no_progress,
                      **{k: v for k, v in optional.items() if v is not None})
@@ -146,9 +154,11 @@ def run(ns: argparse.Namespace) -> int:
             from .common import ensure_run
 
             ensure_run(base, "hashgnn", runs / "hashgnn", dataset=dataset)
-            w = efficiency.dataset_workload(label, runs / "hashgnn", truth=dataset.csr("test"))
+            ws = efficiency.dataset_workload(label, runs / "hashgnn", truth=dataset.csr("test"),
+                                             users_timed=ns.users_timed, seed=ns.seed)
+            w = ws[-1]  # all users
             if "table4" in what:
-                workloads.append(w)
+                workloads.extend(ws)
             if "tradeoff" in what:
                 p = tradeoff.tradeoff(w["data"], out, label=label, nbits=w["nbits"], threads=ns.threads,
                                       seed=ns.seed, name=f"tradeoff_{label}")

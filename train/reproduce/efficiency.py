@@ -209,17 +209,32 @@ def table4(workloads: List[Dict[str, Any]], out: Path, *, nbits: int, k: int = 1
     return payload
 
 
-def dataset_workload(label: str, run_dir: Path, n_users: Optional[int] = None, truth=None) -> Dict[str, Any]:
-    """A workload from a finished training run (codes.npz); ``truth``: the held-out items (CSR
-    (n_users, n_items)) that each method's Recall is measured against."""
+def dataset_workload(label: str, run_dir: Path, n_users: Optional[int] = None, truth=None,
+                     users_timed: int = 0, seed: int = 0) -> List[Dict[str, Any]]:
+    """Workloads from a finished training run (codes.npz); ``truth``: the held-out items (CSR
+    (n_users, n_items)) that each method's Recall is measured against.
+
+    ``users_timed`` > 0 and fewer than the run's users: every method on a seeded sample of that
+    many users (times extrapolated to all), and the engine's Hamming methods (HamR by scan, MIH
+    and ClusterIndex, and HieS) timed on all users in one call, where exact continuous search
+    over millions of items would take hours."""
     from .common import load_codes
 
     emb = load_codes(run_dir)
     data = {"user_codes": emb.user_codes, "item_codes": emb.item_codes,
             "user_emb": np.ascontiguousarray(emb.user_emb, np.float32),
             "item_emb": np.ascontiguousarray(emb.item_emb, np.float32)}
-    return {"label": label, "data": data, "n_users": n_users or emb.user_codes.shape[0], "nbits": emb.nbits,
-            "truth": truth}
+    n_all = emb.user_codes.shape[0]
+    whole = {"label": label, "data": data, "n_users": n_users or n_all, "nbits": emb.nbits, "truth": truth}
+    if not 0 < users_timed < n_all:
+        return [whole]
+    rows = np.sort(np.random.default_rng(seed).choice(n_all, users_timed, replace=False))
+    part = {key: (v[rows] if key.startswith("user") else v) for key, v in data.items()}
+    sample = {"label": f"{label}, {users_timed:,} users", "data": part, "n_users": n_users or n_all,
+              "nbits": emb.nbits, "truth": None if truth is None else truth.tocsr()[rows]}
+    whole.update(label=f"{label}, all users", only=("HamR (ours", "HieS (ours"),
+                 ces_of=sample["label"])
+    return [sample, whole]
 
 
 def alibaba_workloads(nbits: int, measured_users: int, seed: int, n_items: int = ALIBABA_ITEMS,
