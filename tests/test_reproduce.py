@@ -124,7 +124,7 @@ def test_cache_key_ignores_other_methods_knobs_and_fills_newer_settings():
     from train.reproduce.common import _cache_key
 
     hashnet = FitConfig(method="hashnet").to_dict()
-    assert _cache_key({**hashnet, "p_decay": 0.5, "threads": 7, "out": "elsewhere"}) == _cache_key(hashnet)
+    assert _cache_key({**hashnet, "p_decay": 0.5, "threads": 7, "out": "elsewhere", "resume": True}) == _cache_key(hashnet)
     assert _cache_key({**hashnet, "hashnet_gamma": 0.5}) != _cache_key(hashnet)
     hashgnn = FitConfig(method="hashgnn").to_dict()
     assert _cache_key({**hashgnn, "p_decay": 0.5}) != _cache_key(hashgnn)

@@ -118,8 +118,9 @@ def data_label(spec: str) -> str:
 
 
 # how a run goes and where it was first written, not what it trains: a run trained on one thread
-# serves a timing command that searches on two, and a run copied into the cache is reused
-_NOT_IN_CACHE_KEY = ("threads", "progress", "out")
+# serves a timing command that searches on two, a run copied into the cache is reused, and so is
+# one that was resumed from its checkpoint
+_NOT_IN_CACHE_KEY = ("threads", "progress", "out", "resume")
 
 
 def _cache_key(config: Dict[str, Any]) -> Dict[str, Any]:
