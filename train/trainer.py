@@ -508,7 +508,7 @@ class Trainer:
         mode, _ = self.cfg.val_spec
         res = evaluate(self.embeddings(), self.csr("test"), self.csr("train", "valid"), modes=(mode,),
                        ks=(20,), candidates=self.cfg.candidates, block=self.cfg.eval_block, device=self.device,
-                       users=self.val_users)
+                       users=self.val_users, progress=self.cfg.progress)
         return {f"{mode}:{k}": v for k, v in res[mode].items() if k != "seconds"}
 
     # ------------------------------------------------------------ checkpoints
