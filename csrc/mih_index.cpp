@@ -614,6 +614,9 @@ void MIHIndex::scan_small(const Kernels& kern, const uint64_t* query, int k, con
 // distance b of the crowded buckets at key distance r - b. After rings 0..r, every
 // item whose key and sub-key are together within r of the query's has been read
 // (and every item of a bucket without a sub-directory whose key is).
+// The stages called for every run, slice or candidate are inlined (HS_ALWAYS_INLINE), as
+// one function's loops would be: as calls they cost up to a tenth of a query.
+#define HS_ALWAYS_INLINE __attribute__((always_inline)) inline
 class MIHIndex::QuerySearch {
 public:
     // scan_share: see search_one.
@@ -830,7 +833,7 @@ double MIHIndex::QuerySearch::remaining_floor(size_t rings_left) {
 }
 
 // Each run starts with a cache miss; fetching a few runs ahead overlaps them.
-void MIHIndex::QuerySearch::prefetch_run(int j, const Scratch::Run& run) const {
+HS_ALWAYS_INLINE void MIHIndex::QuerySearch::prefetch_run(int j, const Scratch::Run& run) const {
     const Table& t = tables_[j];
     const size_t b = run.b0, len = run.b1 - b;
     if (j == 0) {
@@ -862,7 +865,7 @@ void MIHIndex::QuerySearch::search_ring(int j) {
 }
 
 // Items [b0, b1) of a run of table 0, the sorted codes themselves.
-void MIHIndex::QuerySearch::read_table0(uint32_t b0, uint32_t b1) {
+HS_ALWAYS_INLINE void MIHIndex::QuerySearch::read_table0(uint32_t b0, uint32_t b1) {
     const FlatIndex& sorted = ix_.sorted_;
     const size_t cnt = compact_ ? kern_.select_within32(sorted.data32(), b0, b1, static_cast<uint32_t>(query_[0]),
                                                         threshold(), s_.idx.data(), s_.dist.data())
@@ -882,7 +885,7 @@ void MIHIndex::QuerySearch::read_table0(uint32_t b0, uint32_t b1) {
 
 // Items [b0, b1) of `run` in table j >= 1: codes in bucket order; an item's
 // position in table 0 is looked up only once it would enter the top-k.
-void MIHIndex::QuerySearch::read_other(int j, const Scratch::Run& run, uint32_t b0, uint32_t b1) {
+HS_ALWAYS_INLINE void MIHIndex::QuerySearch::read_other(int j, const Scratch::Run& run, uint32_t b0, uint32_t b1) {
     const Table& t = tables_[j];
     const size_t cnt = nw_ == 1 ? kern_.select_within_packed(t.rest.data(), t.rest.width(), b0, b1, s_.qrest[j],
                                                              run.key_distance, threshold(), s_.idx.data(),
@@ -919,7 +922,7 @@ void MIHIndex::QuerySearch::read_other(int j, const Scratch::Run& run, uint32_t 
 
 // Seen before iff another table has already searched the ring holding it
 // (see load_ring: the key distance alone unless its bucket there has a sub-directory).
-bool MIHIndex::QuerySearch::seen_elsewhere(int j, const uint64_t* code) {
+HS_ALWAYS_INLINE bool MIHIndex::QuerySearch::seen_elsewhere(int j, const uint64_t* code) {
     for (size_t w = 0; w < nw_; ++w) diff_[w] = code[w] ^ query_[w];
     for (int jj = 0; jj < m_; ++jj) {
         if (jj == j || s_.done[jj] < 0) continue;
@@ -933,7 +936,7 @@ bool MIHIndex::QuerySearch::seen_elsewhere(int j, const uint64_t* code) {
 }
 
 // A candidate of the exclusion-aware top-k (queries with more than k exclusions).
-void MIHIndex::QuerySearch::offer(uint32_t pos, uint32_t d) {
+HS_ALWAYS_INLINE void MIHIndex::QuerySearch::offer(uint32_t pos, uint32_t d) {
     const int64_t id = static_cast<int64_t>(ix_.id_of_.get(pos));
     if (!s_.top.admits(d, id)) return;
     if (is_excluded(ex_begin_, ex_end_, id)) return;
@@ -941,7 +944,7 @@ void MIHIndex::QuerySearch::offer(uint32_t pos, uint32_t d) {
 }
 
 // A candidate of the counting top-k, kept with what finds its id (see Scratch::Pending).
-void MIHIndex::QuerySearch::keep(uint32_t d, uint32_t where, const uint64_t* code_or_null) {
+HS_ALWAYS_INLINE void MIHIndex::QuerySearch::keep(uint32_t d, uint32_t where, const uint64_t* code_or_null) {
     s_.counting.add(d);
     uint32_t ci = Scratch::kAtPosition;
     if (code_or_null != nullptr) {

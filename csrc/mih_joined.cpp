@@ -375,9 +375,10 @@ void MIHIndex::JoinedSearch::read_runs(int j, size_t th) {
     }
 }
 
+// Inlined: called for every candidate within its query's threshold.
 // Read before iff some other table jj has read it: its key there within done[jj]
 // (and, if its bucket there has a sub-directory, key and sub distance together).
-bool MIHIndex::JoinedSearch::seen_before(int j, uint64_t diff, uint64_t code) const {
+__attribute__((always_inline)) inline bool MIHIndex::JoinedSearch::seen_before(int j, uint64_t diff, uint64_t code) const {
     for (int jj = 0; jj < m_; ++jj) {
         if (jj == j || done_[jj] < 0) continue;
         const Table& t = tables_[jj];
