@@ -20,9 +20,9 @@ constexpr size_t kSamplePerCluster = 256;  // codes a cluster in the k-medians r
 // A query whose windows (at the current k-th distance, once k items are held) hold
 // more than this share of the codes is scanned instead: reading a window costs a query's
 // own pass over memory, while the scan shares each tile of codes among a block of queries.
-// (Counting whole clusters in reach instead sent 2% of learned-like queries to the scan
-// whose windows held 5-10% of the codes: read through the clusters, they took a third of
-// the scan's time.)
+// (Counting whole clusters in reach instead would send 2% of learned-like queries to the
+// scan whose windows hold 5-10% of the codes: read through the clusters, they take a
+// third of the scan's time.)
 constexpr double kScanShare = 0.25;
 // ... checked once a query has read 1/kCheckAfter of the codes (most clustered queries
 // finish before: the check, a window per cluster, is not free).

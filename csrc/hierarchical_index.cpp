@@ -94,7 +94,7 @@ inline uint64_t descending_key(double score) {
 // order), written to out; returns how many (keep, or n when n < keep). `pool` is used
 // as scratch. A radix select on the 8 bits below the keys' common prefix, repeated on
 // the bucket holding the boundary: branch-free counting and partitioning instead of
-// nth_element's unpredictable comparisons (which took half of HieS's time on ML-1M
+// nth_element's unpredictable comparisons (which take half of HieS's time on ML-1M
 // with 500 candidates).
 size_t select_smallest(const uint64_t* keys, const int64_t* ids, uint32_t* pool, size_t n, size_t keep,
                        uint32_t* out) {

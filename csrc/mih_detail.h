@@ -83,7 +83,7 @@ constexpr int kMaxKeyBits = 18;          // directories of at most 2^18 buckets 
 constexpr int kMaxSubBits = 5;           // sub-directories of at most 32 sub-buckets
 
 // C(n, r) for n <= 64 from a table built once (the search's cost floor asks
-// for it on every ring: computing it by divisions took a tenth of a query).
+// for it on every ring: computing it by divisions costs a tenth of a query).
 inline double binomial(int n, int r) {
     struct Binomials {
         double c[65][65] = {};

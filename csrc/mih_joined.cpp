@@ -60,7 +60,7 @@ constexpr size_t kJoinPrefetchRuns = 32;
 constexpr size_t kJoinPrefetchBytes = 128;
 // A finishing step looks its candidates' ids up in table-0 order, by a counting sort on
 // this many top bits of their table-0 key and sub-key. (Two std::sorts, by key and code
-// and then by position, took 18 ms of a 1,000-query batch at 4.2M items; this takes 2.)
+// and then by position, take 18 ms of a 1,000-query batch at 4.2M items; this takes 2.)
 constexpr int kLookupOrderBits = 14;
 
 }  // namespace

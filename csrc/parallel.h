@@ -49,8 +49,8 @@
 namespace hashsearch {
 
 // The core count, asked once: std::thread::hardware_concurrency() reads /sys on every call
-// (~10 us here), and num_threads = 0 (all cores, the default) resolved it on every search,
-// several times a call.
+// (~10 us here), and num_threads = 0 (all cores, the default) asks for it several times
+// a search.
 inline int hardware_threads() {
     static const int hw = [] {
         const unsigned h = std::thread::hardware_concurrency();

@@ -18,7 +18,7 @@ namespace hashsearch {
 // query's search through the tables must stay under.
 constexpr double kScanNsPerWord = 0.35;
 // The scan's cost at the level in use relative to the fit: the AVX-512 scan (vpopcntq)
-// took 2.5-2.9x less time than the AVX2 one on a Zen 5 core (batches of 64-bit and
+// takes 2.5-2.9x less time than the AVX2 one on a Zen 5 core (batches of 64-bit and
 // 32-bit codes; 3.7x single queries), while the tables' costs stay those of memory.
 inline double scan_cost_scale() { return current_simd_level() == SimdLevel::AVX512 ? 0.4 : 1.0; }
 

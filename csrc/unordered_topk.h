@@ -39,7 +39,7 @@ public:
         return !full_ || d < bound_ || (d == bound_ && Candidate{d, id} < worst_);
     }
     void push(uint32_t d, int64_t id) {
-        // Fields stored in place: a Candidate built on the stack and copied was two narrow
+        // Fields stored in place: a Candidate built on the stack and copied is two narrow
         // stores read back as one 16-byte load, which store forwarding cannot serve.
         buf_.emplace_back();
         buf_.back().d = d;

@@ -60,89 +60,125 @@ def tradeoff(data: Dict[str, np.ndarray], out: Path, *, label: str, nbits: int, 
     sweep, HamR (linear scan) and MIH. The fixed-throughput column reports, per method, the best
     recall among its points with at least ``target_factor`` × the exact search's queries/s.
     """
-    import hashsearch
-
     ue, ie = np.ascontiguousarray(data["user_emb"]), np.ascontiguousarray(data["item_emb"])
-    uc, ic = data["user_codes"], data["item_codes"]
     nq, n = ue.shape[0], ie.shape[0]
     k = min(k, n)
-    points: List[Dict[str, Any]] = []
-
-    def add(method: str, param: Any, qps: float, found: np.ndarray) -> None:
-        points.append({"method": method, "param": param, "qps": qps, "recall": recall_at_k(found, truth)})
-        log.info("tradeoff: %s %s: %.0f q/s, recall %.4f", method, param, qps, points[-1]["recall"])
-
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(threads)
-        flat_ip = faiss.IndexFlatIP(ie.shape[1])
-        flat_ip.add(ie)
-        exact_qps, (_, truth) = _qps(lambda: flat_ip.search(ue, k), nq)
-        exact_name = "CeS (faiss IndexFlatIP)"
-    except ImportError:
-        exact_qps, truth = _qps(lambda: np.argsort(-(ue @ ie.T), axis=1, kind="stable")[:, :k], nq)
-        exact_name = "CeS (numpy)"
-    add(exact_name, "exact", exact_qps, truth)
-
-    try:
-        import hnswlib
-
-        # Two HNSW graphs: on raw inner products (hnswlib's "ip" space), and on the MIPS -> L2
-        # reduction, which is how a graph index is best used for inner-product search.
-        ie_l2, ue_l2 = mips_to_l2(ie, ue)
-        for method, space, items, queries in (("HNSW (hnswlib ip, M=16)", "ip", ie, ue),
-                                              ("HNSW (hnswlib, MIPS→L2, M=16)", "l2", ie_l2, ue_l2)):
-            hnsw = hnswlib.Index(space=space, dim=items.shape[1])
-            hnsw.init_index(max_elements=n, ef_construction=200, M=16, random_seed=seed)
-            hnsw.set_num_threads(threads)
-            hnsw.add_items(items, np.arange(n))
-            for ef in ef_values:
-                hnsw.set_ef(max(ef, k))
-                try:
-                    qps, (ids, _) = _qps(lambda: hnsw.knn_query(queries, k=k), nq)
-                except RuntimeError as err:  # hnswlib cannot always return k results on tiny graphs
-                    log.warning("%s ef=%d skipped: %s", method, ef, err)
-                    continue
-                add(method, f"ef={max(ef, k)}", qps, ids.astype(np.int64))
-    except ImportError:
-        log.warning("hnswlib not installed: no HNSW points")
-
-    hies = hashsearch.HierarchicalIndex(ic, ie, nbits, num_threads=threads)
-    for c in sorted({min(max(c, k), n) for c in candidate_values}):
-        qps, (_, ids) = _qps(lambda: hies.topk(uc, ue, k, candidates=c), nq)
-        add("HieS (ours)", f"candidates={c}", qps, ids)
-    flat = hashsearch.Index(ic, nbits, num_threads=threads)
-    qps, (_, ids) = _qps(lambda: flat.topk(uc, k), nq)
-    add("HamR (ours, linear scan)", "-", qps, ids)
-    mih = hashsearch.MIHIndex(ic, nbits, num_threads=threads)
-    qps, (_, ids) = _qps(lambda: mih.topk(uc, k), nq)
-    add("HamR (ours, MIH)", f"m={mih.m}", qps, ids)
-    clusters = hashsearch.ClusterIndex(ic, nbits, num_threads=threads)
-    qps, (_, ids) = _qps(lambda: clusters.topk(uc, k), nq)
-    add("HamR (ours, ClusterIndex)", f"C={clusters.nclusters}", qps, ids)
+    exact_name, exact_qps, truth = _exact_search(ue, ie, k, threads)
+    points = _Points(truth)
+    points.add(exact_name, "exact", exact_qps, truth)
+    _hnsw_points(points, ue, ie, k, threads, ef_values, seed)
+    _hash_points(points, data, nbits, k, threads, candidate_values)
 
     target = target_factor * exact_qps
-    fixed = {}
-    for method in dict.fromkeys(p["method"] for p in points):
-        ok = [p for p in points if p["method"] == method and p["qps"] >= target]
-        fixed[method] = max((p["recall"] for p in ok), default=None)
-    md = (f"# Recall@{k} of the exact continuous top-{k} vs queries/s: {label}, {nbits}-bit codes, "
-          f"{threads} threads\n\n"
-          + markdown_table(["method", "setting", "queries/s", f"recall@{k}"],
-                           [[p["method"], p["param"], f"{p['qps']:,.0f}", p["recall"]] for p in points])
-          + f"\n## Recall at a fixed throughput of {target_factor:g}× exact search ({target:,.0f} queries/s)\n\n"
-          + markdown_table(["method", f"best recall@{k} at >= {target:,.0f} q/s"],
-                           [[m, "not reached" if r is None else r] for m, r in fixed.items()])
-          + "\nRecall is measured against exact inner-product search over the same continuous "
-            "embeddings, so HamR/MIH points show what the binary codes alone keep of it.\n")
-    _plot(out / f"{name}.png", points, f"{label}: recall@{k} vs queries/s")
+    fixed = _recall_at_throughput(points.rows, target)
+    md = _markdown(points.rows, fixed, label=label, nbits=nbits, k=k, threads=threads,
+                   target=target, target_factor=target_factor)
+    _plot(out / f"{name}.png", points.rows, f"{label}: recall@{k} vs queries/s")
     payload = {"label": label, "nbits": nbits, "k": k, "threads": threads, "n_items": n, "n_queries": nq,
-               "points": points, "target_qps": target, "recall_at_target": fixed, "seed": seed,
+               "points": points.rows, "target_qps": target, "recall_at_target": fixed, "seed": seed,
                "machine": machine_info(threads)}
     payload["markdown"] = md
     write_outputs(out, name, md, payload)
     return payload
+
+
+class _Points:
+    """The trade-off's measured points, each with its recall of the exact top-k ``truth``."""
+
+    def __init__(self, truth: np.ndarray) -> None:
+        self.truth = truth
+        self.rows: List[Dict[str, Any]] = []
+
+    def add(self, method: str, param: Any, qps: float, found: np.ndarray) -> None:
+        self.rows.append({"method": method, "param": param, "qps": qps,
+                          "recall": recall_at_k(found, self.truth)})
+        log.info("tradeoff: %s %s: %.0f q/s, recall %.4f", method, param, qps, self.rows[-1]["recall"])
+
+
+def _exact_search(ue: np.ndarray, ie: np.ndarray, k: int, threads: int):
+    """(name, queries/s, ids (nq, k) int64) of the exact inner-product top-k: faiss, else numpy."""
+    nq = ue.shape[0]
+    try:
+        import faiss
+    except ImportError:
+        qps, truth = _qps(lambda: np.argsort(-(ue @ ie.T), axis=1, kind="stable")[:, :k], nq)
+        return "CeS (numpy)", qps, truth
+    faiss.omp_set_num_threads(threads)
+    flat_ip = faiss.IndexFlatIP(ie.shape[1])
+    flat_ip.add(ie)
+    qps, (_, truth) = _qps(lambda: flat_ip.search(ue, k), nq)
+    return "CeS (faiss IndexFlatIP)", qps, truth
+
+
+def _hnsw_points(points: _Points, ue: np.ndarray, ie: np.ndarray, k: int, threads: int,
+                 ef_values: Sequence[int], seed: int) -> None:
+    """HNSW over its ef sweep, on raw inner products and on the MIPS -> L2 reduction (how a
+    graph index is best used for inner-product search)."""
+    try:
+        import hnswlib
+    except ImportError:
+        log.warning("hnswlib not installed: no HNSW points")
+        return
+    nq, n = ue.shape[0], ie.shape[0]
+    ie_l2, ue_l2 = mips_to_l2(ie, ue)
+    for method, space, items, queries in (("HNSW (hnswlib ip, M=16)", "ip", ie, ue),
+                                          ("HNSW (hnswlib, MIPS→L2, M=16)", "l2", ie_l2, ue_l2)):
+        hnsw = hnswlib.Index(space=space, dim=items.shape[1])
+        hnsw.init_index(max_elements=n, ef_construction=200, M=16, random_seed=seed)
+        hnsw.set_num_threads(threads)
+        hnsw.add_items(items, np.arange(n))
+        for ef in ef_values:
+            hnsw.set_ef(max(ef, k))
+            try:
+                qps, (ids, _) = _qps(lambda: hnsw.knn_query(queries, k=k), nq)
+            except RuntimeError as err:  # hnswlib cannot always return k results on tiny graphs
+                log.warning("%s ef=%d skipped: %s", method, ef, err)
+                continue
+            points.add(method, f"ef={max(ef, k)}", qps, ids.astype(np.int64))
+
+
+def _hash_points(points: _Points, data: Dict[str, np.ndarray], nbits: int, k: int, threads: int,
+                 candidate_values: Sequence[int]) -> None:
+    """HieS over its candidate sweep, then HamR by the scan, MIH and ClusterIndex."""
+    import hashsearch
+
+    uc, ic, ue, ie = data["user_codes"], data["item_codes"], data["user_emb"], data["item_emb"]
+    nq, n = uc.shape[0], ic.shape[0]
+    hies = hashsearch.HierarchicalIndex(ic, np.ascontiguousarray(ie), nbits, num_threads=threads)
+    for c in sorted({min(max(c, k), n) for c in candidate_values}):
+        qps, (_, ids) = _qps(lambda: hies.topk(uc, np.ascontiguousarray(ue), k, candidates=c), nq)
+        points.add("HieS (ours)", f"candidates={c}", qps, ids)
+    flat = hashsearch.Index(ic, nbits, num_threads=threads)
+    qps, (_, ids) = _qps(lambda: flat.topk(uc, k), nq)
+    points.add("HamR (ours, linear scan)", "-", qps, ids)
+    mih = hashsearch.MIHIndex(ic, nbits, num_threads=threads)
+    qps, (_, ids) = _qps(lambda: mih.topk(uc, k), nq)
+    points.add("HamR (ours, MIH)", f"m={mih.m}", qps, ids)
+    clusters = hashsearch.ClusterIndex(ic, nbits, num_threads=threads)
+    qps, (_, ids) = _qps(lambda: clusters.topk(uc, k), nq)
+    points.add("HamR (ours, ClusterIndex)", f"C={clusters.nclusters}", qps, ids)
+
+
+def _recall_at_throughput(points: List[Dict[str, Any]], target: float) -> Dict[str, Any]:
+    """Per method, its best recall among points with at least ``target`` queries/s (None: none)."""
+    fixed = {}
+    for method in dict.fromkeys(p["method"] for p in points):
+        ok = [p for p in points if p["method"] == method and p["qps"] >= target]
+        fixed[method] = max((p["recall"] for p in ok), default=None)
+    return fixed
+
+
+def _markdown(points: List[Dict[str, Any]], fixed: Dict[str, Any], *, label: str, nbits: int, k: int,
+              threads: int, target: float, target_factor: float) -> str:
+    return (f"# Recall@{k} of the exact continuous top-{k} vs queries/s: {label}, {nbits}-bit codes, "
+            f"{threads} threads\n\n"
+            + markdown_table(["method", "setting", "queries/s", f"recall@{k}"],
+                             [[p["method"], p["param"], f"{p['qps']:,.0f}", p["recall"]] for p in points])
+            + f"\n## Recall at a fixed throughput of {target_factor:g}× exact search ({target:,.0f} queries/s)\n\n"
+            + markdown_table(["method", f"best recall@{k} at >= {target:,.0f} q/s"],
+                             [[m, "not reached" if r is None else r] for m, r in fixed.items()])
+            + "\nRecall is measured against exact inner-product search over the same continuous "
+              "embeddings, so HamR/MIH points show what the binary codes alone keep of it.\n")
 
 
 def _plot(path: Path, points: List[Dict[str, Any]], title: str) -> None:
