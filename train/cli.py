@@ -232,21 +232,6 @@ def _fail(parser: argparse.ArgumentParser, command: str, bad: BaseException) -> 
     return 2
 
 
-def config_from_args(ns: argparse.Namespace) -> FitConfig:
-    """Map parsed arguments onto :class:`FitConfig` (extra argparse keys are ignored)."""
-    values = vars(ns).copy()
-    values["sage_dims"] = [int(x) for x in str(values["sage_dims"]).split(",") if x]
-    if values.get("test_modes") is not None:
-        values["test_modes"] = [m.strip() for m in str(values["test_modes"]).split(",") if m.strip()]
-    if values.get("fanout") is not None:
-        try:
-            values["fanout"] = [int(x) for x in str(values["fanout"]).split(",") if x.strip()]
-        except ValueError:
-            raise ValueError(f"fanout must be comma-separated integers, e.g. 10,5; got {ns.fanout!r}") from None
-    names = {f.name for f in fields(FitConfig)}
-    return FitConfig(**{k: v for k, v in values.items() if k in names})
-
-
 def add_recommend_parser(sub: "argparse._SubParsersAction") -> None:
     """``recommend``: top-k items per user from a run directory (train/recommend.py, train/recommend_ray.py)."""
     p = sub.add_parser("recommend", help="top-k items per user of a fit run, by raw id, training items excluded",

@@ -167,11 +167,7 @@ def _check_edge_line(path: PathLike) -> Callable[[int, str], None]:
         elif first[0][1] != len(tokens):
             raise DataFormatError(path, lineno, f"{len(tokens)} fields, but line {first[0][0]} has {first[0][1]}: "
                                                 "every line of an edge list has the same fields")
-        for t, what in zip(tokens[2:], ("weight", "time")):
-            try:
-                float(t)
-            except ValueError:
-                raise DataFormatError(path, lineno, f"bad {what} {t!r}") from None
+        _check_numbers(path, lineno, tokens[2:], ("weight", "time"))
     return check
 
 
@@ -226,6 +222,15 @@ def read_edgelist(path: PathLike) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     return e.users, e.items, w.astype(np.float32)
 
 
+def _check_numbers(path: PathLike, lineno: int, tokens: Sequence[str], names: Sequence[str]) -> None:
+    """Raises DataFormatError naming the first token that is not a number."""
+    for t, what in zip(tokens, names):
+        try:
+            float(t)
+        except ValueError:
+            raise DataFormatError(path, lineno, f"bad {what} {t!r}") from None
+
+
 def _check_movielens_line(path: PathLike) -> Callable[[int, str], None]:
     def check(lineno: int, line: str) -> None:
         line = line.strip()
@@ -235,11 +240,7 @@ def _check_movielens_line(path: PathLike) -> Callable[[int, str], None]:
         if len(parts) != 4:
             raise DataFormatError(path, lineno, f"expected 'user::item::rating::timestamp', got {line[:80]!r}")
         _check_ids(parts[:2], path, lineno)
-        for t, what in zip(parts[2:], ("rating", "timestamp")):
-            try:
-                float(t)
-            except ValueError:
-                raise DataFormatError(path, lineno, f"bad {what} {t!r}") from None
+        _check_numbers(path, lineno, parts[2:], ("rating", "timestamp"))
     return check
 
 
