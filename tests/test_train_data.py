@@ -132,6 +132,16 @@ def test_synthetic_generator() -> None:
     assert not np.array_equal(a.items, c.items)
 
 
+def test_merge_distinct_is_the_sorted_union() -> None:
+    from train.data.synthetic import _merge_distinct
+
+    rng = np.random.default_rng(3)
+    for n_a, n_b in ((0, 0), (0, 5), (7, 0), (200, 300), (1000, 1000)):
+        a = np.unique(rng.integers(0, 500, n_a))
+        b = np.unique(rng.integers(0, 500, n_b))
+        np.testing.assert_array_equal(_merge_distinct(a, b), np.union1d(a, b))
+
+
 def test_synthetic_spec_errors() -> None:
     with pytest.raises(ValueError, match="unknown synthetic parameter"):
         SyntheticSpec.parse("synthetic:users=5,colour=3")
