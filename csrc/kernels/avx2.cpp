@@ -60,25 +60,43 @@ inline void offer(const __m256i* d, const int* order, size_t base, TopKCollector
     for (int j = 0; j < 4 * G; ++j) push_if_closer(col, ex, by_item[j], static_cast<int64_t>(base + j), bound);
 }
 
+// Lanes of d[0..G) below vb (all ones), or'ed pairwise into one vector.
+template <int G>
+inline __m256i any_below(__m256i vb, const __m256i* d) {
+    if constexpr (G == 1) return _mm256_cmpgt_epi64(vb, d[0]);
+    else return _mm256_or_si256(any_below<G / 2>(vb, d), any_below<G / 2>(vb, d + G / 2));
+}
+
+// The vector scans' item loop: blocks of 4G items from `begin`, whose distances
+// distances(i, d) puts into G vectors of four 64-bit lanes (lane j of vector g is item
+// i + order[4g + j]); a block with any distance below the bound is offered. Returns
+// where the blocks end; the caller scans the rest.
+template <int G, class Distances>
+inline size_t scan_blocks(size_t begin, size_t end, const int* order, TopKCollector& col, ExcludeCursor& ex,
+                          Distances&& distances) {
+    uint32_t bound = col.bound();
+    __m256i vb = _mm256_set1_epi64x(bound);
+    size_t i = begin;
+    for (; i + 4 * G <= end; i += 4 * G) {
+        __m256i d[G];
+        distances(i, d);
+        const __m256i any = any_below<G>(vb, d);
+        if (!_mm256_testz_si256(any, any)) {
+            offer<G>(d, order, i, col, ex, bound);
+            vb = _mm256_set1_epi64x(bound);
+        }
+    }
+    return i;
+}
+
 // 64-bit codes: 16 items per iteration, one vector of 4 items at a time.
 void scan_w1(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
              const uint64_t* query, TopKCollector& col, ExcludeCursor& ex) {
     static const int order[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     const __m256i q = _mm256_set1_epi64x(static_cast<long long>(query[0]));
-    uint32_t bound = col.bound();
-    __m256i vb = _mm256_set1_epi64x(bound);
-    size_t i = begin;
-    for (; i + 16 <= end; i += 16) {
-        __m256i d[4];
+    const size_t i = scan_blocks<4>(begin, end, order, col, ex, [&](size_t i, __m256i* d) {
         for (int g = 0; g < 4; ++g) d[g] = popcount_lanes(_mm256_xor_si256(load(codes + i + 4 * g), q));
-        __m256i any = _mm256_or_si256(
-            _mm256_or_si256(_mm256_cmpgt_epi64(vb, d[0]), _mm256_cmpgt_epi64(vb, d[1])),
-            _mm256_or_si256(_mm256_cmpgt_epi64(vb, d[2]), _mm256_cmpgt_epi64(vb, d[3])));
-        if (!_mm256_testz_si256(any, any)) {
-            offer<4>(d, order, i, col, ex, bound);
-            vb = _mm256_set1_epi64x(bound);
-        }
-    }
+    });
     scan_width<1>(codes, nwords, i, end, query, col, ex);
 }
 
@@ -88,23 +106,14 @@ void scan_w2(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
     static const int order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
     const __m256i q = _mm256_setr_epi64x(static_cast<long long>(query[0]), static_cast<long long>(query[1]),
                                          static_cast<long long>(query[0]), static_cast<long long>(query[1]));
-    uint32_t bound = col.bound();
-    __m256i vb = _mm256_set1_epi64x(bound);
-    size_t i = begin;
-    for (; i + 8 <= end; i += 8) {
-        __m256i d[2];
+    const size_t i = scan_blocks<2>(begin, end, order, col, ex, [&](size_t i, __m256i* d) {
         for (int g = 0; g < 2; ++g) {
             const uint64_t* p = codes + 2 * (i + 4 * g);
             __m256i a = popcount_lanes(_mm256_xor_si256(load(p), q));
             __m256i b = popcount_lanes(_mm256_xor_si256(load(p + 4), q));
             d[g] = _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
         }
-        __m256i any = _mm256_or_si256(_mm256_cmpgt_epi64(vb, d[0]), _mm256_cmpgt_epi64(vb, d[1]));
-        if (!_mm256_testz_si256(any, any)) {
-            offer<2>(d, order, i, col, ex, bound);
-            vb = _mm256_set1_epi64x(bound);
-        }
-    }
+    });
     scan_width<2>(codes, nwords, i, end, query, col, ex);
 }
 
@@ -115,10 +124,7 @@ void scan_w4x(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
               const uint64_t* query, TopKCollector& col, ExcludeCursor& ex) {
     static const int order[4] = {0, 1, 2, 3};
     const size_t nvec = nwords / 4;
-    uint32_t bound = col.bound();
-    __m256i vb = _mm256_set1_epi64x(bound);
-    size_t i = begin;
-    for (; i + 4 <= end; i += 4) {
+    const size_t i = scan_blocks<1>(begin, end, order, col, ex, [&](size_t i, __m256i* d) {
         __m256i s[4];
         for (int it = 0; it < 4; ++it) {
             const uint64_t* p = codes + (i + it) * nwords;
@@ -129,14 +135,8 @@ void scan_w4x(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
         }
         __m256i x = _mm256_add_epi64(_mm256_unpacklo_epi64(s[0], s[1]), _mm256_unpackhi_epi64(s[0], s[1]));
         __m256i y = _mm256_add_epi64(_mm256_unpacklo_epi64(s[2], s[3]), _mm256_unpackhi_epi64(s[2], s[3]));
-        __m256i d[1] = {_mm256_add_epi64(_mm256_permute2x128_si256(x, y, 0x20),
-                                         _mm256_permute2x128_si256(x, y, 0x31))};
-        __m256i lt = _mm256_cmpgt_epi64(vb, d[0]);
-        if (!_mm256_testz_si256(lt, lt)) {
-            offer<1>(d, order, i, col, ex, bound);
-            vb = _mm256_set1_epi64x(bound);
-        }
-    }
+        d[0] = _mm256_add_epi64(_mm256_permute2x128_si256(x, y, 0x20), _mm256_permute2x128_si256(x, y, 0x31));
+    });
     scan_width<0>(codes, nwords, i, end, query, col, ex);
 }
 
