@@ -75,6 +75,27 @@ inline void offer(__m512i d, __mmask8 mask, const int* order, size_t base, TopKC
     }
 }
 
+// The one-vector scans' item loop: steps of Step items from `begin` while a whole step
+// fits before `stop`; distances(i) returns a step's distances (lane j: item
+// i + order[j]; only the lanes of `lanes` hold one), and a step with any below the bound
+// is offered. Returns where the steps end; the caller scans the rest.
+template <size_t Step, class Distances>
+inline size_t scan_steps(size_t begin, size_t stop, __mmask8 lanes, const int* order, TopKCollector& col,
+                         ExcludeCursor& ex, Distances&& distances) {
+    uint32_t bound = col.bound();
+    __m512i vb = _mm512_set1_epi64(bound);
+    size_t i = begin;
+    for (; i + Step <= stop; i += Step) {
+        const __m512i d = distances(i);
+        const __mmask8 m = _mm512_cmplt_epu64_mask(d, vb) & lanes;
+        if (m) {
+            offer(d, m, order, i, col, ex, bound);
+            vb = _mm512_set1_epi64(bound);
+        }
+    }
+    return i;
+}
+
 void scan_w1(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
              const uint64_t* query, TopKCollector& col, ExcludeCursor& ex) {
     static const int order[8] = {0, 1, 2, 3, 4, 5, 6, 7};
@@ -108,18 +129,10 @@ void scan_w2(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
              const uint64_t* query, TopKCollector& col, ExcludeCursor& ex) {
     static const int order[8] = {0, 0, 1, 1, 2, 2, 3, 3};
     const __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(query)));
-    uint32_t bound = col.bound();
-    __m512i vb = _mm512_set1_epi64(bound);
-    size_t i = begin;
-    for (; i + 4 <= end; i += 4) {
-        __m512i p = _mm512_popcnt_epi64(_mm512_xor_si512(load(codes + 2 * i), q));
-        __m512i d = _mm512_add_epi64(p, _mm512_shuffle_epi32(p, _MM_PERM_BADC));
-        __mmask8 m = _mm512_cmplt_epu64_mask(d, vb) & 0x55;
-        if (m) {
-            offer(d, m, order, i, col, ex, bound);
-            vb = _mm512_set1_epi64(bound);
-        }
-    }
+    const size_t i = scan_steps<4>(begin, end, 0x55, order, col, ex, [&](size_t i) {
+        const __m512i p = _mm512_popcnt_epi64(_mm512_xor_si512(load(codes + 2 * i), q));
+        return _mm512_add_epi64(p, _mm512_shuffle_epi32(p, _MM_PERM_BADC));
+    });
     scan_width<2>(codes, nwords, i, end, query, col, ex);
 }
 
@@ -261,20 +274,12 @@ void scan_wide(const uint64_t* codes, size_t nwords, size_t begin, size_t end,
     if (nwords == 3) query_w3(query, q3);
     const ManyWords many = nwords > 4 ? many_words(nwords, query) : ManyWords{};  // no tail: stop = end
     const size_t stop = many_words_end(many, end);
-    uint32_t bound = col.bound();
-    __m512i vb = _mm512_set1_epi64(bound);
-    size_t i = begin;
-    for (; i + 8 <= stop; i += 8) {
+    const size_t i = scan_steps<8>(begin, stop, 0xFF, order, col, ex, [&](size_t i) {
         const uint64_t* p = codes + i * nwords;
-        const __m512i d = nwords == 3   ? distances_w3(p, q3)
-                          : nwords == 4 ? distances_w4(p, q4)
-                                        : distances_many<W>(p, nwords, query, many);
-        const __mmask8 m = _mm512_cmplt_epu64_mask(d, vb);
-        if (m) {
-            offer(d, m, order, i, col, ex, bound);
-            vb = _mm512_set1_epi64(bound);
-        }
-    }
+        return nwords == 3   ? distances_w3(p, q3)
+               : nwords == 4 ? distances_w4(p, q4)
+                             : distances_many<W>(p, nwords, query, many);
+    });
     scan_generic(codes, nwords, i, end, query, col, ex);
 }
 
