@@ -266,3 +266,23 @@ def test_table4_recall_is_that_of_the_timed_lists() -> None:
     assert recall_at(ids, truth, 2) == pytest.approx((0.5 + 0.0) / 2)  # user 1 has no test items
     dist = np.zeros_like(ids, np.int32)
     assert recall_at((dist, ids), truth, 1) == pytest.approx(0.5 / 2)
+
+
+def test_time_methods_once_calls_each_method_one_time_without_warm_up(monkeypatch):
+    """All users of a large data set: one call per method (a call takes minutes there)."""
+    from train.reproduce import efficiency
+
+    calls = []
+
+    def record(fn, repeats=3, warmup=1):
+        calls.append((repeats, warmup))
+        fn()
+        return 0.0
+
+    monkeypatch.setattr(efficiency, "median_seconds", record)
+    data = efficiency.learned_like(30, 500, 32, seed=0)
+    efficiency.time_methods(data, 32, 10, 1, 50, repeats=3, include_numpy=False, once=True)
+    assert calls and all(c == (1, 0) for c in calls)
+    calls.clear()
+    efficiency.time_methods(data, 32, 10, 1, 50, repeats=3, include_numpy=False)
+    assert (3, 1) in calls
