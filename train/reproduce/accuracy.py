@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .common import ensure_run, load_codes, machine_info, markdown_table, write_outputs
+from .common import ensure_run, load_codes, machine_info, markdown_table, plot_lines, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +61,35 @@ def select_rows(rows, methods: Optional[Sequence[str]]):
     return [r for r in rows if run_key(r[1], r[2]) in methods]
 
 
+def width_key(key: str, bits: int, base_bits: int) -> str:
+    """The cache name of run ``key`` at code width ``bits``: ``key`` itself at the experiment's width
+    (``--bits``: the run table2, fig3 and the others use), ``<key>_<bits>`` at any other width
+    (``reproduce bits``), so the sweep and the tables share the run where their configs match."""
+    return key if bits == base_bits else f"{key}_{bits}"
+
+
 def train_all(base_cfg, runs_dir: Path, rows=TABLE2_ROWS, dataset=None,
-              seeds: Optional[Sequence[int]] = None) -> Dict[str, List[Dict[str, Any]]]:
-    """Train (or reuse) every row's run once per seed (default: the config's own seed).
+              seeds: Optional[Sequence[int]] = None, bits: Optional[int] = None) -> Dict[str, List[Dict[str, Any]]]:
+    """Train (or reuse) every row's run once per seed (default: the config's own seed), at code
+    width ``bits`` (default: the config's; another width goes to :func:`width_key`'s directory).
 
     Returns {run key: [metrics of each seed, in ``seeds`` order]}.
     """
     from tqdm import tqdm
 
     seeds = list(seeds) if seeds else [base_cfg.seed]
+    width = base_cfg.bits if bits is None else bits
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
     results: Dict[str, List[Dict[str, Any]]] = {}
     jobs = [(row, seed) for seed in seeds for row in rows]
     for (label, method, encoder), seed in tqdm(jobs, desc="runs", unit="run", disable=not base_cfg.progress):
         key = run_key(method, encoder)
-        log.info("table2: %s (%s), seed %d", label, key, seed)
+        log.info("run: %s (%s), %d bits, seed %d", label, key, width, seed)
         # every seed trains on the experiment's split (the dataset given), and says so in its config
-        cfg = replace(base_cfg, seed=seed, data_seed=None if seed == base_cfg.seed else base_cfg.split_seed)
-        run_dir = seed_run_dir(runs_dir, key, seed, base_cfg.seed)
+        cfg = replace(base_cfg, seed=seed, bits=width,
+                      data_seed=None if seed == base_cfg.seed else base_cfg.split_seed)
+        run_dir = seed_run_dir(runs_dir, width_key(key, width, base_cfg.bits), seed, base_cfg.seed)
         results.setdefault(key, []).append(ensure_run(cfg, method, run_dir, dataset=dataset, encoder=encoder))
     return results
 
@@ -211,7 +221,8 @@ def fig3(base_cfg, out: Path, runs_dir: Path, dataset, rows=TABLE2_ROWS, name: s
           + markdown_table(["method"] + [f"@{n}" for n in FIG3_NS], table) + f"\n{PROTOCOL_NOTE}\n")
     name = _output_name(name, seeds, base_cfg.seed, hashing_rows, [r for r in TABLE2_ROWS if r[1] not in CONTINUOUS_METHODS])
     plot_seeds = "" if len(seeds) == 1 else f", mean over {_seeds_text(seeds)}"
-    _plot_curves(out / f"{name}.png", curves, f"HamR on {base_cfg.data} ({base_cfg.bits} bits{plot_seeds})")
+    plot_lines(out / f"{name}.png", curves, f"HamR on {base_cfg.data} ({base_cfg.bits} bits{plot_seeds})",
+               xlabel="n", ylabel="Recall@n", highlight=lambda label: label == "HashGNN")
     payload = {"data": base_cfg.data, "bits": base_cfg.bits, "seed": base_cfg.seed, "seeds": seeds,
                "ns": list(FIG3_NS), "recall": curves, "config": base_cfg.to_dict(),
                "machine": machine_info(base_cfg.threads)}
@@ -222,24 +233,3 @@ def fig3(base_cfg, out: Path, runs_dir: Path, dataset, rows=TABLE2_ROWS, name: s
     write_outputs(out, name, md, payload)
     return payload
 
-
-def _plot_curves(path: Path, curves: Dict[str, Dict[int, float]], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for label, curve in curves.items():
-        ns = sorted(curve)
-        ax.plot(ns, [curve[n] for n in ns], marker="o", ms=3, label=label,
-                lw=2.2 if label == "HashGNN" else 1.2)
-    ax.set_xlabel("n")
-    ax.set_ylabel("Recall@n")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -11,7 +11,7 @@ import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -161,3 +161,45 @@ def load_codes(run_dir: Path):
 
     with np.load(run_dir / "codes.npz") as z:
         return Embeddings(z["user_codes"], z["item_codes"], z["user_emb"], z["item_emb"], int(z["nbits"]))
+
+
+def plot_lines(path: Path, curves: Mapping[str, Mapping[float, float]], title: str, *, xlabel: str,
+               ylabel: str, xscale: str = "linear", highlight: Callable[[str], bool] = lambda label: False,
+               hlines: Optional[Mapping[str, float]] = None) -> None:
+    """One line per curve ({label: {x: y}}, drawn in x order) into the PNG ``path``.
+
+    ``xscale``: "linear", "log" (base 10) or "log2"; ``highlight``: the labels drawn thick (ours);
+    ``hlines``: {label: y} drawn as dashed horizontal lines (a reference that has no x, such as a
+    continuous model beside a sweep of code widths).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if xscale not in ("linear", "log", "log2"):
+        raise ValueError(f"xscale must be linear, log or log2, got {xscale!r}")
+    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    for label, curve in curves.items():
+        xs = sorted(curve)
+        ax.plot(xs, [curve[x] for x in xs], marker="o", ms=3, label=label, lw=2.2 if highlight(label) else 1.2)
+    for label, y in (hlines or {}).items():
+        ax.axhline(y, ls="--", lw=1.2, color="black", label=label)
+    if xscale == "log2":
+        ax.set_xscale("log", base=2)
+        ticks = sorted({x for curve in curves.values() for x in curve})
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+    elif xscale == "log":
+        from matplotlib.ticker import NullFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

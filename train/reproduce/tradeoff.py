@@ -39,6 +39,7 @@ def mips_to_l2(items: np.ndarray, queries: np.ndarray):
 
 
 def _qps(fn, nq: int, repeats: int = 3):
+    """(queries/s of ``fn``'s best of ``repeats`` timed calls, the result of its untimed warm-up)."""
     result = fn()  # warm-up, and the result whose recall is reported
     best = float("inf")
     for _ in range(repeats):
@@ -70,7 +71,7 @@ def tradeoff(data: Dict[str, np.ndarray], out: Path, *, label: str, nbits: int, 
     _hash_points(points, data, nbits, k, threads, candidate_values)
 
     target = target_factor * exact_qps
-    fixed = _recall_at_throughput(points.rows, target)
+    fixed = recall_at_throughput(points.rows, target)
     md = _markdown(points.rows, fixed, label=label, nbits=nbits, k=k, threads=threads,
                    target=target, target_factor=target_factor)
     _plot(out / f"{name}.png", points.rows, f"{label}: recall@{k} vs queries/s")
@@ -159,12 +160,13 @@ def _hash_points(points: _Points, data: Dict[str, np.ndarray], nbits: int, k: in
     points.add("HamR (ours, ClusterIndex)", f"C={clusters.nclusters}", qps, ids)
 
 
-def _recall_at_throughput(points: List[Dict[str, Any]], target: float) -> Dict[str, Any]:
-    """Per method, its best recall among points with at least ``target`` queries/s (None: none)."""
+def recall_at_throughput(points: List[Dict[str, Any]], target: float, key: str = "recall") -> Dict[str, Any]:
+    """Per method, its best ``key`` (recall) among points with at least ``target`` queries/s
+    (None: none)."""
     fixed = {}
     for method in dict.fromkeys(p["method"] for p in points):
         ok = [p for p in points if p["method"] == method and p["qps"] >= target]
-        fixed[method] = max((p["recall"] for p in ok), default=None)
+        fixed[method] = max((p[key] for p in ok), default=None)
     return fixed
 
 
