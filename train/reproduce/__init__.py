@@ -1,8 +1,13 @@
-"""``python -m train reproduce {table2,fig3,table4,tradeoff,all}``: the paper's Table 2,
-Figure 3 and Table 4, and the recall-vs-throughput comparison, regenerated on this machine.
+"""``python -m train reproduce {table2,fig3,table4,tradeoff,bits,throughput,all}``: the paper's
+Table 2, Figure 3 and Table 4, the recall-vs-throughput comparison, a code-width sweep (``bits``:
+HashGNN and a baseline hashing method at 16…256 bits beside a continuous model) and test quality
+at fixed throughput (``throughput``: test Recall@20 and NDCG@20 against users/s, HashGNN by HamR
+and HieS against a continuous model searched exactly and through faiss HNSW and NSG), regenerated
+on this machine. ``all`` is the first four.
 
-Training runs are cached under ``OUT/runs/<data>/<method>/`` and reused while their
-configuration is unchanged, so ``fig3`` after ``table2`` trains nothing new.
+Training runs are cached under ``OUT/runs/<data>/<method>/`` (``<method>_<bits>`` for the other
+widths of ``bits``) and reused while their configuration is unchanged, so ``fig3`` after
+``table2`` trains nothing new.
 """
 from __future__ import annotations
 
@@ -11,13 +16,14 @@ import logging
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 from .common import atomic_write_text, data_label, write_outputs
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("table2", "fig3", "table4", "tradeoff")
+COMMANDS = ("table2", "fig3", "table4", "tradeoff", "bits", "throughput")
+ALL = ("table2", "fig3", "table4", "tradeoff")  # what `all` runs: the paper's figures and the trade-off
 
 
 def add_parser(sub: "argparse._SubParsersAction",
@@ -25,8 +31,11 @@ def add_parser(sub: "argparse._SubParsersAction",
     p = sub.add_parser("reproduce", help="regenerate the paper's tables and figures (and ours)",
                        description=__doc__.replace("``", "`"), formatter_class=formatter_class)
     p.add_argument("what", choices=COMMANDS + ("all",),
-                   help="table2: accuracy of every method; fig3: accuracy by code length; table4: search "
-                        "time by method; tradeoff: recall vs throughput against HNSW; all: each of them")
+                   help="table2: accuracy of every method; fig3: HamR Recall@n by n; table4: search "
+                        "time by method; tradeoff: recall of the exact top-k vs throughput against HNSW; "
+                        "bits: test accuracy by code width; throughput: test Recall@20/NDCG@20 vs users/s "
+                        "against faiss exact, HNSW and NSG search; all: table2, fig3, table4 and tradeoff "
+                        "(not bits or throughput)")
     g = p.add_argument_group("data and output")
     g.add_argument("--data", action="append", default=None,
                    help="ml-1m, gowalla, a LightGCN-format directory or synthetic:…; repeatable "
@@ -42,7 +51,8 @@ def add_parser(sub: "argparse._SubParsersAction",
                         "hashgnn-lightgcn for the LightGCN-encoder row); written as table2_<data>_<runs> "
                         "(default: all rows)")
     _add_training_args(p.add_argument_group("training (every method's run)"))
-    _add_timing_args(p.add_argument_group("timing (table4, tradeoff)"))
+    _add_timing_args(p.add_argument_group("timing (table4, tradeoff, throughput)"))
+    _add_sweep_args(p.add_argument_group("sweeps (bits, throughput)"))
 
 
 def _add_training_args(g: "argparse._ArgumentGroup") -> None:
@@ -98,6 +108,41 @@ def _add_timing_args(g: "argparse._ArgumentGroup") -> None:
            "copy each: the row gives their size; default: none)")
 
 
+def _number_list(kind: type, what: str) -> Callable[[str], list]:
+    """argparse type of a comma-separated list of positive ``kind`` numbers (1e4 style for floats)."""
+    def parse(text: str) -> list:
+        try:
+            values = [kind(float(v)) if kind is float else kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be comma-separated {kind.__name__}s, got {text!r}") from None
+        if not values or min(values) <= 0 or len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"{what} must be distinct positive {kind.__name__}s, got {text!r}")
+        return values
+    return parse
+
+
+def _add_sweep_args(g: "argparse._ArgumentGroup") -> None:
+    from .accuracy import CONTINUOUS_METHODS, TABLE2_ROWS, run_key
+
+    hashing = [run_key(m, e) for _, m, e in TABLE2_ROWS if m not in CONTINUOUS_METHODS and run_key(m, e) != "hashgnn"]
+    a = g.add_argument
+    a("--bits-list", type=_number_list(int, "--bits-list"), default="16,32,64,128,256", metavar="B,B,…",
+      help="bits: code widths, each trained for HashGNN and the baseline (the width of --bits reuses "
+           "table2's run, the others train into runs/<data>/<method>_<bits>)")
+    a("--baseline-method", choices=hashing, default="hashnet",
+      help="bits: the baseline hashing method swept beside HashGNN")
+    a("--continuous-method", choices=sorted(CONTINUOUS_METHODS), default="lightgcn",
+      help="bits, throughput: the continuous model (trained once at --bits, searched on its embeddings)")
+    a("--ef-search", type=_number_list(int, "--ef-search"), default="16,32,64,128,256,512", metavar="E,E,…",
+      help="throughput: efSearch values of faiss HNSW (M=32) on the continuous model")
+    a("--nsg-search-l", type=_number_list(int, "--nsg-search-l"), default="16,32,64,128,256,512", metavar="L,L,…",
+      help="throughput: search_L values of faiss NSG (R=32) on the continuous model")
+    a("--hies-candidates", type=_number_list(int, "--hies-candidates"), default="100,200,500,1000,2000,5000",
+      metavar="C,C,…", help="throughput: HieS candidate counts (each at least 20, at most the items)")
+    a("--throughputs", type=_number_list(float, "--throughputs"), default="1e4,1e5,1e6", metavar="T,T,…",
+      help="throughput: users/s at which each method's best Recall@20 is read off")
+
+
 def _base_config(ns: argparse.Namespace, spec: str):
     from ..config import FitConfig
 
@@ -117,7 +162,61 @@ def _base_config(ns: argparse.Namespace, spec: str):
 def check_settings(ns: argparse.Namespace) -> None:
     """ValueError naming the first training setting out of range, before any data is loaded
     (each method's run would otherwise stop on it only when its turn comes)."""
-    _base_config(ns, (ns.data or ["ml-1m"])[0]).validate()
+    cfg = _base_config(ns, (ns.data or ["ml-1m"])[0])
+    cfg.validate()
+    if ns.what == "bits":
+        for bits in ns.bits_list:
+            replace(cfg, bits=bits).validate()
+
+
+def _per_data(ns: argparse.Namespace, spec: str, what, out: Path, rows, sections: Dict[str, List[str]],
+              payloads: Dict[str, Dict[str, Any]], workloads: List[Dict[str, Any]]) -> None:
+    """The commands of ``what`` on one data set: its tables, figures and payloads appended to
+    ``sections``/``payloads``, its table4 workloads to ``workloads``."""
+    from ..data import load_dataset
+    from . import accuracy, bits, efficiency, throughput, tradeoff
+    from .common import ensure_run
+
+    label = data_label(spec)
+    base = _base_config(ns, spec)
+    dataset = load_dataset(spec, seed=ns.seed)
+    runs = out / "runs" / label
+    if "table2" in what:
+        p = accuracy.table2(base, out, runs, rows=rows, dataset=dataset, name=f"table2_{label}", seeds=ns.seeds)
+        sections["table2"].append(p["markdown"])
+        payloads["table2"][label] = p
+    if "fig3" in what:
+        p = accuracy.fig3(base, out, runs, dataset, rows=rows, name=f"fig3_{label}", seeds=ns.seeds)
+        sections["fig3"].append(p["markdown"] + f"\n![fig3 {label}]({p['name']}.png)\n")
+        payloads["fig3"][label] = p
+    if "bits" in what:
+        p = bits.bits_sweep(base, out, runs, dataset, bits_list=ns.bits_list, baseline=ns.baseline_method,
+                            continuous=ns.continuous_method, name=f"bits_{label}")
+        sections["bits"].append(p["markdown"] + f"\n![bits {label}](bits_{label}.png)\n")
+        payloads["bits"][label] = p
+    if {"table4", "tradeoff", "throughput"} & set(what):
+        ensure_run(base, "hashgnn", runs / "hashgnn", dataset=dataset)
+    if "table4" in what or "tradeoff" in what:
+        ws = efficiency.dataset_workload(label, runs / "hashgnn", truth=dataset.csr("test"),
+                                         users_timed=ns.users_timed, seed=ns.seed)
+        if "table4" in what:
+            workloads.extend(ws)
+        if "tradeoff" in what:
+            w = ws[-1]  # all users
+            p = tradeoff.tradeoff(w["data"], out, label=label, nbits=w["nbits"], threads=ns.threads,
+                                  seed=ns.seed, name=f"tradeoff_{label}")
+            sections["tradeoff"].append(p["markdown"] + f"\n![tradeoff {label}](tradeoff_{label}.png)\n")
+            payloads["tradeoff"][label] = p
+    if "throughput" in what:
+        cont = ns.continuous_method
+        ensure_run(base, cont, runs / cont, dataset=dataset)
+        p = throughput.throughput(
+            throughput.make_workload(dataset, runs / "hashgnn", runs / cont), out, label=label,
+            continuous_name=bits.table2_row(cont)[0], threads=ns.threads, repeats=ns.repeats,
+            ef_values=ns.ef_search, nsg_values=ns.nsg_search_l, candidate_values=ns.hies_candidates,
+            throughputs=ns.throughputs, seed=ns.seed, name=f"throughput_{label}")
+        sections["throughput"].append(p["markdown"] + f"\n![throughput {label}](throughput_{label}.png)\n")
+        payloads["throughput"][label] = p
 
 
 def run(ns: argparse.Namespace) -> int:
@@ -125,53 +224,26 @@ def run(ns: argparse.Namespace) -> int:
     # shared machine; passive waiting keeps the comparison fair (set before any
     # OpenMP runtime starts; an explicit setting wins).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from ..data import load_dataset
-    from . import accuracy, efficiency, tradeoff
+    from . import accuracy, efficiency
 
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
     specs: List[str] = ns.data or ["ml-1m", "gowalla"]
-    what = COMMANDS if ns.what == "all" else (ns.what,)
+    what = ALL if ns.what == "all" else (ns.what,)
     rows = accuracy.select_rows(accuracy.TABLE2_ROWS, ns.methods)
     sections: Dict[str, List[str]] = {w: [] for w in what}
     payloads: Dict[str, Dict[str, Any]] = {w: {} for w in what}
-    workloads = []
+    workloads: List[Dict[str, Any]] = []
     for spec in specs:
-        label = data_label(spec)
-        base = _base_config(ns, spec)
-        dataset = load_dataset(spec, seed=ns.seed)
-        runs = out / "runs" / label
-        if "table2" in what:
-            p = accuracy.table2(base, out, runs, rows=rows, dataset=dataset, name=f"table2_{label}",
-                                seeds=ns.seeds)
-            sections["table2"].append(p["markdown"])
-            payloads["table2"][label] = p
-        if "fig3" in what:
-            p = accuracy.fig3(base, out, runs, dataset, rows=rows, name=f"fig3_{label}", seeds=ns.seeds)
-            sections["fig3"].append(p["markdown"] + f"\n![fig3 {label}]({p['name']}.png)\n")
-            payloads["fig3"][label] = p
-        if "table4" in what or "tradeoff" in what:
-            from .common import ensure_run
-
-            ensure_run(base, "hashgnn", runs / "hashgnn", dataset=dataset)
-            ws = efficiency.dataset_workload(label, runs / "hashgnn", truth=dataset.csr("test"),
-                                             users_timed=ns.users_timed, seed=ns.seed)
-            w = ws[-1]  # all users
-            if "table4" in what:
-                workloads.extend(ws)
-            if "tradeoff" in what:
-                p = tradeoff.tradeoff(w["data"], out, label=label, nbits=w["nbits"], threads=ns.threads,
-                                      seed=ns.seed, name=f"tradeoff_{label}")
-                sections["tradeoff"].append(p["markdown"] + f"\n![tradeoff {label}](tradeoff_{label}.png)\n")
-                payloads["tradeoff"][label] = p
+        _per_data(ns, spec, what, out, rows, sections, payloads, workloads)
     if "table4" in what:
         if ns.alibaba_users > 0:
             workloads.extend(efficiency.alibaba_workloads(ns.bits, ns.alibaba_users, ns.seed,
                                                           n_items=ns.alibaba_items,
                                                           n_users=ns.alibaba_all_users or efficiency.ALIBABA_USERS,
                                                           all_users_mih=ns.alibaba_all_users is not None))
-        p = efficiency.table4(workloads, out, nbits=ns.bits, threads=ns.threads, repeats=ns.repeats,
-                              seed=ns.seed, extra_mih_m=ns.mih_m)
+        efficiency.table4(workloads, out, nbits=ns.bits, threads=ns.threads, repeats=ns.repeats,
+                          seed=ns.seed, extra_mih_m=ns.mih_m)
         log.info("table4 written")
     for w in what:
         if w == "table4":

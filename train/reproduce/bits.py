@@ -1,0 +1,120 @@
+"""``reproduce bits``: test accuracy by code width, HashGNN and a baseline hashing method beside a
+continuous model.
+
+Each hashing method is trained at every width of the sweep (:func:`accuracy.train_all` with
+``bits``; the run at ``--bits`` is the one table2 and fig3 use, the others sit in
+``runs/<data>/<method>_<bits>``); the continuous model is trained once, at ``--bits`` (its codes
+are not used: it is searched exactly).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .accuracy import PROTOCOL_NOTE, TABLE2_ROWS, run_key, train_all, width_key
+from .common import load_codes, machine_info, markdown_table, plot_lines, write_outputs
+
+log = logging.getLogger(__name__)
+
+BITS_DEFAULT = (16, 32, 64, 128, 256)
+BITS_MODES = ("hamr", "hies")
+BITS_METRICS = ("recall@20", "recall@50", "ndcg@20")
+MODE_NAMES = {"hamr": "HamR", "hies": "HieS", "continuous": "exact"}
+
+
+def table2_row(method: str, rows=TABLE2_ROWS) -> Tuple[str, str, Optional[str]]:
+    """The Table 2 row (label, --method, encoder) of run key ``method``; ValueError naming the keys."""
+    for row in rows:
+        if run_key(row[1], row[2]) == method:
+            return row
+    raise ValueError(f"unknown method {method!r}; expected one of {[run_key(m, e) for _, m, e in rows]}")
+
+
+def run_modes(metrics: Dict[str, Any], run_dir: Path, dataset, modes: Sequence[str],
+              threads: int) -> Dict[str, Dict[str, float]]:
+    """The test metrics of each retrieval mode of a finished run: its own final test's
+    (metrics.json) where that covered the mode (``--test-modes``), else evaluated now from its
+    codes.npz by :func:`train.evaluate.evaluate` (test items; training and validation items
+    excluded, as the run's own test)."""
+    have = {m: metrics[m] for m in modes if m in metrics}
+    missing = [m for m in modes if m not in have]
+    if missing:
+        from ..evaluate import evaluate
+
+        log.info("bits: %s was not tested in %s; evaluating it from codes.npz", ",".join(missing), run_dir)
+        have.update(evaluate(load_codes(run_dir), dataset.csr("test"), dataset.csr("train", "valid"),
+                             modes=missing, num_threads=threads))
+    return have
+
+
+def _ratio(value: float, reference: float) -> Optional[float]:
+    return value / reference if reference > 0 else None
+
+
+def _sweep_rows(base_cfg, runs_dir: Path, dataset, hashing, bits_list: Sequence[int],
+                cont_r20: float) -> List[Dict[str, Any]]:
+    """One row per (hashing method, width): its HamR and HieS test metrics and their Recall@20 over
+    the continuous model's."""
+    rows: List[Dict[str, Any]] = []
+    for bits in bits_list:
+        results = train_all(base_cfg, runs_dir, hashing, dataset, bits=bits)
+        for label, method, encoder in hashing:
+            key = run_key(method, encoder)
+            run_dir = runs_dir / width_key(key, bits, base_cfg.bits)
+            modes = run_modes(results[key][0], run_dir, dataset, BITS_MODES, base_cfg.threads)
+            row: Dict[str, Any] = {"label": label, "method": key, "bits": bits, "run": str(run_dir)}
+            for mode in BITS_MODES:
+                row[mode] = {k: float(modes[mode][k]) for k in BITS_METRICS}
+                row[f"{mode}_over_continuous"] = _ratio(row[mode]["recall@20"], cont_r20)
+            rows.append(row)
+    return rows
+
+
+def _markdown(base_cfg, rows: List[Dict[str, Any]], cont: Dict[str, Any]) -> str:
+    headers = ["method", "bits"] + [f"{MODE_NAMES[m]} {k}" for m in BITS_MODES for k in BITS_METRICS] \
+        + [f"{MODE_NAMES[m]} / continuous" for m in BITS_MODES]
+    table = [[r["label"], r["bits"]] + [r[m][k] for m in BITS_MODES for k in BITS_METRICS]
+             + [r[f"{m}_over_continuous"] for m in BITS_MODES] for r in rows]
+    return (f"# Code-width sweep: {base_cfg.data}, test metrics, seed {base_cfg.seed}\n\n"
+            + markdown_table(headers, table)
+            + "\n\"/ continuous\": the row's Recall@20 over the continuous model's.\n\n"
+            + "Continuous reference (trained once, exact inner-product search):\n\n"
+            + markdown_table(["method", "search"] + list(BITS_METRICS),
+                             [[cont["label"], "exact"] + [cont["continuous"][k] for k in BITS_METRICS]])
+            + f"\n{PROTOCOL_NOTE}\n")
+
+
+def bits_sweep(base_cfg, out: Path, runs_dir: Path, dataset, *, bits_list: Sequence[int] = BITS_DEFAULT,
+               baseline: str = "hashnet", continuous: str = "lightgcn", name: str = "bits") -> Dict[str, Any]:
+    """Writes ``<name>.{md,json,png}``: HamR and HieS test Recall@20, Recall@50 and NDCG@20 of
+    HashGNN and of ``baseline`` at each width of ``bits_list``, beside the continuous model
+    ``continuous`` (exact search), with each row's Recall@20 over the continuous one's; the plot is
+    Recall@20 against the width (log2 axis), the continuous model a dashed line.
+
+    ``baseline`` and ``continuous`` are Table 2 run keys (``accuracy.TABLE2_ROWS``).
+    """
+    if not bits_list or len(set(bits_list)) != len(bits_list):
+        raise ValueError(f"bits_list must be one or more distinct widths, got {list(bits_list)}")
+    if baseline == "hashgnn":
+        raise ValueError("baseline must be a method other than hashgnn, which the sweep always trains")
+    hashing = [table2_row("hashgnn"), table2_row(baseline)]
+    cont_row = table2_row(continuous)
+    log.info("bits: %s and %s at %s bits, %s once", hashing[0][0], hashing[1][0], list(bits_list), cont_row[0])
+    cont_metrics = train_all(base_cfg, runs_dir, [cont_row], dataset)[continuous][0]
+    cont = {"label": cont_row[0], "method": continuous, "run": str(runs_dir / continuous),
+            "continuous": {k: float(v) for k, v in run_modes(cont_metrics, runs_dir / continuous, dataset,
+                                                            ("continuous",), base_cfg.threads)["continuous"].items()}}
+    rows = _sweep_rows(base_cfg, runs_dir, dataset, hashing, sorted(bits_list), cont["continuous"]["recall@20"])
+    curves = {f"{label} {MODE_NAMES[mode]}": {r["bits"]: r[mode]["recall@20"] for r in rows if r["label"] == label}
+              for label, _, _ in hashing for mode in BITS_MODES}
+    plot_lines(out / f"{name}.png", curves, f"Test Recall@20 by code width, {base_cfg.data}",
+               xlabel="bits (log2)", ylabel="Recall@20", xscale="log2",
+               highlight=lambda label: label.startswith("HashGNN "),
+               hlines={f"{cont['label']} (continuous, exact)": cont["continuous"]["recall@20"]})
+    md = _markdown(base_cfg, rows, cont)
+    payload = {"data": base_cfg.data, "seed": base_cfg.seed, "bits_list": sorted(bits_list), "baseline": baseline,
+               "rows": rows, "continuous": cont, "metrics": list(BITS_METRICS), "protocol": PROTOCOL_NOTE,
+               "config": base_cfg.to_dict(), "machine": machine_info(base_cfg.threads), "markdown": md, "name": name}
+    write_outputs(out, name, md, payload)
+    return payload
