@@ -122,21 +122,21 @@ def _number_list(kind: type, what: str) -> Callable[[str], list]:
 
 
 def _add_sweep_args(g: "argparse._ArgumentGroup") -> None:
-    from .accuracy import CONTINUOUS_METHODS, TABLE2_ROWS, run_key
+    from .accuracy import CONTINUOUS_METHODS, TABLE2_ROWS
 
-    hashing = [run_key(m, e) for _, m, e in TABLE2_ROWS if m not in CONTINUOUS_METHODS and run_key(m, e) != "hashgnn"]
+    baselines = [m for _, m, e in TABLE2_ROWS if e is None and m not in CONTINUOUS_METHODS | {"hashgnn"}]
     a = g.add_argument
     a("--bits-list", type=_number_list(int, "--bits-list"), default="16,32,64,128,256", metavar="B,B,…",
       help="bits: code widths, each trained for HashGNN and the baseline (the width of --bits reuses "
            "table2's run, the others train into runs/<data>/<method>_<bits>)")
-    a("--baseline-method", choices=hashing, default="hashnet",
+    a("--baseline-method", choices=baselines, default="hashnet",
       help="bits: the baseline hashing method swept beside HashGNN")
     a("--continuous-method", choices=sorted(CONTINUOUS_METHODS), default="lightgcn",
       help="bits, throughput: the continuous model (trained once at --bits, searched on its embeddings)")
     a("--ef-search", type=_number_list(int, "--ef-search"), default="16,32,64,128,256,512", metavar="E,E,…",
       help="throughput: efSearch values of faiss HNSW (M=32) on the continuous model")
     a("--nsg-search-l", type=_number_list(int, "--nsg-search-l"), default="16,32,64,128,256,512", metavar="L,L,…",
-      help="throughput: search_L values of faiss NSG (R=32) on the continuous model")
+      help="throughput: search_L values of faiss NSG (R=32) on the continuous model (at most the items)")
     a("--hies-candidates", type=_number_list(int, "--hies-candidates"), default="100,200,500,1000,2000,5000",
       metavar="C,C,…", help="throughput: HieS candidate counts (each at least 20, at most the items)")
     a("--throughputs", type=_number_list(float, "--throughputs"), default="1e4,1e5,1e6", metavar="T,T,…",

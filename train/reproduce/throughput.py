@@ -10,8 +10,9 @@ indexes cannot, so the continuous searches over-fetch and filter: a user with ``
 is searched for ``k + 2^ceil(log2 e)`` items (the users are grouped by that count, one search
 per group), the excluded ones are removed and the first ``k`` kept. With exact search this is
 exactly the top-``k`` with exclusion; the graphs search at least that many (faiss raises their
-beam, efSearch or search_L, to the count asked when it is larger). The over-fetch and the filter
-are inside the timed call.
+beam, efSearch or search_L, to the count asked when it is larger). The searches and the filter
+are timed; each group's rows of the exclusion matrix are sliced once beforehand (the engine's
+rows are sliced inside its timed call, as :mod:`train.evaluate` does).
 """
 from __future__ import annotations
 
@@ -99,14 +100,25 @@ def drop_excluded(ids: np.ndarray, users: np.ndarray, exclude: sp.csr_matrix, k:
     return out
 
 
-def overfetch_topk(search: Callable[[np.ndarray, int], np.ndarray], queries: np.ndarray, w: Workload,
-                   groups: List[Tuple[np.ndarray, int]]) -> np.ndarray:
-    """Top-``w.k`` with exclusion from a search that cannot exclude: ``search(queries, n)`` returns
-    ids (nq, n); each group of :func:`overfetch_groups` is searched for its count, then filtered."""
-    out = np.full((w.users.shape[0], w.k), -1, np.int64)
-    for pos, fetch in groups:
+def overfetch_plan(w: Workload, n_items: int) -> List[Tuple[np.ndarray, int, sp.csr_matrix]]:
+    """[(query positions, items to fetch, their users' excluded items as CSR rows 0..)] of
+    :func:`overfetch_groups`, sliced once, outside the timed searches."""
+    plan = []
+    for pos, fetch in overfetch_groups(np.diff(w.exclude.indptr)[w.users], w.k, n_items):
+        sub = w.exclude[w.users[pos]].tocsr()
+        sub.sort_indices()
+        plan.append((pos, fetch, sub))
+    return plan
+
+
+def overfetch_topk(search: Callable[[np.ndarray, int], np.ndarray], queries: np.ndarray, k: int,
+                   plan: List[Tuple[np.ndarray, int, sp.csr_matrix]]) -> np.ndarray:
+    """Top-``k`` with exclusion from a search that cannot exclude: ``search(queries, n)`` returns
+    ids (nq, n); each group of :func:`overfetch_plan` is searched for its count, then filtered."""
+    out = np.full((queries.shape[0], k), -1, np.int64)
+    for pos, fetch, sub in plan:
         ids = search(np.ascontiguousarray(queries[pos]), fetch)
-        out[pos] = drop_excluded(ids, w.users[pos], w.exclude, w.k)
+        out[pos] = drop_excluded(ids, np.arange(pos.shape[0], dtype=np.int64), sub, k)
     return out
 
 
@@ -160,9 +172,9 @@ def exact_points(points: Points, name: str, threads: int, repeats: int) -> None:
         return
     flat = faiss.IndexFlatIP(ie.shape[1])
     flat.add(ie)
-    groups = overfetch_groups(np.diff(w.exclude.indptr)[w.users], w.k, ie.shape[0])
+    plan = overfetch_plan(w, ie.shape[0])
     points.time(f"{name} exact (faiss IndexFlatIP)", "exact", lambda: overfetch_topk(
-        lambda q, n: flat.search(q, n)[1], ue, w, groups), repeats)
+        lambda q, n: flat.search(q, n)[1], ue, w.k, plan), repeats)
 
 
 def graph_points(points: Points, name: str, threads: int, repeats: int, ef_values: Sequence[int],
@@ -177,8 +189,8 @@ def graph_points(points: Points, name: str, threads: int, repeats: int, ef_value
         return
     w = points.w
     items, queries = mips_to_l2(w.continuous.item_emb, w.continuous.user_emb[w.users])
-    groups = overfetch_groups(np.diff(w.exclude.indptr)[w.users], w.k, items.shape[0])
-    search = lambda index: lambda: overfetch_topk(lambda q, n: index.search(q, n)[1], queries, w, groups)  # noqa: E731
+    plan = overfetch_plan(w, items.shape[0])
+    search = lambda index: lambda: overfetch_topk(lambda q, n: index.search(q, n)[1], queries, w.k, plan)  # noqa: E731
     hnsw = faiss.IndexHNSWFlat(items.shape[1], HNSW_M)
     hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     hnsw.add(items)
