@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from .common import atomic_write_text, data_label, write_outputs
 
@@ -169,8 +169,9 @@ def check_settings(ns: argparse.Namespace) -> None:
             replace(cfg, bits=bits).validate()
 
 
-def _per_data(ns: argparse.Namespace, spec: str, what, out: Path, rows, sections: Dict[str, List[str]],
-              payloads: Dict[str, Dict[str, Any]], workloads: List[Dict[str, Any]]) -> None:
+def _per_data(ns: argparse.Namespace, spec: str, what: Sequence[str], out: Path, rows: List[Tuple[str, str, Any]],
+              sections: Dict[str, List[str]], payloads: Dict[str, Dict[str, Any]],
+              workloads: List[Dict[str, Any]]) -> None:
     """The commands of ``what`` on one data set: its tables, figures and payloads appended to
     ``sections``/``payloads``, its table4 workloads to ``workloads``."""
     from ..data import load_dataset

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from .accuracy import PROTOCOL_NOTE, TABLE2_ROWS, run_key, train_all, width_key
 from .common import load_codes, machine_info, markdown_table, plot_lines, write_outputs
 
+if TYPE_CHECKING:
+    from ..config import FitConfig
+    from ..data.dataset import Dataset
+
 log = logging.getLogger(__name__)
+
+Row = Tuple[str, str, Optional[str]]  # a Table 2 row: label, --method, --encoder
 
 BITS_DEFAULT = (16, 32, 64, 128, 256)
 BITS_MODES = ("hamr", "hies")
@@ -23,7 +29,7 @@ BITS_METRICS = ("recall@20", "recall@50", "ndcg@20")
 MODE_NAMES = {"hamr": "HamR", "hies": "HieS", "continuous": "exact"}
 
 
-def table2_row(method: str, rows=TABLE2_ROWS) -> Tuple[str, str, Optional[str]]:
+def table2_row(method: str, rows: Sequence[Row] = TABLE2_ROWS) -> Row:
     """The Table 2 row (label, --method, encoder) of run key ``method``; ValueError naming the keys."""
     for row in rows:
         if run_key(row[1], row[2]) == method:
@@ -31,7 +37,7 @@ def table2_row(method: str, rows=TABLE2_ROWS) -> Tuple[str, str, Optional[str]]:
     raise ValueError(f"unknown method {method!r}; expected one of {[run_key(m, e) for _, m, e in rows]}")
 
 
-def run_modes(metrics: Dict[str, Any], run_dir: Path, dataset, modes: Sequence[str],
+def run_modes(metrics: Dict[str, Any], run_dir: Path, dataset: "Dataset", modes: Sequence[str],
               threads: int) -> Dict[str, Dict[str, float]]:
     """The test metrics of each retrieval mode of a finished run: its own final test's
     (metrics.json) where that covered the mode (``--test-modes``), else evaluated now from its
@@ -49,11 +55,12 @@ def run_modes(metrics: Dict[str, Any], run_dir: Path, dataset, modes: Sequence[s
 
 
 def _ratio(value: float, reference: float) -> Optional[float]:
+    """``value / reference``; None when the reference is 0 (no ratio to report)."""
     return value / reference if reference > 0 else None
 
 
-def _sweep_rows(base_cfg, runs_dir: Path, dataset, hashing, bits_list: Sequence[int],
-                cont_r20: float) -> List[Dict[str, Any]]:
+def _sweep_rows(base_cfg: "FitConfig", runs_dir: Path, dataset: "Dataset", hashing: Sequence[Row],
+                bits_list: Sequence[int], cont_r20: float) -> List[Dict[str, Any]]:
     """One row per (hashing method, width): its HamR and HieS test metrics and their Recall@20 over
     the continuous model's."""
     rows: List[Dict[str, Any]] = []
@@ -71,7 +78,8 @@ def _sweep_rows(base_cfg, runs_dir: Path, dataset, hashing, bits_list: Sequence[
     return rows
 
 
-def _markdown(base_cfg, rows: List[Dict[str, Any]], cont: Dict[str, Any]) -> str:
+def _markdown(base_cfg: "FitConfig", rows: List[Dict[str, Any]], cont: Dict[str, Any]) -> str:
+    """The sweep's page: a row per (method, width), then the continuous reference."""
     headers = ["method", "bits"] + [f"{MODE_NAMES[m]} {k}" for m in BITS_MODES for k in BITS_METRICS] \
         + [f"{MODE_NAMES[m]} / continuous" for m in BITS_MODES]
     table = [[r["label"], r["bits"]] + [r[m][k] for m in BITS_MODES for k in BITS_METRICS]
@@ -85,7 +93,8 @@ def _markdown(base_cfg, rows: List[Dict[str, Any]], cont: Dict[str, Any]) -> str
             + f"\n{PROTOCOL_NOTE}\n")
 
 
-def bits_sweep(base_cfg, out: Path, runs_dir: Path, dataset, *, bits_list: Sequence[int] = BITS_DEFAULT,
+def bits_sweep(base_cfg: "FitConfig", out: Path, runs_dir: Path, dataset: "Dataset", *,
+               bits_list: Sequence[int] = BITS_DEFAULT,
                baseline: str = "hashnet", continuous: str = "lightgcn", name: str = "bits") -> Dict[str, Any]:
     """Writes ``<name>.{md,json,png}``: HamR and HieS test Recall@20, Recall@50 and NDCG@20 of
     HashGNN and of ``baseline`` at each width of ``bits_list``, beside the continuous model

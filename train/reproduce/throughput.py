@@ -19,13 +19,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse as sp
 
 from .common import machine_info, markdown_table, plot_lines, write_outputs
 from .tradeoff import _qps, mips_to_l2, recall_at_throughput
+
+if TYPE_CHECKING:
+    from ..data.dataset import Dataset
+    from ..evaluate import Embeddings
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +56,12 @@ class Workload:
     users: np.ndarray
     truth: sp.csr_matrix
     exclude: sp.csr_matrix
-    hashing: Any
-    continuous: Any
+    hashing: "Embeddings"
+    continuous: "Embeddings"
     k: int = 20
 
 
-def make_workload(dataset, hashing_run: Path, continuous_run: Path, k: int = 20) -> Workload:
+def make_workload(dataset: "Dataset", hashing_run: Path, continuous_run: Path, k: int = 20) -> Workload:
     """The workload of two finished runs (codes.npz) on ``dataset``'s test split."""
     from .common import load_codes
 
@@ -139,7 +143,7 @@ class Points:
                  row[f"recall@{self.w.k}"])
 
 
-def _faiss(threads: int):
+def _faiss(threads: int) -> Any:
     """faiss with ``threads`` OpenMP threads, or None (logged) when it is not installed."""
     try:
         import faiss
@@ -239,11 +243,13 @@ def recall_at_throughputs(rows: List[Dict[str, Any]], throughputs: Sequence[floa
 
 
 def _threads(n: int) -> str:
+    """'1 thread', '2 threads': the count and the noun."""
     return f"{n} thread" + ("s" if n != 1 else "")
 
 
 def _markdown(rows: List[Dict[str, Any]], fixed: Dict[str, Dict[float, Optional[float]]], *, label: str,
               nbits: int, k: int, threads: int, n_users: int) -> str:
+    """The page: every measured point, then each method's best Recall@k at each fixed throughput."""
     points = markdown_table(["method", "setting", "users/s", f"Recall@{k}", f"NDCG@{k}"],
                             [[r["method"], r["setting"], f"{r['qps']:,.0f}", r[f"recall@{k}"], r[f"ndcg@{k}"]]
                              for r in rows])
