@@ -28,6 +28,7 @@ codes (a kind-4 file holding the codes alone is rebuilt).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import struct
@@ -35,7 +36,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import BinaryIO, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -124,11 +125,14 @@ def _umask() -> int:
     return umask
 
 
-def atomic_write(path: PathLike, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to ``path`` so that a crash leaves either the old file or the new
-    one: a temporary file in the target's directory, fsynced, renamed over the target, then
-    the directory fsynced. The temporary file is removed on any error. Symlinks, modes and
-    paths that are not regular files: see the module's docstring."""
+@contextlib.contextmanager
+def atomic_open(path: PathLike) -> Iterator[BinaryIO]:
+    """A binary file object whose contents replace ``path`` only when the ``with`` block ends
+    without an error, so that a crash leaves either the old file or the new one: a temporary
+    file in the target's directory, fsynced, renamed over the target, then the directory
+    fsynced. The temporary file is removed on any error. Writers stream into it (nothing is
+    held in memory). Symlinks, modes and paths that are not regular files: see the module's
+    docstring."""
     target = _save_target(Path(path))
     mode = _new_file_mode(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -136,8 +140,7 @@ def atomic_write(path: PathLike, chunks: Iterable[bytes]) -> None:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):
                 os.fchmod(f.fileno(), mode)
-            for chunk in chunks:
-                f.write(chunk)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -148,6 +151,13 @@ def atomic_write(path: PathLike, chunks: Iterable[bytes]) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write(path: PathLike, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path) as f:
+        for chunk in chunks:
+            f.write(chunk)
 
 
 def _encode(data: IndexFile) -> tuple:

@@ -335,6 +335,24 @@ def test_failed_save_keeps_old_file(tmp_path, rng, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["i.hsi"]
 
 
+def test_atomic_open_replaces_the_file_only_when_its_block_succeeds(tmp_path):
+    from hashsearch.io import atomic_open
+
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="writer failed"):
+        with atomic_open(path) as f:
+            f.write(b"half of the new")
+            raise RuntimeError("writer failed")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+    with atomic_open(path) as f:
+        f.write(b"new ")
+        f.write(b"contents")
+    assert path.read_bytes() == b"new contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
 def _indexes_of_every_kind(codes, nbits, emb):
     return {
         "flat": hashsearch.Index(codes, nbits, num_threads=1),
