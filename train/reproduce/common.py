@@ -196,6 +196,13 @@ def plot_lines(path: Path, curves: Mapping[str, Mapping[float, float]], title: s
         ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    save_figure(fig, ax, path, title)
+
+
+def save_figure(fig: Any, ax: Any, path: Path, title: str) -> None:
+    """Title, grid and legend of a one-axes figure, written to ``path`` (PNG, 120 dpi) and closed."""
+    import matplotlib.pyplot as plt
+
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from .common import machine_info, markdown_table, write_outputs
+from .common import machine_info, markdown_table, save_figure, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +196,4 @@ def _plot(path: Path, points: List[Dict[str, Any]], title: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("recall@k of exact continuous search")
     ax.set_ylabel("queries / s (log)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, title)
