@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train.config import FitConfig  # noqa: E402
 from train.data import Dataset, Pairs, load_dataset  # noqa: E402
-from train.trainer import Trainer, fit, peak_rss_gb  # noqa: E402
+from train.trainer import Trainer, TrainingInterrupted, fit, peak_rss_gb  # noqa: E402
 
 SHAPES = {
     "alibaba": (601_946, 4_167_708, 28_500_000),
@@ -84,11 +84,14 @@ def fit_run(cfg: FitConfig, ds: Dataset, out: dict) -> int:
     """Train the whole run (``--fit``) and print its wall time, peak RSS and final metrics."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.perf_counter()
-    metrics = fit(cfg, ds)
+    try:
+        metrics, rc = fit(cfg, ds), 0
+    except TrainingInterrupted as stop:  # Ctrl-C: the best model was still tested and written
+        metrics, rc = stop.metrics, 130
     out.update(fit_min=(time.perf_counter() - t0) / 60, peak_rss_gb=peak_rss_gb())
     out["metrics"] = {k: v for k, v in metrics.items() if not isinstance(v, list)}
     print(json.dumps(out, default=str))
-    return 0
+    return rc
 
 
 def main() -> int:
