@@ -286,3 +286,26 @@ def test_time_methods_once_calls_each_method_one_time_without_warm_up(monkeypatc
     calls.clear()
     efficiency.time_methods(data, 32, 10, 1, 50, repeats=3, include_numpy=False)
     assert (3, 1) in calls
+
+
+def test_paper_split_table_sits_beside_the_papers_numbers(tmp_path, monkeypatch):
+    """--split paper: runs on the per-user 70/30 re-split in their own directory, each scored by the
+    official protocol too; the table puts those scores beside the paper's and names the orderings."""
+    from train.reproduce import accuracy
+    from train.reproduce.common import data_label
+
+    monkeypatch.setitem(accuracy.PAPER_HR50, data_label(TINY), {"hashnet": 0.1, "hashgnn": 0.3})
+    _reproduce(tmp_path, "table2", "--split", "paper", "--methods", "hashnet,hashgnn")
+    (page,) = tmp_path.glob("table2_*_paper_hashnet+hashgnn.json")
+    payload = json.loads(page.read_text())
+    runs = list(tmp_path.glob("runs/*/*/metrics.json"))
+    assert {p.parent.parent.name for p in runs} == {data_label(TINY) + "_paper"}
+    for row in payload["rows"]:
+        metrics = json.loads((runs[0].parent.parent / row["method"] / "metrics.json").read_text())
+        assert metrics["config"]["split"] == "paper"
+        assert row["paper_protocol"]["recall@50"] == metrics["paper_protocol"]["hies"]["recall@50"]
+        assert row["recall@50"] == metrics["hies"]["recall@50"]
+    assert [r["paper_hr@50"] for r in payload["rows"]] == [0.1, 0.3]
+    md = payload["markdown"]
+    assert "paper's HR@50" in md and "0.3000" in md and "- paper: HashGNN > HashNet" in md
+    assert "of the paper's 1 pairwise orderings hold" in md

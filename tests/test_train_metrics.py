@@ -95,3 +95,6 @@ def test_evaluate_paper_protocol_is_labelled() -> None:
     assert "NOT excluded" in pp["note"]
     assert pp["hies"]["recall@1"] == pytest.approx(0.0)  # training items stay in the ranking
     assert pp["hies"]["recall@2"] == pytest.approx(1.0)
+    # continuous rows (the paper's GraphSage) by exact search, training items kept there too
+    assert pp["continuous"]["recall@1"] == pytest.approx(0.0)
+    assert pp["continuous"]["recall@2"] == pytest.approx(1.0)

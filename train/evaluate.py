@@ -172,7 +172,7 @@ def _paper_protocol(emb: Embeddings, truth: sp.csr_matrix, users: np.ndarray, n_
                     ks: Sequence[int], block: int, num_threads: int, progress: bool = False) -> Dict:
     out: Dict = {"note": PAPER_PROTOCOL_NOTE}
     kmax = max(ks)
-    for mode in ("hies", "hamr"):
+    for mode in ("hies", "hamr", "continuous"):  # continuous: the paper's continuous rows (GraphSage)
         top = topk_lists(mode, emb, users, kmax, None, candidates=500, block=block, num_threads=num_threads,
                          progress=progress)
         hits = hit_matrix(top, users, truth)

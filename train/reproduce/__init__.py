@@ -50,6 +50,10 @@ def add_parser(sub: "argparse._SubParsersAction",
                    help="table2/fig3: only these runs, comma-separated (hashgnn,hashgnn_nr,…; "
                         "hashgnn-lightgcn for the LightGCN-encoder row); written as table2_<data>_<runs> "
                         "(default: all rows)")
+    g.add_argument("--split", choices=("given", "paper"), default="given",
+                   help="given: the data set's own split; paper: the paper's per-user 70/30 re-split, "
+                        "each run also scored by the official code's protocol (table2 writes "
+                        "table2_<data>_paper beside the paper's numbers; runs under runs/<data>_paper)")
     _add_training_args(p.add_argument_group("training (every method's run)"))
     _add_timing_args(p.add_argument_group("timing (table4, tradeoff, throughput)"))
     _add_sweep_args(p.add_argument_group("sweeps (bits, throughput)"))
@@ -154,6 +158,8 @@ def _base_config(ns: argparse.Namespace, spec: str):
         optional["fanout"] = [int(x) for x in ns.fanout.split(",")]
     if getattr(ns, "test_modes", None):
         optional["test_modes"] = ns.test_modes.split(",")
+    if getattr(ns, "split", "given") == "paper":
+        optional.update(split="paper", paper_protocol=True)
     return FitConfig(data=spec, bits=ns.bits, seed=ns.seed, epochs=ns.epochs, max_minutes=ns.max_minutes,
                      threads=ns.threads, progress=not ns.no_progress,
                      **{k: v for k, v in optional.items() if v is not None})
@@ -178,9 +184,10 @@ def _per_data(ns: argparse.Namespace, spec: str, what: Sequence[str], out: Path,
     from . import accuracy, bits, efficiency, throughput, tradeoff
     from .common import ensure_run
 
-    label = data_label(spec)
     base = _base_config(ns, spec)
-    dataset = load_dataset(spec, seed=ns.seed)
+    dataset = load_dataset(spec, seed=ns.seed, split=base.split)
+    # a re-split data set is another data set: its runs and tables never replace the given split's
+    label = data_label(spec) + ("_paper" if base.split == "paper" else "")
     runs = out / "runs" / label
     if "table2" in what:
         p = accuracy.table2(base, out, runs, rows=rows, dataset=dataset, name=f"table2_{label}", seeds=ns.seeds)
