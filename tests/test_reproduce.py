@@ -309,3 +309,31 @@ def test_paper_split_table_sits_beside_the_papers_numbers(tmp_path, monkeypatch)
     md = payload["markdown"]
     assert "paper's HR@50" in md and "0.3000" in md and "- paper: HashGNN > HashNet" in md
     assert "of the paper's 1 pairwise orderings hold" in md
+
+
+def test_method_set_overrides_one_run_only(tmp_path):
+    """--method-set RUN:FIELD=V gives one run its own settings: that run trains with them and
+    retrains when they change; the other runs keep the shared settings and their cache."""
+    _reproduce(tmp_path, "table2", "--methods", "lsh,mf", "--method-set", "mf:lr=0.01,epochs=2")
+    runs = next(tmp_path.glob("runs/*"))
+    mf = json.loads((runs / "mf" / "metrics.json").read_text())
+    lsh = json.loads((runs / "lsh" / "metrics.json").read_text())
+    assert (mf["config"]["lr"], mf["config"]["epochs"], mf["epochs_run"]) == (0.01, 2, 2)
+    assert lsh["config"]["epochs"] == 1 and lsh["config"]["lr"] != 0.01
+    (page,) = tmp_path.glob("table2_*_lsh+mf.md")
+    assert "| MF | continuous |" in page.read_text() and "| 2 |" in page.read_text()  # the epochs column
+    stamp = {p: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
+    _reproduce(tmp_path, "table2", "--methods", "lsh,mf", "--method-set", "mf:lr=0.02,epochs=2")
+    changed = {p.parent.name for p, t in stamp.items() if p.stat().st_mtime_ns != t}
+    assert changed == {"mf"}
+
+
+@pytest.mark.parametrize("value, message", [("nope:lr=1", "RUN one of"), ("mf:nope=1", "not FIELD=VALUE"),
+                                            ("mf:epochs=1.5", "whole number"), ("mf:lr", "not FIELD=VALUE")])
+def test_method_set_refuses_unknown_runs_and_fields(value, message):
+    import argparse
+
+    from train.reproduce import parse_method_set
+
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        parse_method_set(value)

@@ -55,6 +55,11 @@ def add_parser(sub: "argparse._SubParsersAction",
                         "each run also scored by the official code's protocol (table2 writes "
                         "table2_<data>_paper beside the paper's numbers; runs under runs/<data>_paper)")
     _add_training_args(p.add_argument_group("training (every method's run)"))
+    p.add_argument_group("training (one method's run)").add_argument(
+        "--method-set", type=parse_method_set, action="append", default=[], metavar="RUN:FIELD=V,…",
+        help="settings of one run only, over the shared ones (fit's option names with _), e.g. "
+             "lightgcn:lr=0.01,epochs=200,patience=3: a baseline's own budget, set on validation; "
+             "repeatable")
     _add_timing_args(p.add_argument_group("timing (table4, tradeoff, throughput)"))
     _add_sweep_args(p.add_argument_group("sweeps (bits, throughput)"))
 
@@ -147,8 +152,57 @@ def _add_sweep_args(g: "argparse._ArgumentGroup") -> None:
       help="throughput: users/s at which each method's best Recall@20 is read off")
 
 
-def _base_config(ns: argparse.Namespace, spec: str):
+def _field_value(name: str, text: str, default: Any) -> Any:
+    """``text`` as a value of the FitConfig field ``name`` (typed like its default)."""
+    import ast
+
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{name} takes true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if isinstance(default, int):
+        number = float(text)
+        if not number.is_integer():
+            raise ValueError(f"{name} takes a whole number, got {text!r}")
+        return int(number)
+    if isinstance(default, float):
+        return float(text)
+    if isinstance(default, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_method_set(text: str) -> Tuple[str, Dict[str, Any]]:
+    """``RUN:FIELD=V,…`` (``--method-set``) as (run key, {field: value}); argparse's error names
+    the run keys or fields it expected."""
     from ..config import FitConfig
+    from .accuracy import TABLE2_ROWS
+    from .common import run_key
+
+    keys = [run_key(m, e) for _, m, e in TABLE2_ROWS]
+    key, _, body = text.partition(":")
+    if key not in keys or not body:
+        raise argparse.ArgumentTypeError(f"--method-set takes RUN:FIELD=V,… with RUN one of {keys}, got {text!r}")
+    defaults = FitConfig()
+    settings: Dict[str, Any] = {}
+    for item in body.split(","):
+        name, eq, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or name not in FitConfig.__dataclass_fields__ or name in ("method", "encoder", "data", "out"):
+            raise argparse.ArgumentTypeError(f"--method-set: {item!r} is not FIELD=VALUE with FIELD a training "
+                                             f"setting of fit (lr, epochs, patience, …)")
+        try:
+            settings[name] = _field_value(name, value.strip(), getattr(defaults, name))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"--method-set: {e}") from None
+    return key, settings
+
+
+def _base_config(ns: argparse.Namespace, spec: str):
+    from .common import ReproduceConfig
 
     optional = {name: getattr(ns, name, None) for name in ("batch_size", "lr", "eval_every", "patience",
                                                           "p_decay", "cont_weight", "hashnet_gamma",
@@ -160,9 +214,12 @@ def _base_config(ns: argparse.Namespace, spec: str):
         optional["test_modes"] = ns.test_modes.split(",")
     if getattr(ns, "split", "given") == "paper":
         optional.update(split="paper", paper_protocol=True)
-    return FitConfig(data=spec, bits=ns.bits, seed=ns.seed, epochs=ns.epochs, max_minutes=ns.max_minutes,
-                     threads=ns.threads, progress=not ns.no_progress,
-                     **{k: v for k, v in optional.items() if v is not None})
+    per_method: Dict[str, Dict[str, Any]] = {}
+    for key, settings in getattr(ns, "method_set", None) or []:
+        per_method.setdefault(key, {}).update(settings)
+    return ReproduceConfig(data=spec, bits=ns.bits, seed=ns.seed, epochs=ns.epochs, max_minutes=ns.max_minutes,
+                           threads=ns.threads, progress=not ns.no_progress, per_method=per_method,
+                           **{k: v for k, v in optional.items() if v is not None})
 
 
 def check_settings(ns: argparse.Namespace) -> None:
@@ -170,6 +227,9 @@ def check_settings(ns: argparse.Namespace) -> None:
     (each method's run would otherwise stop on it only when its turn comes)."""
     cfg = _base_config(ns, (ns.data or ["ml-1m"])[0])
     cfg.validate()
+    for key in cfg.per_method:
+        method, _, encoder = key.partition("-")
+        cfg.for_run(method, encoder or None).validate()
     if ns.what == "bits":
         for bits in ns.bits_list:
             replace(cfg, bits=bits).validate()

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .common import data_label, ensure_run, load_codes, machine_info, markdown_table, plot_lines, write_outputs
+from .common import data_label, ensure_run, run_key, load_codes, machine_info, markdown_table, plot_lines, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,6 @@ PAPER_HR50 = {
 }
 PAPER_SOURCE = ("Paper: HashGNN's Table 2 (Tan et al., WWW 2020), HieS HR@50 on its own 70/30 split "
                 "(its MovieLens is ml-1m); rows it does not report are left blank.")
-
-
-def run_key(method: str, encoder) -> str:
-    return method if encoder is None else f"{method}-{encoder}"
 
 
 def seed_run_dir(runs_dir: Path, key: str, seed: int, base_seed: int) -> Path:

@@ -9,12 +9,13 @@ import platform
 import statistics
 import subprocess
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..config import FitConfig
 from ..fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -136,14 +137,36 @@ def _cache_key(config: Dict[str, Any]) -> Dict[str, Any]:
     return key
 
 
-def ensure_run(base_cfg, method: str, run_dir: Path, dataset=None, encoder: Optional[str] = None,
+def run_key(method: str, encoder: Optional[str]) -> str:
+    """A run's name in tables and caches: the method, ``-<encoder>`` for another encoder than its own."""
+    return method if encoder is None else f"{method}-{encoder}"
+
+
+@dataclass
+class ReproduceConfig(FitConfig):
+    """The settings of every run of a reproduction: FitConfig's shared ones, and in ``per_method``
+    the settings one run overrides (``--method-set``), {run key: {field: value}}, such as a
+    baseline's own learning rate and epoch budget."""
+    per_method: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+    def for_run(self, method: str, encoder: Optional[str] = None) -> FitConfig:
+        """The FitConfig of one run: the shared settings, the method, then its own overrides."""
+        shared = {k: v for k, v in self.to_dict().items() if k != "per_method"}
+        return FitConfig(**{**shared, "method": method, "encoder": encoder,
+                            **self.per_method.get(run_key(method, encoder), {})})
+
+
+def ensure_run(base_cfg: FitConfig, method: str, run_dir: Path, dataset=None, encoder: Optional[str] = None,
                rerun: bool = False) -> Dict[str, Any]:
     """Train ``method`` into ``run_dir`` unless a finished run (metrics.json) is there already.
 
-    Returns the run's metrics. Cached runs are reused only if their config matches.
+    Returns the run's metrics. Cached runs are reused only if their config matches, the run's own
+    overrides (:class:`ReproduceConfig`) included.
     """
     from ..trainer import fit
 
+    if isinstance(base_cfg, ReproduceConfig):
+        base_cfg = base_cfg.for_run(method, encoder)
     cfg = replace(base_cfg, method=method, encoder=encoder, out=str(run_dir))
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and not rerun:
