@@ -87,17 +87,21 @@ def test_bits_evaluates_the_modes_a_run_did_not_test(tmp_path):
 
 def test_throughput_writes_its_outputs_and_scores_like_evaluate(tmp_path):
     """Exact search (faiss, over-fetch and filter) and HamR give the Recall@20 and NDCG@20 of
-    train.evaluate on the same runs; NSG's search_L is capped at the number of items (400)."""
+    train.evaluate on the same runs; NSG's search_L is capped at the number of items (400); HashGNN
+    is searched at each width of --bits-list, the one of --bits being table2's run."""
     pytest.importorskip("faiss")
     assert _reproduce(tmp_path, "throughput", "--ef-search", "16,64", "--nsg-search-l", "16,1000",
-                      "--hies-candidates", "50,100", "--throughputs", "1e3,1e9") == 0
+                      "--hies-candidates", "50,100", "--throughputs", "1e3,1e9", "--bits-list", "16,32") == 0
     payload = json.loads((tmp_path / f"throughput_{LABEL}.json").read_text())
     assert _is_png(tmp_path / f"throughput_{LABEL}.png") and (tmp_path / "throughput.md").exists()
     rows = {(r["method"], r["setting"]): r for r in payload["points"]}
     settings = {m: sorted(s for mm, s in rows if mm == m) for m, _ in rows}
     assert settings["LightGCN HNSW (faiss, MIPS→L2, M=32)"] == ["efSearch=16", "efSearch=64"]
     assert settings["LightGCN NSG (faiss, MIPS→L2, R=32)"] == ["search_L=16", "search_L=400"]
-    assert settings["HashGNN HieS (hashsearch.HierarchicalIndex)"] == ["candidates=100", "candidates=50"]
+    for bits in (16, 32):
+        assert settings[f"HashGNN HieS {bits}-bit (hashsearch.HierarchicalIndex)"] == ["candidates=100", "candidates=50"]
+    assert settings["HashGNN HamR (hashsearch.Index)"] == ["16 bits", "32 bits"]
+    assert payload["bits"] == [16, 32] and (tmp_path / "runs" / LABEL / "hashgnn_16" / "codes.npz").exists()
     ds = _dataset()
     runs = tmp_path / "runs" / LABEL
     want = evaluate(load_codes(runs / "lightgcn"), ds.csr("test"), ds.csr("train", "valid"), modes=["continuous"])
@@ -105,7 +109,7 @@ def test_throughput_writes_its_outputs_and_scores_like_evaluate(tmp_path):
     assert exact["recall@20"] == pytest.approx(want["continuous"]["recall@20"], abs=1e-12)
     assert exact["ndcg@20"] == pytest.approx(want["continuous"]["ndcg@20"], abs=1e-12)
     hamr = evaluate(load_codes(runs / "hashgnn"), ds.csr("test"), ds.csr("train", "valid"), modes=["hamr"])["hamr"]
-    assert rows[("HashGNN HamR (hashsearch.Index)", "-")]["recall@20"] == pytest.approx(hamr["recall@20"], abs=1e-12)
+    assert rows[("HashGNN HamR (hashsearch.Index)", "32 bits")]["recall@20"] == pytest.approx(hamr["recall@20"], abs=1e-12)
     assert all(0.0 <= r["recall@20"] <= 1.0 and r["qps"] > 0 for r in payload["points"])
     best = payload["best_at_throughput"]["LightGCN HNSW (faiss, MIPS→L2, M=32)"]
     assert best[0]["recall@20"] == max(r["recall@20"] for (m, _), r in rows.items() if m.startswith("LightGCN HNSW"))
@@ -128,7 +132,7 @@ def _random_workload(seed: int = 0, n_users: int = 60, n_items: int = 150, dim: 
         ue, ie = rng.normal(size=(n_users, dim)).astype(np.float32), rng.normal(size=(n_items, dim)).astype(np.float32)
         return Embeddings(hashsearch.pack(ue), hashsearch.pack(ie), ue, ie, dim)
 
-    return tp.Workload(users, truth, exclude, emb(), emb(), k)
+    return tp.Workload(users, truth, exclude, {dim: emb()}, emb(), k)
 
 
 @pytest.mark.parametrize("faiss_installed", [True, False])
@@ -141,10 +145,10 @@ def test_exact_search_equals_evaluate_with_or_without_faiss(monkeypatch, caplog,
     else:
         monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError
     w = _random_workload()
-    points = tp.Points(w)
+    points = tp.points_for(w)
     with caplog.at_level(logging.WARNING, logger="train.reproduce.throughput"):
-        tp.exact_points(points, "C", threads=1, repeats=1)
-        tp.graph_points(points, "C", threads=1, repeats=1, ef_values=(16,), nsg_values=(16,))
+        tp.exact_points(points, w, "C", threads=1, repeats=1)
+        tp.graph_points(points, w, "C", threads=1, repeats=1, ef_values=(16,), nsg_values=(16,))
     want = evaluate(w.continuous, w.truth, w.exclude, modes=["continuous"], ks=(20,))["continuous"]
     exact = points.rows[0]
     assert exact["method"] == ("C exact (faiss IndexFlatIP)" if faiss_installed else "C exact (torch matmul)")
@@ -159,10 +163,10 @@ def test_exact_search_equals_evaluate_with_or_without_faiss(monkeypatch, caplog,
 
 def test_hash_points_score_like_evaluate():
     w = _random_workload(seed=1)
-    points = tp.Points(w)
-    tp.hash_points(points, threads=1, repeats=1, candidate_values=(5, 40, 10_000))
-    assert [r["setting"] for r in points.rows] == ["-", "candidates=20", "candidates=40", "candidates=150"]
-    want = evaluate(w.hashing, w.truth, w.exclude, modes=["hamr", "hies"], ks=(20,), candidates=40)
+    points = tp.points_for(w)
+    tp.hash_points(points, w, threads=1, repeats=1, candidate_values=(5, 40, 10_000))
+    assert [r["setting"] for r in points.rows] == ["8 bits", "candidates=20", "candidates=40", "candidates=150"]
+    want = evaluate(w.hashing[8], w.truth, w.exclude, modes=["hamr", "hies"], ks=(20,), candidates=40)
     assert points.rows[0]["recall@20"] == pytest.approx(want["hamr"]["recall@20"], abs=1e-12)
     assert points.rows[2]["recall@20"] == pytest.approx(want["hies"]["recall@20"], abs=1e-12)
 

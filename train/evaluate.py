@@ -92,9 +92,12 @@ def continuous_topk(user_emb: np.ndarray, item_emb: np.ndarray, users: np.ndarra
     return out
 
 
-def _engine_topk(index, mode: str, emb: Embeddings, users: np.ndarray, k: int,
+def engine_topk(index, mode: str, emb: Embeddings, users: np.ndarray, k: int,
                  exclude: Optional[sp.csr_matrix], block: int, candidates: int,
                  progress: bool = False) -> np.ndarray:
+    """Ranked item ids (len(users), k) int64 (padding -1) from a built engine ``index`` (``Index``
+    for "hamr", ``HierarchicalIndex`` for "hies"), ``block`` users a call, each user's ``exclude``
+    row dropped inside the engine."""
     n_items = emb.item_codes.shape[0]
     k_eff = min(k, n_items)  # the engine refuses k or candidates above n; pad instead
     cand = min(max(candidates, k_eff), n_items)
@@ -126,7 +129,7 @@ def topk_lists(mode: str, emb: Embeddings, users: np.ndarray, k: int, exclude: O
                                              emb.nbits, num_threads=num_threads)
     else:
         raise ValueError(f"unknown retrieval mode {mode!r} (one of {MODES})")
-    return _engine_topk(index, mode, emb, users, k, exclude, block, candidates, progress)
+    return engine_topk(index, mode, emb, users, k, exclude, block, candidates, progress)
 
 
 def evaluate(emb: Embeddings, truth: sp.csr_matrix, exclude: Optional[sp.csr_matrix], *,

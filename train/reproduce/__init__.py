@@ -136,8 +136,9 @@ def _add_sweep_args(g: "argparse._ArgumentGroup") -> None:
     baselines = [m for _, m, e in TABLE2_ROWS if e is None and m not in CONTINUOUS_METHODS | {"hashgnn"}]
     a = g.add_argument
     a("--bits-list", type=_number_list(int, "--bits-list"), default="16,32,64,128,256", metavar="B,B,…",
-      help="bits: code widths, each trained for HashGNN and the baseline (the width of --bits reuses "
-           "table2's run, the others train into runs/<data>/<method>_<bits>)")
+      help="bits: code widths, each trained for HashGNN and the baseline; throughput: HashGNN's widths "
+           "searched (the width of --bits reuses table2's run, the others train into "
+           "runs/<data>/<method>_<bits>)")
     a("--baseline-method", choices=baselines, default="hashnet",
       help="bits: the baseline hashing method swept beside HashGNN")
     a("--continuous-method", choices=sorted(CONTINUOUS_METHODS), default="lightgcn",
@@ -278,8 +279,11 @@ def _per_data(ns: argparse.Namespace, spec: str, what: Sequence[str], out: Path,
     if "throughput" in what:
         cont = ns.continuous_method
         ensure_run(base, cont, runs / cont, dataset=dataset)
+        widths = {b: runs / accuracy.width_key("hashgnn", b, base.bits) for b in ns.bits_list}
+        for b, run_dir in widths.items():  # the runs of `reproduce bits`, trained here when missing
+            ensure_run(replace(base, bits=b), "hashgnn", run_dir, dataset=dataset)
         p = throughput.throughput(
-            throughput.make_workload(dataset, runs / "hashgnn", runs / cont), out, label=label,
+            throughput.make_workload(dataset, widths, runs / cont), out, label=label,
             continuous_name=bits.table2_row(cont)[0], threads=ns.threads, repeats=ns.repeats,
             ef_values=ns.ef_search, nsg_values=ns.nsg_search_l, candidate_values=ns.hies_candidates,
             throughputs=ns.throughputs, seed=ns.seed, name=f"throughput_{label}")

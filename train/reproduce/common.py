@@ -100,6 +100,50 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> 
     return statistics.median(times)
 
 
+def queries_per_second(fn: Callable[[], Any], nq: int, repeats: int = 3):
+    """(queries/s of ``fn``'s best of ``repeats`` timed calls over ``nq`` queries, the result of its
+    untimed warm-up call)."""
+    result = fn()  # warm-up, and the result that is scored
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return nq / best, result
+
+
+class Points:
+    """The measured points of a speed-vs-quality comparison: per method and setting, its queries/s
+    and ``score(ids)`` of the ranked lists (int64, one row per query) it returned, e.g. the recall
+    of an exact top-k (the trade-off) or test Recall@k and NDCG@k (quality at fixed throughput)."""
+
+    def __init__(self, score: Callable[[np.ndarray], Dict[str, float]], nq: int, key: str) -> None:
+        self.score, self.nq, self.key = score, nq, key  # key: the score logged with each point
+        self.rows: List[Dict[str, Any]] = []
+
+    def add(self, method: str, setting: Any, qps: float, found: np.ndarray) -> None:
+        self.rows.append({"method": method, "setting": setting, "qps": qps, **self.score(found)})
+        log.info("%s %s: %.0f queries/s, %s %.4f", method, setting, qps, self.key, self.rows[-1][self.key])
+
+    def time(self, method: str, setting: Any, fn: Callable[[], np.ndarray], repeats: int) -> None:
+        """Time ``fn`` (:func:`queries_per_second`) and add the lists of its warm-up call."""
+        qps, found = queries_per_second(fn, self.nq, repeats)
+        self.add(method, setting, qps, found)
+
+
+def faiss_flat_ip(items: np.ndarray, threads: int) -> Any:
+    """faiss ``IndexFlatIP`` holding ``items`` (float32 (n, d)), searching on ``threads`` OpenMP
+    threads; None when faiss is not installed (the caller falls back to a matmul)."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    faiss.omp_set_num_threads(threads)
+    index = faiss.IndexFlatIP(items.shape[1])
+    index.add(np.ascontiguousarray(items, np.float32))
+    return index
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(v: Any) -> str:
         if v is None:

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import numpy as np
 import scipy.sparse as sp
 
-from .common import machine_info, markdown_table, plot_lines, write_outputs
-from .tradeoff import _qps, mips_to_l2, recall_at_throughput
+from .common import Points, faiss_flat_ip, machine_info, markdown_table, plot_lines, write_outputs
+from .tradeoff import mips_to_l2, recall_at_throughput
 
 if TYPE_CHECKING:
     from ..data.dataset import Dataset
@@ -48,7 +48,7 @@ class Workload:
         users: int64 ids of the users with test items (the queries), ascending.
         truth: (n_users, n_items) CSR of test items, sorted indices.
         exclude: (n_users, n_items) CSR of training and validation items, sorted indices.
-        hashing: HashGNN's :class:`train.evaluate.Embeddings` (codes and embeddings).
+        hashing: {bits: HashGNN's :class:`train.evaluate.Embeddings` at that code width}.
         continuous: the continuous model's :class:`train.evaluate.Embeddings` (embeddings used).
         k: the cut-off n of Recall@n and NDCG@n.
     """
@@ -56,20 +56,22 @@ class Workload:
     users: np.ndarray
     truth: sp.csr_matrix
     exclude: sp.csr_matrix
-    hashing: "Embeddings"
+    hashing: Dict[int, "Embeddings"]
     continuous: "Embeddings"
     k: int = 20
 
 
-def make_workload(dataset: "Dataset", hashing_run: Path, continuous_run: Path, k: int = 20) -> Workload:
-    """The workload of two finished runs (codes.npz) on ``dataset``'s test split."""
+def make_workload(dataset: "Dataset", hashing_runs: Dict[int, Path], continuous_run: Path, k: int = 20) -> Workload:
+    """The workload of finished runs (codes.npz) on ``dataset``'s test split: HashGNN's at each width
+    of ``hashing_runs`` ({bits: run directory}) and the continuous model's."""
     from .common import load_codes
 
     truth, exclude = dataset.csr("test").tocsr(), dataset.csr("train", "valid").tocsr()
     truth.sort_indices()
     exclude.sort_indices()
     users = np.flatnonzero(np.diff(truth.indptr) > 0).astype(np.int64)
-    return Workload(users, truth, exclude, load_codes(hashing_run), load_codes(continuous_run), k)
+    hashing = {bits: load_codes(run) for bits, run in sorted(hashing_runs.items())}
+    return Workload(users, truth, exclude, hashing, load_codes(continuous_run), k)
 
 
 def score_lists(top: np.ndarray, w: Workload) -> Dict[str, float]:
@@ -126,25 +128,13 @@ def overfetch_topk(search: Callable[[np.ndarray, int], np.ndarray], queries: np.
     return out
 
 
-class Points:
-    """The measured points: method, setting, users/s, test Recall@k and NDCG@k."""
-
-    def __init__(self, w: Workload) -> None:
-        self.w = w
-        self.rows: List[Dict[str, Any]] = []
-
-    def time(self, method: str, setting: str, fn: Callable[[], np.ndarray], repeats: int) -> None:
-        """Time ``fn`` (ranked lists of all the workload's users; best of ``repeats`` after a warm-up)
-        and score the lists it returned."""
-        qps, top = _qps(fn, self.w.users.shape[0], repeats)
-        row = {"method": method, "setting": setting, "qps": qps, **score_lists(top, self.w)}
-        self.rows.append(row)
-        log.info("throughput: %s %s: %.0f users/s, Recall@%d %.4f", method, setting, qps, self.w.k,
-                 row[f"recall@{self.w.k}"])
+def points_for(w: Workload) -> Points:
+    """An empty set of points scored by test Recall@k and NDCG@k on ``w`` (:func:`score_lists`)."""
+    return Points(lambda top: score_lists(top, w), w.users.shape[0], f"recall@{w.k}")
 
 
 def _faiss(threads: int) -> Any:
-    """faiss with ``threads`` OpenMP threads, or None (logged) when it is not installed."""
+    """faiss with ``threads`` OpenMP threads, or None when it is not installed."""
     try:
         import faiss
     except ImportError:
@@ -153,14 +143,13 @@ def _faiss(threads: int) -> Any:
     return faiss
 
 
-def exact_points(points: Points, name: str, threads: int, repeats: int) -> None:
+def exact_points(points: Points, w: Workload, name: str, threads: int, repeats: int) -> None:
     """Exact inner-product search of the continuous model: faiss IndexFlatIP with the over-fetch, or
     (no faiss) :func:`train.evaluate.continuous_topk`, which masks the excluded items itself."""
-    w = points.w
     ue = np.ascontiguousarray(w.continuous.user_emb[w.users], np.float32)
     ie = np.ascontiguousarray(w.continuous.item_emb, np.float32)
-    faiss = _faiss(threads)
-    if faiss is None:
+    flat = faiss_flat_ip(ie, threads)
+    if flat is None:
         import torch
 
         from ..evaluate import continuous_topk
@@ -174,14 +163,12 @@ def exact_points(points: Points, name: str, threads: int, repeats: int) -> None:
         finally:
             torch.set_num_threads(before)
         return
-    flat = faiss.IndexFlatIP(ie.shape[1])
-    flat.add(ie)
     plan = overfetch_plan(w, ie.shape[0])
     points.time(f"{name} exact (faiss IndexFlatIP)", "exact", lambda: overfetch_topk(
         lambda q, n: flat.search(q, n)[1], ue, w.k, plan), repeats)
 
 
-def graph_points(points: Points, name: str, threads: int, repeats: int, ef_values: Sequence[int],
+def graph_points(points: Points, w: Workload, name: str, threads: int, repeats: int, ef_values: Sequence[int],
                  nsg_values: Sequence[int]) -> None:
     """faiss HNSW (IndexHNSWFlat, M = 32, efConstruction 200) over ``ef_values`` and NSG
     (IndexNSGFlat, R = 32) over ``nsg_values`` (search_L, at most the number of items), both on the
@@ -191,7 +178,6 @@ def graph_points(points: Points, name: str, threads: int, repeats: int, ef_value
     if faiss is None:
         log.warning("faiss not installed: no HNSW or NSG points")
         return
-    w = points.w
     items, queries = mips_to_l2(w.continuous.item_emb, w.continuous.user_emb[w.users])
     plan = overfetch_plan(w, items.shape[0])
     search = lambda index: lambda: overfetch_topk(lambda q, n: index.search(q, n)[1], queries, w.k, plan)  # noqa: E731
@@ -214,24 +200,26 @@ def graph_points(points: Points, name: str, threads: int, repeats: int, ef_value
         points.time(f"{name} NSG (faiss, MIPS→L2, R={NSG_R})", f"search_L={search_l}", search(nsg), repeats)
 
 
-def hash_points(points: Points, threads: int, repeats: int, candidate_values: Sequence[int]) -> None:
-    """HashGNN by HamR (``hashsearch.Index``) and by HieS (``hashsearch.HierarchicalIndex``) over
-    ``candidate_values``, through :mod:`train.evaluate`'s engine path (exclusion in the engine)."""
+def hash_points(points: Points, w: Workload, threads: int, repeats: int, candidate_values: Sequence[int]) -> None:
+    """HashGNN at each code width of ``w.hashing``: by HamR (``hashsearch.Index``; one curve, a point
+    per width) and by HieS (``hashsearch.HierarchicalIndex``; a curve per width over
+    ``candidate_values``), through :mod:`train.evaluate`'s engine path (exclusion in the engine)."""
     import hashsearch
 
-    from ..evaluate import _engine_topk
+    from ..evaluate import engine_topk
 
-    w = points.w
-    emb, n = w.hashing, w.hashing.item_codes.shape[0]
     block = max(1, w.users.shape[0])
-    flat = hashsearch.Index(emb.item_codes, emb.nbits, num_threads=threads)
-    points.time("HashGNN HamR (hashsearch.Index)", "-", lambda: _engine_topk(
-        flat, "hamr", emb, w.users, w.k, w.exclude, block, w.k), repeats)
-    hies = hashsearch.HierarchicalIndex(emb.item_codes, np.ascontiguousarray(emb.item_emb, np.float32), emb.nbits,
-                                        num_threads=threads)
-    for c in sorted({min(max(int(c), w.k), n) for c in candidate_values}):
-        points.time("HashGNN HieS (hashsearch.HierarchicalIndex)", f"candidates={c}", lambda: _engine_topk(
-            hies, "hies", emb, w.users, w.k, w.exclude, block, c), repeats)
+    for bits, emb in w.hashing.items():
+        flat = hashsearch.Index(emb.item_codes, emb.nbits, num_threads=threads)
+        points.time("HashGNN HamR (hashsearch.Index)", f"{bits} bits", lambda: engine_topk(
+            flat, "hamr", emb, w.users, w.k, w.exclude, block, w.k), repeats)
+    for bits, emb in w.hashing.items():
+        n = emb.item_codes.shape[0]
+        hies = hashsearch.HierarchicalIndex(emb.item_codes, np.ascontiguousarray(emb.item_emb, np.float32),
+                                            emb.nbits, num_threads=threads)
+        for c in sorted({min(max(int(c), w.k), n) for c in candidate_values}):
+            points.time(f"HashGNN HieS {bits}-bit (hashsearch.HierarchicalIndex)", f"candidates={c}",
+                        lambda: engine_topk(hies, "hies", emb, w.users, w.k, w.exclude, block, c), repeats)
 
 
 def recall_at_throughputs(rows: List[Dict[str, Any]], throughputs: Sequence[float],
@@ -248,7 +236,7 @@ def _threads(n: int) -> str:
 
 
 def _markdown(rows: List[Dict[str, Any]], fixed: Dict[str, Dict[float, Optional[float]]], *, label: str,
-              nbits: int, k: int, threads: int, n_users: int) -> str:
+              widths: Sequence[int], k: int, threads: int, n_users: int) -> str:
     """The page: every measured point, then each method's best Recall@k at each fixed throughput."""
     points = markdown_table(["method", "setting", "users/s", f"Recall@{k}", f"NDCG@{k}"],
                             [[r["method"], r["setting"], f"{r['qps']:,.0f}", r[f"recall@{k}"], r[f"ndcg@{k}"]]
@@ -257,7 +245,8 @@ def _markdown(rows: List[Dict[str, Any]], fixed: Dict[str, Dict[float, Optional[
     read_off = markdown_table(["method"] + [f"Recall@{k} at ≥ {t:,.0f} users/s" for t in targets],
                               [[m] + ["not reached" if v is None else v for v in by_t.values()]
                                for m, by_t in fixed.items()])
-    return (f"# Test Recall@{k} and NDCG@{k} vs users/s: {label}, HashGNN {nbits}-bit codes, {_threads(threads)}, "
+    return (f"# Test Recall@{k} and NDCG@{k} vs users/s: {label}, HashGNN codes of {', '.join(map(str, widths))} bits, "
+            f"{_threads(threads)}, "
             f"{n_users:,} users\n\n{points}\n## Best Recall@{k} at a fixed throughput\n\n{read_off}\n"
             "Every list excludes the user's training and validation items and is scored against the "
             "held-out test items; the continuous searches over-fetch and filter (see "
@@ -272,10 +261,10 @@ def throughput(w: Workload, out: Path, *, label: str, continuous_name: str, thre
     """Writes ``<name>.{md,json,png}``: per method and setting its users/s and test Recall@k and
     NDCG@k, the plot of Recall@k against users/s (log x), and each method's best Recall@k at each of
     ``throughputs`` users/s ("not reached" when no point is that fast)."""
-    points = Points(w)
-    exact_points(points, continuous_name, threads, repeats)
-    graph_points(points, continuous_name, threads, repeats, ef_values, nsg_values)
-    hash_points(points, threads, repeats, candidate_values)
+    points = points_for(w)
+    exact_points(points, w, continuous_name, threads, repeats)
+    graph_points(points, w, continuous_name, threads, repeats, ef_values, nsg_values)
+    hash_points(points, w, threads, repeats, candidate_values)
     key = f"recall@{w.k}"
     fixed = recall_at_throughputs(points.rows, throughputs, key=key)
     curves: Dict[str, Dict[float, float]] = {}
@@ -284,10 +273,10 @@ def throughput(w: Workload, out: Path, *, label: str, continuous_name: str, thre
     plot_lines(out / f"{name}.png", curves, f"{label}: test Recall@{w.k} vs users/s ({_threads(threads)})",
                xlabel="users / s (log)", ylabel=f"Recall@{w.k}", xscale="log",
                highlight=lambda m: m.startswith("HashGNN"))
-    md = _markdown(points.rows, fixed, label=label, nbits=w.hashing.nbits, k=w.k, threads=threads,
+    md = _markdown(points.rows, fixed, label=label, widths=list(w.hashing), k=w.k, threads=threads,
                    n_users=w.users.shape[0])
-    payload = {"label": label, "nbits": w.hashing.nbits, "k": w.k, "threads": threads, "repeats": repeats,
-               "n_users": int(w.users.shape[0]), "n_items": int(w.hashing.item_codes.shape[0]),
+    payload = {"label": label, "bits": list(w.hashing), "k": w.k, "threads": threads, "repeats": repeats,
+               "n_users": int(w.users.shape[0]), "n_items": int(w.continuous.item_emb.shape[0]),
                "points": points.rows, "throughputs": list(throughputs),
                "best_at_throughput": {m: [{"users_per_s": t, key: v} for t, v in by_t.items()]
                                       for m, by_t in fixed.items()},

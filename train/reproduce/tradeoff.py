@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from .common import machine_info, markdown_table, save_figure, write_outputs
+from .common import (Points, faiss_flat_ip, machine_info, markdown_table, queries_per_second, save_figure,
+                     write_outputs)
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +38,6 @@ def mips_to_l2(items: np.ndarray, queries: np.ndarray):
     return items_l2, queries_l2
 
 
-def _qps(fn, nq: int, repeats: int = 3):
-    """(queries/s of ``fn``'s best of ``repeats`` timed calls, the result of its untimed warm-up)."""
-    result = fn()  # warm-up, and the result whose recall is reported
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return nq / best, result
-
-
 def tradeoff(data: Dict[str, np.ndarray], out: Path, *, label: str, nbits: int, k: int = 100,
              threads: int = 2, ef_values: Sequence[int] = (100, 150, 200, 300, 500, 800),
              candidate_values: Sequence[int] = (100, 200, 500, 1000, 2000, 5000),
@@ -65,7 +54,7 @@ def tradeoff(data: Dict[str, np.ndarray], out: Path, *, label: str, nbits: int, 
     nq, n = ue.shape[0], ie.shape[0]
     k = min(k, n)
     exact_name, exact_qps, truth = _exact_search(ue, ie, k, threads)
-    points = _Points(truth)
+    points = Points(lambda found: {"recall": recall_at_k(found, truth)}, nq, "recall")
     points.add(exact_name, "exact", exact_qps, truth)
     _hnsw_points(points, ue, ie, k, threads, ef_values, seed)
     _hash_points(points, data, nbits, k, threads, candidate_values)
@@ -83,35 +72,17 @@ def tradeoff(data: Dict[str, np.ndarray], out: Path, *, label: str, nbits: int, 
     return payload
 
 
-class _Points:
-    """The trade-off's measured points, each with its recall of the exact top-k ``truth``."""
-
-    def __init__(self, truth: np.ndarray) -> None:
-        self.truth = truth
-        self.rows: List[Dict[str, Any]] = []
-
-    def add(self, method: str, param: Any, qps: float, found: np.ndarray) -> None:
-        self.rows.append({"method": method, "param": param, "qps": qps,
-                          "recall": recall_at_k(found, self.truth)})
-        log.info("tradeoff: %s %s: %.0f q/s, recall %.4f", method, param, qps, self.rows[-1]["recall"])
-
-
 def _exact_search(ue: np.ndarray, ie: np.ndarray, k: int, threads: int):
     """(name, queries/s, ids (nq, k) int64) of the exact inner-product top-k: faiss, else numpy."""
-    nq = ue.shape[0]
-    try:
-        import faiss
-    except ImportError:
-        qps, truth = _qps(lambda: np.argsort(-(ue @ ie.T), axis=1, kind="stable")[:, :k], nq)
+    flat_ip = faiss_flat_ip(ie, threads)
+    if flat_ip is None:
+        qps, truth = queries_per_second(lambda: np.argsort(-(ue @ ie.T), axis=1, kind="stable")[:, :k], ue.shape[0])
         return "CeS (numpy)", qps, truth
-    faiss.omp_set_num_threads(threads)
-    flat_ip = faiss.IndexFlatIP(ie.shape[1])
-    flat_ip.add(ie)
-    qps, (_, truth) = _qps(lambda: flat_ip.search(ue, k), nq)
+    qps, (_, truth) = queries_per_second(lambda: flat_ip.search(ue, k), ue.shape[0])
     return "CeS (faiss IndexFlatIP)", qps, truth
 
 
-def _hnsw_points(points: _Points, ue: np.ndarray, ie: np.ndarray, k: int, threads: int,
+def _hnsw_points(points: Points, ue: np.ndarray, ie: np.ndarray, k: int, threads: int,
                  ef_values: Sequence[int], seed: int) -> None:
     """HNSW over its ef sweep, on raw inner products and on the MIPS -> L2 reduction (how a
     graph index is best used for inner-product search)."""
@@ -131,14 +102,14 @@ def _hnsw_points(points: _Points, ue: np.ndarray, ie: np.ndarray, k: int, thread
         for ef in ef_values:
             hnsw.set_ef(max(ef, k))
             try:
-                qps, (ids, _) = _qps(lambda: hnsw.knn_query(queries, k=k), nq)
+                qps, (ids, _) = queries_per_second(lambda: hnsw.knn_query(queries, k=k), nq)
             except RuntimeError as err:  # hnswlib cannot always return k results on tiny graphs
                 log.warning("%s ef=%d skipped: %s", method, ef, err)
                 continue
             points.add(method, f"ef={max(ef, k)}", qps, ids.astype(np.int64))
 
 
-def _hash_points(points: _Points, data: Dict[str, np.ndarray], nbits: int, k: int, threads: int,
+def _hash_points(points: Points, data: Dict[str, np.ndarray], nbits: int, k: int, threads: int,
                  candidate_values: Sequence[int]) -> None:
     """HieS over its candidate sweep, then HamR by the scan, MIH and ClusterIndex."""
     import hashsearch
@@ -147,16 +118,16 @@ def _hash_points(points: _Points, data: Dict[str, np.ndarray], nbits: int, k: in
     nq, n = uc.shape[0], ic.shape[0]
     hies = hashsearch.HierarchicalIndex(ic, np.ascontiguousarray(ie), nbits, num_threads=threads)
     for c in sorted({min(max(c, k), n) for c in candidate_values}):
-        qps, (_, ids) = _qps(lambda: hies.topk(uc, np.ascontiguousarray(ue), k, candidates=c), nq)
+        qps, (_, ids) = queries_per_second(lambda: hies.topk(uc, np.ascontiguousarray(ue), k, candidates=c), nq)
         points.add("HieS (ours)", f"candidates={c}", qps, ids)
     flat = hashsearch.Index(ic, nbits, num_threads=threads)
-    qps, (_, ids) = _qps(lambda: flat.topk(uc, k), nq)
+    qps, (_, ids) = queries_per_second(lambda: flat.topk(uc, k), nq)
     points.add("HamR (ours, linear scan)", "-", qps, ids)
     mih = hashsearch.MIHIndex(ic, nbits, num_threads=threads)
-    qps, (_, ids) = _qps(lambda: mih.topk(uc, k), nq)
+    qps, (_, ids) = queries_per_second(lambda: mih.topk(uc, k), nq)
     points.add("HamR (ours, MIH)", f"m={mih.m}", qps, ids)
     clusters = hashsearch.ClusterIndex(ic, nbits, num_threads=threads)
-    qps, (_, ids) = _qps(lambda: clusters.topk(uc, k), nq)
+    qps, (_, ids) = queries_per_second(lambda: clusters.topk(uc, k), nq)
     points.add("HamR (ours, ClusterIndex)", f"C={clusters.nclusters}", qps, ids)
 
 
@@ -175,7 +146,7 @@ def _markdown(points: List[Dict[str, Any]], fixed: Dict[str, Any], *, label: str
     return (f"# Recall@{k} of the exact continuous top-{k} vs queries/s: {label}, {nbits}-bit codes, "
             f"{threads} threads\n\n"
             + markdown_table(["method", "setting", "queries/s", f"recall@{k}"],
-                             [[p["method"], p["param"], f"{p['qps']:,.0f}", p["recall"]] for p in points])
+                             [[p["method"], p["setting"], f"{p['qps']:,.0f}", p["recall"]] for p in points])
             + f"\n## Recall at a fixed throughput of {target_factor:g}× exact search ({target:,.0f} queries/s)\n\n"
             + markdown_table(["method", f"best recall@{k} at >= {target:,.0f} q/s"],
                              [[m, "not reached" if r is None else r] for m, r in fixed.items()])
