@@ -66,6 +66,23 @@ def test_bits_writes_a_row_per_method_and_width_and_shares_table2_runs(tmp_path)
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
 
 
+def test_bits_cached_only_reports_what_is_trained_and_names_the_rest(tmp_path):
+    """--baseline-method none trains HashGNN alone; --cached-only then trains nothing and leaves the
+    uncached runs out of the table, naming them."""
+    assert _reproduce(tmp_path, "bits", "--bits-list", "16", "--baseline-method", "none",
+                      "--continuous-method", "mf") == 0
+    runs = tmp_path / "runs" / LABEL
+    assert {p.name for p in runs.iterdir()} == {"hashgnn_16", "mf"}
+    stamp = {p: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
+    assert _reproduce(tmp_path, "bits", "--bits-list", "16,32", "--cached-only", "--continuous-method", "mf") == 0
+    assert {p.name for p in runs.iterdir()} == {"hashgnn_16", "mf"}
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
+    payload = json.loads((tmp_path / f"bits_{LABEL}.json").read_text())
+    assert [(r["method"], r["bits"]) for r in payload["rows"]] == [("hashgnn", 16)]
+    assert payload["not_trained"] == ["HashNet 16", "HashGNN 32", "HashNet 32"]
+    assert "Not trained (no row): HashNet 16, HashGNN 32, HashNet 32." in payload["markdown"]
+
+
 def test_bits_evaluates_the_modes_a_run_did_not_test(tmp_path):
     """Runs tested on HamR only (--test-modes hamr): HieS and the continuous model's exact search
     are evaluated from codes.npz by train.evaluate, with training and validation items excluded."""

@@ -139,8 +139,10 @@ def _add_sweep_args(g: "argparse._ArgumentGroup") -> None:
       help="bits: code widths, each trained for HashGNN and the baseline; throughput: HashGNN's widths "
            "searched (the width of --bits reuses table2's run, the others train into "
            "runs/<data>/<method>_<bits>)")
-    a("--baseline-method", choices=baselines, default="hashnet",
-      help="bits: the baseline hashing method swept beside HashGNN")
+    a("--baseline-method", choices=baselines + ["none"], default="hashnet",
+      help="bits: the baseline hashing method swept beside HashGNN (none: HashGNN alone)")
+    a("--cached-only", action="store_true",
+      help="bits: train nothing; report the hashing runs already cached and name the missing ones")
     a("--continuous-method", choices=sorted(CONTINUOUS_METHODS), default="lightgcn",
       help="bits, throughput: the continuous model (trained once at --bits, searched on its embeddings)")
     a("--ef-search", type=_number_list(int, "--ef-search"), default="16,32,64,128,256,512", metavar="E,E,…",
@@ -259,7 +261,9 @@ def _per_data(ns: argparse.Namespace, spec: str, what: Sequence[str], out: Path,
         sections["fig3"].append(p["markdown"] + f"\n![fig3 {label}]({p['name']}.png)\n")
         payloads["fig3"][label] = p
     if "bits" in what:
-        p = bits.bits_sweep(base, out, runs, dataset, bits_list=ns.bits_list, baseline=ns.baseline_method,
+        p = bits.bits_sweep(base, out, runs, dataset, bits_list=ns.bits_list,
+                            baseline=None if ns.baseline_method == "none" else ns.baseline_method,
+                            train=not ns.cached_only,
                             continuous=ns.continuous_method, name=f"bits_{label}")
         sections["bits"].append(p["markdown"] + f"\n![bits {label}](bits_{label}.png)\n")
         payloads["bits"][label] = p

@@ -75,9 +75,11 @@ def width_key(key: str, bits: int, base_bits: int) -> str:
 
 
 def train_all(base_cfg, runs_dir: Path, rows=TABLE2_ROWS, dataset=None,
-              seeds: Optional[Sequence[int]] = None, bits: Optional[int] = None) -> Dict[str, List[Dict[str, Any]]]:
+              seeds: Optional[Sequence[int]] = None, bits: Optional[int] = None,
+              train: bool = True) -> Dict[str, List[Optional[Dict[str, Any]]]]:
     """Train (or reuse) every row's run once per seed (default: the config's own seed), at code
     width ``bits`` (default: the config's; another width goes to :func:`width_key`'s directory).
+    ``train`` False: cached runs only, None for a run that is not cached.
 
     Returns {run key: [metrics of each seed, in ``seeds`` order]}.
     """
@@ -96,7 +98,8 @@ def train_all(base_cfg, runs_dir: Path, rows=TABLE2_ROWS, dataset=None,
         cfg = replace(base_cfg, seed=seed, bits=width,
                       data_seed=None if seed == base_cfg.seed else base_cfg.split_seed)
         run_dir = seed_run_dir(runs_dir, width_key(key, width, base_cfg.bits), seed, base_cfg.seed)
-        results.setdefault(key, []).append(ensure_run(cfg, method, run_dir, dataset=dataset, encoder=encoder))
+        results.setdefault(key, []).append(ensure_run(cfg, method, run_dir, dataset=dataset, encoder=encoder,
+                                                      train=train))
     return results
 
 

@@ -60,14 +60,19 @@ def _ratio(value: float, reference: float) -> Optional[float]:
 
 
 def _sweep_rows(base_cfg: "FitConfig", runs_dir: Path, dataset: "Dataset", hashing: Sequence[Row],
-                bits_list: Sequence[int], cont_r20: float) -> List[Dict[str, Any]]:
+                bits_list: Sequence[int], cont_r20: float, train: bool = True
+                ) -> Tuple[List[Dict[str, Any]], List[str]]:
     """One row per (hashing method, width): its HamR and HieS test metrics and their Recall@20 over
-    the continuous model's."""
+    the continuous model's; and, with ``train`` False, the "<label> <bits>" runs not cached (no row)."""
     rows: List[Dict[str, Any]] = []
+    missing: List[str] = []
     for bits in bits_list:
-        results = train_all(base_cfg, runs_dir, hashing, dataset, bits=bits)
+        results = train_all(base_cfg, runs_dir, hashing, dataset, bits=bits, train=train)
         for label, method, encoder in hashing:
             key = run_key(method, encoder)
+            if results[key][0] is None:
+                missing.append(f"{label} {bits}")
+                continue
             run_dir = runs_dir / width_key(key, bits, base_cfg.bits)
             modes = run_modes(results[key][0], run_dir, dataset, BITS_MODES, base_cfg.threads)
             row: Dict[str, Any] = {"label": label, "method": key, "bits": bits, "run": str(run_dir)}
@@ -75,10 +80,11 @@ def _sweep_rows(base_cfg: "FitConfig", runs_dir: Path, dataset: "Dataset", hashi
                 row[mode] = {k: float(modes[mode][k]) for k in BITS_METRICS}
                 row[f"{mode}_over_continuous"] = _ratio(row[mode]["recall@20"], cont_r20)
             rows.append(row)
-    return rows
+    return rows, missing
 
 
-def _markdown(base_cfg: "FitConfig", rows: List[Dict[str, Any]], cont: Dict[str, Any]) -> str:
+def _markdown(base_cfg: "FitConfig", rows: List[Dict[str, Any]], cont: Dict[str, Any],
+              missing: Sequence[str] = ()) -> str:
     """The sweep's page: a row per (method, width), then the continuous reference."""
     headers = ["method", "bits"] + [f"{MODE_NAMES[m]} {k}" for m in BITS_MODES for k in BITS_METRICS] \
         + [f"{MODE_NAMES[m]} / continuous" for m in BITS_MODES]
@@ -87,6 +93,7 @@ def _markdown(base_cfg: "FitConfig", rows: List[Dict[str, Any]], cont: Dict[str,
     return (f"# Code-width sweep: {base_cfg.data}, test metrics, seed {base_cfg.seed}\n\n"
             + markdown_table(headers, table)
             + "\n\"/ continuous\": the row's Recall@20 over the continuous model's.\n\n"
+            + (f"Not trained (no row): {', '.join(missing)}.\n\n" if missing else "")
             + "Continuous reference (trained once, exact inner-product search):\n\n"
             + markdown_table(["method", "search"] + list(BITS_METRICS),
                              [[cont["label"], "exact"] + [cont["continuous"][k] for k in BITS_METRICS]])
@@ -95,35 +102,40 @@ def _markdown(base_cfg: "FitConfig", rows: List[Dict[str, Any]], cont: Dict[str,
 
 def bits_sweep(base_cfg: "FitConfig", out: Path, runs_dir: Path, dataset: "Dataset", *,
                bits_list: Sequence[int] = BITS_DEFAULT,
-               baseline: str = "hashnet", continuous: str = "lightgcn", name: str = "bits") -> Dict[str, Any]:
+               baseline: Optional[str] = "hashnet", continuous: str = "lightgcn", name: str = "bits",
+               train: bool = True) -> Dict[str, Any]:
     """Writes ``<name>.{md,json,png}``: HamR and HieS test Recall@20, Recall@50 and NDCG@20 of
     HashGNN and of ``baseline`` at each width of ``bits_list``, beside the continuous model
     ``continuous`` (exact search), with each row's Recall@20 over the continuous one's; the plot is
     Recall@20 against the width (log2 axis), the continuous model a dashed line.
 
-    ``baseline`` and ``continuous`` are Table 2 run keys (``accuracy.TABLE2_ROWS``).
+    ``baseline`` and ``continuous`` are Table 2 run keys (``accuracy.TABLE2_ROWS``); no baseline
+    when ``baseline`` is None. ``train`` False: only the hashing runs already cached, the others
+    named on the page.
     """
     if not bits_list or len(set(bits_list)) != len(bits_list):
         raise ValueError(f"bits_list must be one or more distinct widths, got {list(bits_list)}")
     if baseline == "hashgnn":
         raise ValueError("baseline must be a method other than hashgnn, which the sweep always trains")
-    hashing = [table2_row("hashgnn"), table2_row(baseline)]
+    hashing = [table2_row("hashgnn")] + ([table2_row(baseline)] if baseline else [])
     cont_row = table2_row(continuous)
-    log.info("bits: %s and %s at %s bits, %s once", hashing[0][0], hashing[1][0], list(bits_list), cont_row[0])
+    log.info("bits: %s at %s bits, %s once", " and ".join(h[0] for h in hashing), list(bits_list), cont_row[0])
     cont_metrics = train_all(base_cfg, runs_dir, [cont_row], dataset)[continuous][0]
     cont = {"label": cont_row[0], "method": continuous, "run": str(runs_dir / continuous),
             "continuous": {k: float(v) for k, v in run_modes(cont_metrics, runs_dir / continuous, dataset,
                                                             ("continuous",), base_cfg.threads)["continuous"].items()}}
-    rows = _sweep_rows(base_cfg, runs_dir, dataset, hashing, sorted(bits_list), cont["continuous"]["recall@20"])
+    rows, missing = _sweep_rows(base_cfg, runs_dir, dataset, hashing, sorted(bits_list),
+                                cont["continuous"]["recall@20"], train)
     curves = {f"{label} {MODE_NAMES[mode]}": {r["bits"]: r[mode]["recall@20"] for r in rows if r["label"] == label}
-              for label, _, _ in hashing for mode in BITS_MODES}
+              for label, _, _ in hashing for mode in BITS_MODES if any(r["label"] == label for r in rows)}
     plot_lines(out / f"{name}.png", curves, f"Test Recall@20 by code width, {base_cfg.data}",
                xlabel="bits (log2)", ylabel="Recall@20", xscale="log2",
                highlight=lambda label: label.startswith("HashGNN "),
                hlines={f"{cont['label']} (continuous, exact)": cont["continuous"]["recall@20"]})
-    md = _markdown(base_cfg, rows, cont)
+    md = _markdown(base_cfg, rows, cont, missing)
     payload = {"data": base_cfg.data, "seed": base_cfg.seed, "bits_list": sorted(bits_list), "baseline": baseline,
-               "rows": rows, "continuous": cont, "metrics": list(BITS_METRICS), "protocol": PROTOCOL_NOTE,
+               "rows": rows, "not_trained": missing, "continuous": cont, "metrics": list(BITS_METRICS),
+               "protocol": PROTOCOL_NOTE,
                "config": base_cfg.to_dict(), "machine": machine_info(base_cfg.threads), "markdown": md, "name": name}
     write_outputs(out, name, md, payload)
     return payload

@@ -201,11 +201,12 @@ class ReproduceConfig(FitConfig):
 
 
 def ensure_run(base_cfg: FitConfig, method: str, run_dir: Path, dataset=None, encoder: Optional[str] = None,
-               rerun: bool = False) -> Dict[str, Any]:
+               rerun: bool = False, train: bool = True) -> Optional[Dict[str, Any]]:
     """Train ``method`` into ``run_dir`` unless a finished run (metrics.json) is there already.
 
-    Returns the run's metrics. Cached runs are reused only if their config matches, the run's own
-    overrides (:class:`ReproduceConfig`) included.
+    Returns the run's metrics; None when ``train`` is False and no matching run is cached. Cached
+    runs are reused only if their config matches, the run's own overrides
+    (:class:`ReproduceConfig`) included.
     """
     from ..trainer import fit
 
@@ -218,7 +219,11 @@ def ensure_run(base_cfg: FitConfig, method: str, run_dir: Path, dataset=None, en
         if _cache_key(metrics.get("config") or {}) == _cache_key(cfg.to_dict()):
             log.info("reusing %s", run_dir)
             return metrics
-        log.info("config changed; retraining %s", run_dir)
+        if train:
+            log.info("config changed; retraining %s", run_dir)
+    if not train:
+        log.info("no cached run of %s in %s; left out", method, run_dir)
+        return None
     return fit(cfg, dataset)
 
 
