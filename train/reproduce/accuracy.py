@@ -34,7 +34,8 @@ PROTOCOL_NOTE = (
     "Our numbers: the data set's own train/valid/test split, training and validation items "
     "excluded from every ranking, Recall@n (the paper's HR@n) and NDCG@n with ideal DCG over "
     "min(#test items, n). The paper used a per-user 70/30 re-split and the official code's "
-    "protocol, so its numbers are not directly comparable; none are transcribed here."
+    "protocol, so its numbers are not directly comparable; `reproduce table2 --split paper` puts "
+    "them beside runs on its split."
 )
 
 
