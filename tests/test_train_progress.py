@@ -69,5 +69,5 @@ def test_evaluation_over_all_users_shows_every_pass(bars: List[RecordingBar]) ->
     done = {}
     for bar in bars:
         done.setdefault(bar.desc, []).append(bar.n)
-    # the three modes, then the paper protocol's hies and hamr passes: each over every block of users
-    assert done == {"hamr": [blocks, blocks], "hies": [blocks, blocks], "continuous": [blocks]}, done
+    # the three modes, then the paper protocol's hies, hamr and continuous passes: each over every block
+    assert done == {"hamr": [blocks, blocks], "hies": [blocks, blocks], "continuous": [blocks, blocks]}, done
