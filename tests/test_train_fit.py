@@ -356,6 +356,19 @@ def test_time_budget_validates_the_last_epoch(tmp_path: Path, tiny) -> None:
     assert "val" in m["history"][-1] and m["best_epoch"] == 1
 
 
+def test_resume_with_a_larger_budget_continues(tmp_path: Path, tiny) -> None:
+    """A run stopped by its time budget goes on when resumed with a larger one (or none); resumed
+    with the same budget it stays stopped."""
+    out = str(tmp_path / "run")
+    m = fit(_cfg(tmp_path, "hashgnn", epochs=3, max_minutes=1e-9, out=out), dataset=tiny)
+    assert m["stopped"].startswith("time budget") and m["epochs_run"] == 1
+    same = Trainer(_cfg(tmp_path, "hashgnn", epochs=3, max_minutes=1e-9, out=out, resume=True), dataset=tiny)
+    same.train()
+    assert same.epoch == 1 and same.stopped.startswith("time budget")
+    more = fit(_cfg(tmp_path, "hashgnn", epochs=3, out=out, resume=True), dataset=tiny)
+    assert more["epochs_run"] == 3 and more["stopped"] is None and len(more["history"]) == 3
+
+
 @pytest.mark.parametrize("method", ["hashgnn", "hashnet"])
 def test_separate_hash_layers_train_both_layers(tmp_path: Path, tiny, method: str) -> None:
     import torch

@@ -526,12 +526,24 @@ class Trainer:
         self.optim = self._make_optim()
         self.optim.load_state_dict(st["optim"])
         self.best, self.best_epoch, self.best_state = st["best"], st["best_epoch"], st["best_state"]
-        self.bad, self.stopped, self.history = st["bad"], st["stopped"], st["history"]
+        self.bad, self.history = st["bad"], st["history"]
         self.train_seconds = st["train_seconds"]
+        # why the run stopped is decided again under the resumed settings: a larger time budget or
+        # patience continues a run that the checkpoint's settings had stopped
+        self.stopped = self._stop_reason()
         self.rng.bit_generator.state = st["np_rng"]
         if self.world.size > 1:  # (one process: the same generator as rng)
             log.warning("resumed with %d ranks: each rank's sampling stream restarts", self.world.size)
         torch.set_rng_state(st["torch_rng"])
+
+    def _stop_reason(self) -> Optional[str]:
+        """Why training is over at this point under the current settings (None: it is not)."""
+        cfg = self.cfg
+        if cfg.max_minutes is not None and self.train_seconds > 60 * cfg.max_minutes:
+            return f"time budget of {cfg.max_minutes} min reached"
+        if cfg.patience and self.bad >= cfg.patience:
+            return f"early stop: no better {cfg.val_spec} in {cfg.patience} evaluations"
+        return None
 
     # ------------------------------------------------------------ main loop
     def train(self, stop_after: Optional[int] = None) -> None:
