@@ -401,7 +401,8 @@ class _Stop(Exception):
 @pytest.mark.parametrize("search", ["scan", "mih", "cluster"])
 def test_an_add_interrupted_at_any_moment_adds_all_or_nothing(search):
     """The signal lands at delays spread over the add's duration: a call that raised must have
-    added nothing, one that returned everything. The MIH rebuild (~50 ms here) and the cluster
+    added nothing (or everything, when the signal came just after it returned), one that
+    returned everything. The MIH rebuild (~50 ms here) and the cluster
     layout never reached their first interrupt check (100 ms), so the add completed and the
     exception came after it."""
     rng = np.random.default_rng(2)
@@ -424,9 +425,12 @@ def test_an_add_interrupted_at_any_moment_adds_all_or_nothing(search):
                 returned = True
                 signal.setitimer(signal.ITIMER_REAL, 0)
             except _Stop:
-                if not returned:
-                    raised += 1
-                    assert h.ntotal == before and len(h.embeddings()) == before, f"grew though interrupted ({delay})"
+                # the signal may also land after add returned, before `returned` is set: then the
+                # add is whole; either way the index holds all of it or none of it
+                assert h.ntotal in (before, before + 100_000), f"partly grown ({delay})"
+                assert len(h.embeddings()) == h.ntotal
+                raised += h.ntotal == before
+                returned = h.ntotal != before
             if returned:
                 assert h.ntotal == before + 100_000 and len(h.embeddings()) == h.ntotal
             h = hashsearch.HierarchicalIndex(c[:n], e[:n], candidate_search=search, num_threads=1) \
