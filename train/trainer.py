@@ -646,8 +646,7 @@ class Trainer:
                 self._record_validation(rec)
             if cfg.monitor_test and due:
                 rec["test_monitor"] = self.monitor()
-            if over_time:
-                self.stopped = f"time budget of {cfg.max_minutes} min reached"
+            self.stopped = self._stop_reason() or self.stopped
         shared = broadcast_object((rec, self.stopped, self.best, self.best_epoch, self.bad), self.world)
         rec, self.stopped, self.best, self.best_epoch, self.bad = shared
         self.history.append(rec)
@@ -663,9 +662,7 @@ class Trainer:
             self.best, self.best_epoch, self.bad = val, self.epoch, 0
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         else:
-            self.bad += 1
-            if self.cfg.patience and self.bad >= self.cfg.patience:  # 0: never stop early
-                self.stopped = f"early stop: no better {self.cfg.val_spec} in {self.cfg.patience} evaluations"
+            self.bad += 1  # patience 0 never stops early (_stop_reason)
 
     def finish(self) -> Dict[str, Any]:
         """Restore the best validated model, evaluate on test, write codes.npz and metrics.json.

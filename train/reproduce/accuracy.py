@@ -8,7 +8,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .common import data_label, ensure_run, run_key, load_codes, machine_info, markdown_table, plot_lines, write_outputs
+from .common import (data_label, ensure_run, load_codes, machine_info, markdown_table, plot_lines, run_key,
+                     write_outputs)
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +141,9 @@ def _epochs_cell(runs: Sequence[Dict[str, Any]]) -> Any:
     return ", ".join(one(m) for m in runs)
 
 
-def _paper_cells(runs: Sequence[Dict[str, Any]], mode: str, paper: Optional[float]) -> List[Any]:
-    """The run's HR@50 and NDCG@50 under the paper's protocol (``--paper-protocol``), then the
-    paper's own HR@50 for the row (None where the paper has no such row)."""
-    return [_cell([m["paper_protocol"][mode][k] for m in runs]) for k in ("recall@50", "ndcg@50")] + [paper]
+def _paper_scores(runs: Sequence[Dict[str, Any]], mode: str) -> Dict[str, List[float]]:
+    """Each seed's HR@50 and NDCG@50 of ``mode`` under the paper's protocol (``--paper-protocol``)."""
+    return {k: [m["paper_protocol"][mode][k] for m in runs] for k in ("recall@50", "ndcg@50")}
 
 
 def _ordering(rows: Sequence[Dict[str, Any]], value) -> str:
@@ -186,18 +186,18 @@ def table2(base_cfg, out: Path, runs_dir: Path, rows=TABLE2_ROWS, dataset=None, 
         mode = "continuous" if method in CONTINUOUS_METHODS else "hies"
         per_seed = {k: [m[mode][k] for m in runs] for k in TABLE2_METRICS}
         train_s = [m["train_seconds"] for m in runs]
+        paper = _paper_scores(runs, mode) if base_cfg.paper_protocol else {}
+        paper_hr = paper_hr50.get(run_key(method, encoder))
         table_rows.append([label, mode] + [_cell(per_seed[k]) for k in TABLE2_METRICS]
                           + [f"{np.mean(train_s):.1f}", _epochs_cell(runs)]
-                          + (_paper_cells(runs, mode, paper_hr50.get(run_key(method, encoder)))
-                             if base_cfg.paper_protocol else []))
+                          + ([_cell(v) for v in paper.values()] + [paper_hr] if paper else []))
         row = {"label": label, "method": method, "encoder": encoder, "mode": mode,
                **{k: _mean_sd(v)[0] for k, v in per_seed.items()}, "train_seconds": float(np.mean(train_s)),
                "epochs_run": runs[0].get("epochs_run") if len(runs) == 1 else [m.get("epochs_run") for m in runs],
                "hamr": runs[0].get("hamr") if len(runs) == 1 else [m.get("hamr") for m in runs]}
-        if base_cfg.paper_protocol:
-            row["paper_protocol"] = {k: _mean_sd([m["paper_protocol"][mode][k] for m in runs])[0]
-                                     for k in ("recall@50", "ndcg@50")}
-            row["paper_hr@50"] = paper_hr50.get(run_key(method, encoder))
+        if paper:
+            row["paper_protocol"] = {k: _mean_sd(v)[0] for k, v in paper.items()}
+            row["paper_hr@50"] = paper_hr
         if len(seeds) > 1:
             row["seeds"] = seeds
             row["per_seed"] = per_seed

@@ -131,14 +131,22 @@ class Points:
         self.add(method, setting, qps, found)
 
 
-def faiss_flat_ip(items: np.ndarray, threads: int) -> Any:
-    """faiss ``IndexFlatIP`` holding ``items`` (float32 (n, d)), searching on ``threads`` OpenMP
-    threads; None when faiss is not installed (the caller falls back to a matmul)."""
+def faiss_threads(threads: int) -> Any:
+    """faiss with ``threads`` OpenMP threads, or None when it is not installed."""
     try:
         import faiss
     except ImportError:
         return None
     faiss.omp_set_num_threads(threads)
+    return faiss
+
+
+def faiss_flat_ip(items: np.ndarray, threads: int) -> Any:
+    """faiss ``IndexFlatIP`` holding ``items`` (float32 (n, d)), searching on ``threads`` OpenMP
+    threads; None when faiss is not installed (the caller falls back to a matmul)."""
+    faiss = faiss_threads(threads)
+    if faiss is None:
+        return None
     index = faiss.IndexFlatIP(items.shape[1])
     index.add(np.ascontiguousarray(items, np.float32))
     return index

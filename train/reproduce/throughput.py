@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import numpy as np
 import scipy.sparse as sp
 
-from .common import Points, faiss_flat_ip, machine_info, markdown_table, plot_lines, write_outputs
+from .common import Points, faiss_flat_ip, faiss_threads, machine_info, markdown_table, plot_lines, write_outputs
 from .tradeoff import mips_to_l2, recall_at_throughput
 
 if TYPE_CHECKING:
@@ -133,16 +133,6 @@ def points_for(w: Workload) -> Points:
     return Points(lambda top: score_lists(top, w), w.users.shape[0], f"recall@{w.k}")
 
 
-def _faiss(threads: int) -> Any:
-    """faiss with ``threads`` OpenMP threads, or None when it is not installed."""
-    try:
-        import faiss
-    except ImportError:
-        return None
-    faiss.omp_set_num_threads(threads)
-    return faiss
-
-
 def exact_points(points: Points, w: Workload, name: str, threads: int, repeats: int) -> None:
     """Exact inner-product search of the continuous model: faiss IndexFlatIP with the over-fetch, or
     (no faiss) :func:`train.evaluate.continuous_topk`, which masks the excluded items itself."""
@@ -174,7 +164,7 @@ def graph_points(points: Points, w: Workload, name: str, threads: int, repeats: 
     (IndexNSGFlat, R = 32) over ``nsg_values`` (search_L, at most the number of items), both on the
     MIPS → L2 reduction (:func:`train.reproduce.tradeoff.mips_to_l2`) and with faiss's own fixed
     seeds; none (logged) without faiss."""
-    faiss = _faiss(threads)
+    faiss = faiss_threads(threads)
     if faiss is None:
         log.warning("faiss not installed: no HNSW or NSG points")
         return
