@@ -51,7 +51,12 @@ def _check_outputs(out: Path, tiny, nbits: int) -> dict:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_one_epoch_smoke_fit(tmp_path: Path, tiny, method: str) -> None:
-    cfg = _cfg(tmp_path, method, epochs=2 if method == "hashgnn_sp" else 1)
+    extra = {}
+    if method == "distill":  # its input is a trained continuous run
+        teacher = _cfg(tmp_path, "lightgcn", out=str(tmp_path / "teacher"))
+        fit(teacher, dataset=tiny)
+        extra["teacher"] = teacher.out
+    cfg = _cfg(tmp_path, method, epochs=2 if method == "hashgnn_sp" else 1, **extra)
     metrics = fit(cfg, dataset=tiny)
     out = Path(cfg.out)
     m = _check_outputs(out, tiny, 16)

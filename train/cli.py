@@ -71,7 +71,8 @@ def _add_model_args(g: argparse._ArgumentGroup, d: FitConfig) -> None:
     a = g.add_argument
     a("--method", default=d.method, choices=METHODS,
       help="hashgnn (+ _nr: no ranking loss, _sp: continuous then hash stage), hashnet, ste, gumbel: learned "
-      "codes; lsh, graphsage, lightgcn, mf: continuous embeddings hashed by random hyperplanes")
+      "codes; distill: codes learned from a --teacher run's ranking; lsh, graphsage, lightgcn, mf: continuous "
+      "embeddings hashed by random hyperplanes")
     a("--encoder", default=None, choices=["sage", "lightgcn", "mf"],
       help="embedding encoder (default: the method's own: lightgcn for lightgcn, mf for mf, sage otherwise)")
     a("--emb-dim", type=int, default=d.emb_dim, help="ID-embedding size (the output size for lightgcn/mf)")
@@ -110,6 +111,15 @@ def _add_hashing_args(g: argparse._ArgumentGroup, d: FitConfig) -> None:
       help="hashgnn_sp: share of the epochs spent on the continuous stage")
     a("--separate-hash-layers", action="store_true", default=d.separate_hash_layers,
       help="a hash layer for users and another for items (the official HashGNN code; default: one shared)")
+    a("--teacher", default=None, metavar="RUN_DIR",
+      help="distill: a finished run on the same data and split (e.g. lightgcn) whose ranking the codes learn; "
+      "HieS re-ranks by its embeddings (default: none; distill needs one)")
+    a("--distill-top", type=int, default=d.distill_top,
+      help="distill: each user's positives are drawn from the teacher's top this many unseen items")
+    a("--distill-negatives", type=int, default=d.distill_negatives,
+      help="distill: uniform items shared by a batch as negatives")
+    a("--distill-temperature", type=float, default=d.distill_temperature,
+      help="distill: logits are code cosines <h_u, h_i>/bits over this temperature")
 
 
 def _add_optim_args(g: argparse._ArgumentGroup, d: FitConfig) -> None:
@@ -334,6 +344,10 @@ def _run_fit(parser: argparse.ArgumentParser, cfg: FitConfig) -> int:
             require_tensorboard()
         dataset = load_dataset(cfg.data, seed=cfg.split_seed, split=cfg.split, format=cfg.format,
                                columns=cfg.columns, min_rating=cfg.min_rating)
+        if cfg.method == "distill":  # a teacher missing, damaged or of other data: said before training
+            from .teacher import load_teacher
+
+            load_teacher(cfg.teacher, dataset)  # type: ignore[arg-type]
     except (UsageError, ValueError, OSError, ImportError) as bad:  # ValueError: DataError, bad options
         return _fail(parser, "fit", bad)
     try:

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 METHODS = ("hashgnn", "lsh", "hashnet", "ste", "gumbel", "hashgnn_sp", "hashgnn_nr",
-           "graphsage", "lightgcn", "mf")
-HASH_METHODS = ("hashgnn", "hashnet", "ste", "gumbel", "hashgnn_sp", "hashgnn_nr")
+           "graphsage", "lightgcn", "mf", "distill")
+HASH_METHODS = ("hashgnn", "hashnet", "ste", "gumbel", "hashgnn_sp", "hashgnn_nr", "distill")
 # Continuous methods get their codes by random hyperplanes (LSH) on their embeddings.
 CONTINUOUS_METHODS = ("lsh", "graphsage", "lightgcn", "mf")
 
@@ -27,6 +27,8 @@ METHOD_TABLE = {
     "graphsage": ("sage", None),
     "lightgcn": ("lightgcn", None),
     "mf": ("mf", None),
+    # codes learned from a trained continuous model's ranking (--teacher), its embeddings frozen
+    "distill": ("teacher", "ste"),
 }
 
 
@@ -117,6 +119,12 @@ class FitConfig:
     separate_hash_layers: bool = False
     gumbel_tau: float = 1.0             # Gumbel-softmax temperature; the usual default, `reproduce` passes 0.5
     sp_pretrain_frac: float = 0.5       # hashgnn_sp: share of epochs for the continuous stage (untuned: half)
+    # distill: the run directory of the continuous model (same data and split) whose ranking the
+    # codes learn; HieS re-ranks by its embeddings
+    teacher: Optional[str] = None
+    distill_top: int = 10               # distill: a user's positives are the teacher's top items it has not seen
+    distill_negatives: int = 256        # distill: uniform items shared by a batch as the softmax's negatives
+    distill_temperature: float = 0.03   # distill: logits are code cosines <h_u, h_i>/K over this temperature
     # evaluation and control
     eval_every: int = 1                 # epochs between validations; 1 catches the best epoch on short runs
     patience: int = 5                   # validations without improvement before stopping (0: never stop early)
@@ -150,6 +158,11 @@ class FitConfig:
             raise ValueError(f"bits must be in 1..1024, got {self.bits}")
         if self.encoder not in (None, "sage", "lightgcn", "mf"):
             raise ValueError(f"unknown encoder {self.encoder!r}")
+        if (self.method == "distill") != (self.teacher is not None):
+            raise ValueError("--method distill needs --teacher RUN_DIR (a trained continuous run on the same data), "
+                             f"and --teacher is for distill only; got method {self.method!r}, teacher {self.teacher!r}")
+        if self.method == "distill" and self.encoder is not None:
+            raise ValueError(f"distill encodes nothing (the teacher's embeddings are its input), got encoder {self.encoder!r}")
         if self.loss not in ("auto", "hashgnn", "bpr", "softmax"):
             raise ValueError(f"unknown loss {self.loss!r}")
         if self.loss == "softmax" and self.head_kind is not None:
@@ -199,9 +212,10 @@ class FitConfig:
 
         for name in ("epochs", "layers", "p_every", "patience", "threads"):
             need(name, 0, inf, integer=True)
-        for name in ("batch_size", "negatives", "emb_dim", "eval_every", "candidates", "eval_block"):
+        for name in ("batch_size", "negatives", "emb_dim", "eval_every", "candidates", "eval_block",
+                     "distill_top", "distill_negatives"):
             need(name, 1, inf, integer=True)
-        for name in ("temperature", "score_scale", "gumbel_tau"):
+        for name in ("temperature", "score_scale", "gumbel_tau", "distill_temperature"):
             need(name, 0.0, inf, lo_open=True)
         for name in ("lr", "reg", "margin", "lam", "alpha", "hashnet_gamma", "quant_weight", "cont_weight",
                      "guided_gamma"):  # (lr 0: nothing trains; tests use it)
@@ -274,6 +288,12 @@ class FitConfig:
             unused.append("gumbel_tau")
         if self.method != "hashgnn_sp":
             unused.append("sp_pretrain_frac")
+        if self.method != "distill":
+            unused += ["teacher", "distill_top", "distill_negatives", "distill_temperature"]
+        else:  # the teacher's embeddings are frozen and the loss is its own
+            unused += ["emb_dim", "sage_dims", "layers", "edge_dropout", "reg", "negatives", "lam", "alpha",
+                       "score_scale", "loss", "temperature", "shared_negatives", "item_bias", "margin",
+                       "separate_hash_layers", "train_mode", "fanout", "negative_pool"]
         return tuple(unused)
 
     def fanout_for(self, layers: int) -> List[int]:
@@ -292,7 +312,9 @@ class FitConfig:
 
     @property
     def val_spec(self) -> tuple:
-        spec = self.val_metric or ("hies:recall@50" if self.head_kind else "continuous:recall@20")
+        # distill: HieS re-ranks by the teacher's own embeddings, so HamR is what training changes
+        default = {"distill": "hamr:recall@50"}.get(self.method, "hies:recall@50")
+        spec = self.val_metric or (default if self.head_kind else "continuous:recall@20")
         mode, metric = spec.split(":", 1)
         return mode, metric
 

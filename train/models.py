@@ -201,6 +201,41 @@ class SAGEEncoder(Encoder):
         return h
 
 
+class TeacherEncoder(Encoder):
+    """A trained model's embeddings (N, d) float32, users first, frozen: the input of the ``distill``
+    hash head, and what its HieS re-ranks by. :meth:`rows` gives the head's input, each side divided
+    by its mean row norm, so that the head's tanh starts unsaturated whatever the teacher's scale
+    (a softmax teacher's users are u/τ)."""
+
+    def __init__(self, emb: torch.Tensor, n_users: int) -> None:
+        super().__init__()
+        self.base = nn.Embedding.from_pretrained(emb, freeze=True)
+        norms = emb.norm(dim=1)
+        scale = torch.empty(emb.shape[0], 1, dtype=emb.dtype)
+        for side in (slice(0, n_users), slice(n_users, None)):
+            scale[side] = 1.0 / norms[side].mean().clamp_min(1e-12) if norms[side].numel() else 1.0
+        self.register_buffer("scale", scale)
+        self.out_dim = emb.shape[1]
+
+    def forward(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward_blocks(self, x0: torch.Tensor, blocks: List[Block]) -> torch.Tensor:
+        return x0
+
+    @torch.no_grad()
+    def inference(self, graph: BipartiteCSR) -> torch.Tensor:
+        return self.base.weight
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """The hash head's input rows (len(ids), d) of node ids (int64, users first)."""
+        return self.base.weight.index_select(0, ids) * self.scale.index_select(0, ids)
+
+    def scaled(self) -> torch.Tensor:
+        """The hash head's input (N, d) of every node."""
+        return self.base.weight * self.scale
+
+
 class HashHead(nn.Module):
     """``a = W e + b``, ``z = tanh(a)``, codes ``sign(z)``; ``relax`` gives the training-time code.
 

@@ -22,10 +22,11 @@ from .distributed import (World, average_gradients, broadcast_object, broadcast_
 from .graph import BipartiteCSR, EdgeDropout, bipartite_coo, mean_adj, sym_norm_adj
 from .hashing import ProbSchedule, bernoulli_mask, hard_sign
 from .losses import bpr, hashgnn_loss, sampled_softmax
-from .models import HashHead, HashModel, build_encoder
+from .models import HashHead, HashModel, TeacherEncoder, build_encoder
 from .optim import Optimizers, RowAdam
 from .batch import BatchRows, take_rows
 from .sampling import Block, NegativeSampler, NeighborSampler, prefetch
+from .teacher import load_teacher, teacher_top
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ def peak_rss_gb() -> float:
 def use_sampled(cfg: FitConfig, ds: Dataset) -> bool:
     """Mini-batch (sampled) training, or whole-graph steps: ``cfg.train_mode``, or by size under
     auto (a whole-graph step costs every edge, a sampled one its batch's neighbourhoods)."""
+    if cfg.method == "distill":  # no graph: the teacher's embeddings are the input
+        return False
     if cfg.train_mode != "auto":
         return cfg.train_mode == "sampled"
     return len(ds.train) > cfg.sampled_above
@@ -84,6 +87,10 @@ def build_model(cfg: FitConfig, ds: Dataset, device: torch.device,
     """Encoder over the training graph plus the method's hash head. With ``graph`` (sampled
     training) no (N, N) propagation matrix is built: forwards take sampled blocks instead."""
     kind = cfg.encoder_kind
+    if kind == "teacher":
+        emb = torch.from_numpy(load_teacher(cfg.teacher, ds))  # type: ignore[arg-type]
+        head = HashHead(emb.shape[1], cfg.bits, cfg.head_kind, n_users=ds.n_users)  # type: ignore[arg-type]
+        return HashModel(TeacherEncoder(emb, ds.n_users), head, ds.n_users, ds.n_items).to(device)
     if graph is None:
         adj = bipartite_coo(ds.n_users, ds.n_items, ds.train.users, ds.train.items)
         sym = sym_norm_adj(adj, device) if kind == "lightgcn" else None
@@ -137,6 +144,9 @@ class Trainer:
         self.sampler = NegativeSampler(self.ds.train.users, self.ds.train.items, self.ds.n_items)
         self._csr_cache: Dict[Tuple[str, ...], Any] = {}
         self.val_users = self._pick_eval_users()
+        # distill: each user's positives, the teacher's top unseen items (n_users, distill_top)
+        self.teacher_top = (teacher_top(self.model.encoder.base.weight, self.ds, cfg.distill_top, self.device,
+                                        cfg.eval_block, cfg.progress) if cfg.method == "distill" else None)
         self.train_u = torch.from_numpy(self.ds.train.users)
         self.train_i = torch.from_numpy(self.ds.train.items)
         n = len(self.ds.train)
@@ -199,7 +209,7 @@ class Trainer:
         if self.cfg.method == "hashgnn_sp" and self._stage() == "main":
             params = list(self.model.head.parameters())  # type: ignore[union-attr]
         else:
-            params = list(self.model.parameters())
+            params = [p for p in self.model.parameters() if p.requires_grad]  # distill: not the teacher
         if not self.sampled:
             return Optimizers([torch.optim.Adam(params, lr=self.cfg.lr)])
         table = self.model.encoder.base.weight
@@ -401,6 +411,8 @@ class Trainer:
         cfg, nu = self.cfg, self.ds.n_users
         if cfg.loss_kind == "softmax":
             return self._softmax_step(users, items)
+        if cfg.method == "distill":
+            return self._distill_step(users)
         prep = self.prepare(users, items) if prep is None else prep
         rows = self._batch_rows([users, items + nu, prep["negs"] + nu], prep.get("sampled"))
         if self._use_head():
@@ -458,6 +470,31 @@ class Trainer:
         self.it += 1
         return float(loss.detach())
 
+    def _distill_step(self, users: np.ndarray) -> float:
+        """A step of ``distill`` on a batch's users (int64 (B,)): each user's positive is one of the
+        teacher's top ``distill_top`` unseen items, its negatives ``distill_negatives`` uniform items
+        shared by the batch; the loss is the softmax cross-entropy of the code cosines
+        ⟨h_u, h_i⟩/K over ``distill_temperature`` (codes ±1 forward, tanh's gradient back)."""
+        cfg, dev, nu, rng = self.cfg, self.device, self.ds.n_users, self.sample_rng
+        top = self.teacher_top
+        pos = top[torch.from_numpy(users), torch.from_numpy(rng.integers(0, top.shape[1], users.shape[0]))]
+        keep = pos >= 0  # a user with fewer unseen items than distill_top has -1 padding
+        u_t = torch.from_numpy(users).to(dev)[keep.to(dev)]
+        neg = torch.from_numpy(rng.integers(0, self.ds.n_items, cfg.distill_negatives)).to(dev)
+        enc, head = self.model.encoder, self.model.head
+        hu = head.relax(enc.rows(u_t), side="user")  # type: ignore[union-attr,operator]
+        hp = head.relax(enc.rows(pos[keep].to(dev) + nu), side="item")  # type: ignore[union-attr,operator]
+        hn = head.relax(enc.rows(neg + nu), side="item")  # type: ignore[union-attr,operator]
+        s = 1.0 / (cfg.bits * cfg.distill_temperature)
+        logits = torch.cat([s * (hu * hp).sum(1, keepdim=True), s * (hu @ hn.T)], dim=1)
+        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=dev))
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self._reduce_gradients()
+        self.optim.step()
+        self.it += 1
+        return float(loss.detach())
+
     @torch.no_grad()
     def embeddings(self) -> Embeddings:
         """Codes and continuous embeddings of all users and items from the current model."""
@@ -465,7 +502,9 @@ class Trainer:
 
         self.model.eval()
         x = self._node_embeddings() if self.cfg.method == "hashgnn_sp" else self._all_nodes()
-        if self.model.head is not None and self._use_head():
+        if self.cfg.method == "distill":  # HieS re-ranks by the teacher's own embeddings
+            codes, cont = self.model.head.codes(self.model.encoder.scaled()), x  # type: ignore[union-attr,operator]
+        elif self.model.head is not None and self._use_head():
             codes = self.model.head.codes(x)
             cont = self.model.head.continuous(x, self.beta_now())
         else:
