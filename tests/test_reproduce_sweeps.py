@@ -44,9 +44,12 @@ def test_bits_writes_a_row_per_method_and_width_and_shares_table2_runs(tmp_path)
     assert _is_png(tmp_path / f"bits_{LABEL}.png")
     assert (tmp_path / "bits.md").read_text().strip() and "[bits](bits.md)" in (tmp_path / "README.md").read_text()
     assert sorted((r["method"], r["bits"]) for r in payload["rows"]) == [
-        ("hashgnn", 16), ("hashgnn", 32), ("hashnet", 16), ("hashnet", 32)]
+        ("distill", 16), ("distill", 32), ("hashgnn", 16), ("hashgnn", 32), ("hashnet", 16), ("hashnet", 32)]
     runs = tmp_path / "runs" / LABEL
-    assert {p.name for p in runs.iterdir()} == {"hashgnn", "hashgnn_16", "hashnet", "hashnet_16", "lightgcn"}
+    assert {p.name for p in runs.iterdir()} == {"hashgnn", "hashgnn_16", "hashnet", "hashnet_16", "lightgcn",
+                                                 "distill", "distill_16"}
+    for name in ("distill", "distill_16"):  # the distilled codes learn from the continuous run
+        assert json.loads((runs / name / "metrics.json").read_text())["config"]["teacher"] == str(runs / "lightgcn")
     cont = payload["continuous"]
     assert cont["continuous"]["recall@20"] == json.loads((runs / "lightgcn" / "metrics.json").read_text())[
         "continuous"]["recall@20"]
@@ -60,6 +63,7 @@ def test_bits_writes_a_row_per_method_and_width_and_shares_table2_runs(tmp_path)
                 r[mode]["recall@20"] / cont["continuous"]["recall@20"])
     md = payload["markdown"]
     assert "HamR / continuous" in md and "HieS / continuous" in md and "LightGCN | exact" in md
+    assert "| Distilled | 16 |" in md and "Distilled: codes learned from the continuous model's ranking" in md
     # the width of --bits is table2's run: table2 on the same flags trains nothing new
     stamp = {p: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
     assert _reproduce(tmp_path, "table2", "--methods", "hashgnn,hashnet,lightgcn") == 0
@@ -70,11 +74,12 @@ def test_bits_cached_only_reports_what_is_trained_and_names_the_rest(tmp_path):
     """--baseline-method none trains HashGNN alone; --cached-only then trains nothing and leaves the
     uncached runs out of the table, naming them."""
     assert _reproduce(tmp_path, "bits", "--bits-list", "16", "--baseline-method", "none",
-                      "--continuous-method", "mf") == 0
+                      "--continuous-method", "mf", "--no-distill") == 0
     runs = tmp_path / "runs" / LABEL
     assert {p.name for p in runs.iterdir()} == {"hashgnn_16", "mf"}
     stamp = {p: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
-    assert _reproduce(tmp_path, "bits", "--bits-list", "16,32", "--cached-only", "--continuous-method", "mf") == 0
+    assert _reproduce(tmp_path, "bits", "--bits-list", "16,32", "--cached-only", "--continuous-method", "mf",
+                      "--no-distill") == 0
     assert {p.name for p in runs.iterdir()} == {"hashgnn_16", "mf"}
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
     payload = json.loads((tmp_path / f"bits_{LABEL}.json").read_text())
@@ -87,7 +92,7 @@ def test_bits_evaluates_the_modes_a_run_did_not_test(tmp_path):
     """Runs tested on HamR only (--test-modes hamr): HieS and the continuous model's exact search
     are evaluated from codes.npz by train.evaluate, with training and validation items excluded."""
     assert _reproduce(tmp_path, "bits", "--bits-list", "16", "--test-modes", "hamr",
-                      "--baseline-method", "gumbel", "--continuous-method", "mf") == 0
+                      "--baseline-method", "gumbel", "--continuous-method", "mf", "--no-distill") == 0
     payload = json.loads((tmp_path / f"bits_{LABEL}.json").read_text())
     ds = _dataset()
     runs = tmp_path / "runs" / LABEL
@@ -117,8 +122,11 @@ def test_throughput_writes_its_outputs_and_scores_like_evaluate(tmp_path):
     assert settings["LightGCN NSG (faiss, MIPS→L2, R=32)"] == ["search_L=16", "search_L=400"]
     for bits in (16, 32):
         assert settings[f"HashGNN HieS {bits}-bit (hashsearch.HierarchicalIndex)"] == ["candidates=100", "candidates=50"]
-    assert settings["HashGNN HamR (hashsearch.Index)"] == ["16 bits", "32 bits"]
-    assert payload["bits"] == [16, 32] and (tmp_path / "runs" / LABEL / "hashgnn_16" / "codes.npz").exists()
+    for name in ("HashGNN", "Distilled"):
+        assert settings[f"{name} HamR (hashsearch.Index)"] == ["16 bits", "32 bits"]
+    assert payload["bits"] == {"HashGNN": [16, 32], "Distilled": [16, 32]}
+    assert (tmp_path / "runs" / LABEL / "hashgnn_16" / "codes.npz").exists()
+    assert (tmp_path / "runs" / LABEL / "distill_16" / "codes.npz").exists()
     ds = _dataset()
     runs = tmp_path / "runs" / LABEL
     want = evaluate(load_codes(runs / "lightgcn"), ds.csr("test"), ds.csr("train", "valid"), modes=["continuous"])
@@ -149,7 +157,7 @@ def _random_workload(seed: int = 0, n_users: int = 60, n_items: int = 150, dim: 
         ue, ie = rng.normal(size=(n_users, dim)).astype(np.float32), rng.normal(size=(n_items, dim)).astype(np.float32)
         return Embeddings(hashsearch.pack(ue), hashsearch.pack(ie), ue, ie, dim)
 
-    return tp.Workload(users, truth, exclude, {dim: emb()}, emb(), k)
+    return tp.Workload(users, truth, exclude, {"HashGNN": {dim: emb()}}, emb(), k)
 
 
 @pytest.mark.parametrize("faiss_installed", [True, False])
@@ -183,7 +191,7 @@ def test_hash_points_score_like_evaluate():
     points = tp.points_for(w)
     tp.hash_points(points, w, threads=1, repeats=1, candidate_values=(5, 40, 10_000))
     assert [r["setting"] for r in points.rows] == ["8 bits", "candidates=20", "candidates=40", "candidates=150"]
-    want = evaluate(w.hashing[8], w.truth, w.exclude, modes=["hamr", "hies"], ks=(20,), candidates=40)
+    want = evaluate(w.hashing["HashGNN"][8], w.truth, w.exclude, modes=["hamr", "hies"], ks=(20,), candidates=40)
     assert points.rows[0]["recall@20"] == pytest.approx(want["hamr"]["recall@20"], abs=1e-12)
     assert points.rows[2]["recall@20"] == pytest.approx(want["hies"]["recall@20"], abs=1e-12)
 

@@ -141,6 +141,8 @@ def _add_sweep_args(g: "argparse._ArgumentGroup") -> None:
            "runs/<data>/<method>_<bits>)")
     a("--baseline-method", choices=baselines + ["none"], default="hashnet",
       help="bits: the baseline hashing method swept beside HashGNN (none: HashGNN alone)")
+    a("--distill", action=argparse.BooleanOptionalAction, default=True,
+      help="bits, throughput: also codes distilled from the continuous model (--method distill; default: on)")
     a("--cached-only", action="store_true",
       help="bits: train nothing; report the hashing runs already cached and name the missing ones")
     a("--continuous-method", choices=sorted(CONTINUOUS_METHODS), default="lightgcn",
@@ -263,7 +265,7 @@ def _per_data(ns: argparse.Namespace, spec: str, what: Sequence[str], out: Path,
     if "bits" in what:
         p = bits.bits_sweep(base, out, runs, dataset, bits_list=ns.bits_list,
                             baseline=None if ns.baseline_method == "none" else ns.baseline_method,
-                            train=not ns.cached_only,
+                            train=not ns.cached_only, distill=ns.distill,
                             continuous=ns.continuous_method, name=f"bits_{label}")
         sections["bits"].append(p["markdown"] + f"\n![bits {label}](bits_{label}.png)\n")
         payloads["bits"][label] = p
@@ -283,9 +285,13 @@ def _per_data(ns: argparse.Namespace, spec: str, what: Sequence[str], out: Path,
     if "throughput" in what:
         cont = ns.continuous_method
         ensure_run(base, cont, runs / cont, dataset=dataset)
-        widths = {b: runs / accuracy.width_key("hashgnn", b, base.bits) for b in ns.bits_list}
-        for b, run_dir in widths.items():  # the runs of `reproduce bits`, trained here when missing
-            ensure_run(replace(base, bits=b), "hashgnn", run_dir, dataset=dataset)
+        methods = [bits.table2_row("hashgnn")] + ([bits.DISTILL_ROW] if ns.distill else [])
+        taught = bits.with_teacher(base, runs / cont)
+        widths: Dict[str, Dict[int, Path]] = {}
+        for name, method, _ in methods:  # the runs of `reproduce bits`, trained here when missing
+            widths[name] = {b: runs / accuracy.width_key(method, b, base.bits) for b in ns.bits_list}
+            for b, run_dir in widths[name].items():
+                ensure_run(replace(taught, bits=b), method, run_dir, dataset=dataset)
         p = throughput.throughput(
             throughput.make_workload(dataset, widths, runs / cont), out, label=label,
             continuous_name=bits.table2_row(cont)[0], threads=ns.threads, repeats=ns.repeats,

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from .accuracy import PROTOCOL_NOTE, TABLE2_ROWS, run_key, train_all, width_key
-from .common import load_codes, machine_info, markdown_table, plot_lines, write_outputs
+from .common import ReproduceConfig, load_codes, machine_info, markdown_table, plot_lines, write_outputs
 
 if TYPE_CHECKING:
     from ..config import FitConfig
@@ -27,6 +28,9 @@ BITS_DEFAULT = (16, 32, 64, 128, 256)
 BITS_MODES = ("hamr", "hies")
 BITS_METRICS = ("recall@20", "recall@50", "ndcg@20")
 MODE_NAMES = {"hamr": "HamR", "hies": "HieS", "continuous": "exact"}
+DISTILL_ROW: Row = ("Distilled", "distill", None)
+DISTILL_NOTE = ("Distilled: codes learned from the continuous model's ranking (`--method distill`, its "
+                "embeddings frozen); its HieS re-ranks by the continuous model's embeddings.")
 
 
 def table2_row(method: str, rows: Sequence[Row] = TABLE2_ROWS) -> Row:
@@ -35,6 +39,14 @@ def table2_row(method: str, rows: Sequence[Row] = TABLE2_ROWS) -> Row:
         if run_key(row[1], row[2]) == method:
             return row
     raise ValueError(f"unknown method {method!r}; expected one of {[run_key(m, e) for _, m, e in rows]}")
+
+
+def with_teacher(cfg: "FitConfig", teacher: Path) -> ReproduceConfig:
+    """``cfg`` whose distill runs learn from the run in ``teacher`` (a ``--method-set
+    distill:teacher=…`` given already wins)."""
+    rc = cfg if isinstance(cfg, ReproduceConfig) else ReproduceConfig(**cfg.to_dict())
+    own = {"teacher": str(teacher), **rc.per_method.get("distill", {})}
+    return replace(rc, per_method={**rc.per_method, "distill": own})
 
 
 def run_modes(metrics: Dict[str, Any], run_dir: Path, dataset: "Dataset", modes: Sequence[str],
@@ -92,7 +104,8 @@ def _markdown(base_cfg: "FitConfig", rows: List[Dict[str, Any]], cont: Dict[str,
              + [r[f"{m}_over_continuous"] for m in BITS_MODES] for r in rows]
     return (f"# Code-width sweep: {base_cfg.data}, test metrics, seed {base_cfg.seed}\n\n"
             + markdown_table(headers, table)
-            + "\n\"/ continuous\": the row's Recall@20 over the continuous model's.\n\n"
+            + "\n\"/ continuous\": the row's Recall@20 over the continuous model's."
+            + (f" {DISTILL_NOTE}" if any(r["method"] == "distill" for r in rows) else "") + "\n\n"
             + (f"Not trained (no row): {', '.join(missing)}.\n\n" if missing else "")
             + "Continuous reference (trained once, exact inner-product search):\n\n"
             + markdown_table(["method", "search"] + list(BITS_METRICS),
@@ -103,7 +116,7 @@ def _markdown(base_cfg: "FitConfig", rows: List[Dict[str, Any]], cont: Dict[str,
 def bits_sweep(base_cfg: "FitConfig", out: Path, runs_dir: Path, dataset: "Dataset", *,
                bits_list: Sequence[int] = BITS_DEFAULT,
                baseline: Optional[str] = "hashnet", continuous: str = "lightgcn", name: str = "bits",
-               train: bool = True) -> Dict[str, Any]:
+               train: bool = True, distill: bool = True) -> Dict[str, Any]:
     """Writes ``<name>.{md,json,png}``: HamR and HieS test Recall@20, Recall@50 and NDCG@20 of
     HashGNN and of ``baseline`` at each width of ``bits_list``, beside the continuous model
     ``continuous`` (exact search), with each row's Recall@20 over the continuous one's; the plot is
@@ -111,19 +124,22 @@ def bits_sweep(base_cfg: "FitConfig", out: Path, runs_dir: Path, dataset: "Datas
 
     ``baseline`` and ``continuous`` are Table 2 run keys (``accuracy.TABLE2_ROWS``); no baseline
     when ``baseline`` is None. ``train`` False: only the hashing runs already cached, the others
-    named on the page.
+    named on the page. ``distill``: also codes distilled from the continuous model
+    (:data:`DISTILL_ROW`, ``--method distill`` with the continuous run as its teacher).
     """
     if not bits_list or len(set(bits_list)) != len(bits_list):
         raise ValueError(f"bits_list must be one or more distinct widths, got {list(bits_list)}")
     if baseline == "hashgnn":
         raise ValueError("baseline must be a method other than hashgnn, which the sweep always trains")
-    hashing = [table2_row("hashgnn")] + ([table2_row(baseline)] if baseline else [])
+    hashing = [table2_row("hashgnn")] + ([table2_row(baseline)] if baseline else []) + ([DISTILL_ROW] if distill else [])
     cont_row = table2_row(continuous)
     log.info("bits: %s at %s bits, %s once", " and ".join(h[0] for h in hashing), list(bits_list), cont_row[0])
     cont_metrics = train_all(base_cfg, runs_dir, [cont_row], dataset)[continuous][0]
     cont = {"label": cont_row[0], "method": continuous, "run": str(runs_dir / continuous),
             "continuous": {k: float(v) for k, v in run_modes(cont_metrics, runs_dir / continuous, dataset,
                                                             ("continuous",), base_cfg.threads)["continuous"].items()}}
+    if distill:
+        base_cfg = with_teacher(base_cfg, runs_dir / continuous)
     rows, missing = _sweep_rows(base_cfg, runs_dir, dataset, hashing, sorted(bits_list),
                                 cont["continuous"]["recall@20"], train)
     curves = {f"{label} {MODE_NAMES[mode]}": {r["bits"]: r[mode]["recall@20"] for r in rows if r["label"] == label}
@@ -133,7 +149,7 @@ def bits_sweep(base_cfg: "FitConfig", out: Path, runs_dir: Path, dataset: "Datas
                highlight=lambda label: label.startswith("HashGNN "),
                hlines={f"{cont['label']} (continuous, exact)": cont["continuous"]["recall@20"]})
     md = _markdown(base_cfg, rows, cont, missing)
-    payload = {"data": base_cfg.data, "seed": base_cfg.seed, "bits_list": sorted(bits_list), "baseline": baseline,
+    payload = {"data": base_cfg.data, "seed": base_cfg.seed, "bits_list": sorted(bits_list), "baseline": baseline, "distill": distill,
                "rows": rows, "not_trained": missing, "continuous": cont, "metrics": list(BITS_METRICS),
                "protocol": PROTOCOL_NOTE,
                "config": base_cfg.to_dict(), "machine": machine_info(base_cfg.threads), "markdown": md, "name": name}

@@ -3,7 +3,8 @@
 Every method ranks the top-``k`` items of each user with held-out test items, the user's training
 and validation items excluded, and is scored by test Recall@k and NDCG@k (:mod:`train.metrics`, as
 :func:`train.evaluate.evaluate`), not by recall of an exact top-k: the continuous model by exact
-inner-product search and through faiss HNSW and NSG graphs, HashGNN's codes by HamR and by HieS.
+inner-product search and through faiss HNSW and NSG graphs, the hashing methods' codes (HashGNN's,
+and those distilled from the continuous model) by HamR and by HieS.
 
 Exclusion. The hashing engine drops excluded items inside its search (``exclude=``). The faiss
 indexes cannot, so the continuous searches over-fetch and filter: a user with ``e`` excluded items
@@ -48,7 +49,8 @@ class Workload:
         users: int64 ids of the users with test items (the queries), ascending.
         truth: (n_users, n_items) CSR of test items, sorted indices.
         exclude: (n_users, n_items) CSR of training and validation items, sorted indices.
-        hashing: {bits: HashGNN's :class:`train.evaluate.Embeddings` at that code width}.
+        hashing: {method label: {bits: its :class:`train.evaluate.Embeddings` at that code width}},
+            e.g. {"HashGNN": {32: …, 64: …}, "Distilled": {64: …}}.
         continuous: the continuous model's :class:`train.evaluate.Embeddings` (embeddings used).
         k: the cut-off n of Recall@n and NDCG@n.
     """
@@ -56,21 +58,24 @@ class Workload:
     users: np.ndarray
     truth: sp.csr_matrix
     exclude: sp.csr_matrix
-    hashing: Dict[int, "Embeddings"]
+    hashing: Dict[str, Dict[int, "Embeddings"]]
     continuous: "Embeddings"
     k: int = 20
 
 
-def make_workload(dataset: "Dataset", hashing_runs: Dict[int, Path], continuous_run: Path, k: int = 20) -> Workload:
-    """The workload of finished runs (codes.npz) on ``dataset``'s test split: HashGNN's at each width
-    of ``hashing_runs`` ({bits: run directory}) and the continuous model's."""
+def make_workload(dataset: "Dataset", hashing_runs: Dict[str, Dict[int, Path]], continuous_run: Path,
+                  k: int = 20) -> Workload:
+    """The workload of finished runs (codes.npz) on ``dataset``'s test split: each hashing method's at
+    each of its widths (``hashing_runs``: {method label: {bits: run directory}}) and the continuous
+    model's."""
     from .common import load_codes
 
     truth, exclude = dataset.csr("test").tocsr(), dataset.csr("train", "valid").tocsr()
     truth.sort_indices()
     exclude.sort_indices()
     users = np.flatnonzero(np.diff(truth.indptr) > 0).astype(np.int64)
-    hashing = {bits: load_codes(run) for bits, run in sorted(hashing_runs.items())}
+    hashing = {label: {bits: load_codes(run) for bits, run in sorted(runs.items())}
+               for label, runs in hashing_runs.items()}
     return Workload(users, truth, exclude, hashing, load_codes(continuous_run), k)
 
 
@@ -191,25 +196,26 @@ def graph_points(points: Points, w: Workload, name: str, threads: int, repeats: 
 
 
 def hash_points(points: Points, w: Workload, threads: int, repeats: int, candidate_values: Sequence[int]) -> None:
-    """HashGNN at each code width of ``w.hashing``: by HamR (``hashsearch.Index``; one curve, a point
-    per width) and by HieS (``hashsearch.HierarchicalIndex``; a curve per width over
-    ``candidate_values``), through :mod:`train.evaluate`'s engine path (exclusion in the engine)."""
+    """Each hashing method at each of its code widths (``w.hashing``): by HamR (``hashsearch.Index``;
+    one curve, a point per width) and by HieS (``hashsearch.HierarchicalIndex``; a curve per width
+    over ``candidate_values``), through :mod:`train.evaluate`'s engine path (exclusion in the engine)."""
     import hashsearch
 
     from ..evaluate import engine_topk
 
     block = max(1, w.users.shape[0])
-    for bits, emb in w.hashing.items():
-        flat = hashsearch.Index(emb.item_codes, emb.nbits, num_threads=threads)
-        points.time("HashGNN HamR (hashsearch.Index)", f"{bits} bits", lambda: engine_topk(
-            flat, "hamr", emb, w.users, w.k, w.exclude, block, w.k), repeats)
-    for bits, emb in w.hashing.items():
-        n = emb.item_codes.shape[0]
-        hies = hashsearch.HierarchicalIndex(emb.item_codes, np.ascontiguousarray(emb.item_emb, np.float32),
-                                            emb.nbits, num_threads=threads)
-        for c in sorted({min(max(int(c), w.k), n) for c in candidate_values}):
-            points.time(f"HashGNN HieS {bits}-bit (hashsearch.HierarchicalIndex)", f"candidates={c}",
-                        lambda: engine_topk(hies, "hies", emb, w.users, w.k, w.exclude, block, c), repeats)
+    for label, widths in w.hashing.items():
+        for bits, emb in widths.items():
+            flat = hashsearch.Index(emb.item_codes, emb.nbits, num_threads=threads)
+            points.time(f"{label} HamR (hashsearch.Index)", f"{bits} bits", lambda: engine_topk(
+                flat, "hamr", emb, w.users, w.k, w.exclude, block, w.k), repeats)
+        for bits, emb in widths.items():
+            n = emb.item_codes.shape[0]
+            hies = hashsearch.HierarchicalIndex(emb.item_codes, np.ascontiguousarray(emb.item_emb, np.float32),
+                                                emb.nbits, num_threads=threads)
+            for c in sorted({min(max(int(c), w.k), n) for c in candidate_values}):
+                points.time(f"{label} HieS {bits}-bit (hashsearch.HierarchicalIndex)", f"candidates={c}",
+                            lambda: engine_topk(hies, "hies", emb, w.users, w.k, w.exclude, block, c), repeats)
 
 
 def recall_at_throughputs(rows: List[Dict[str, Any]], throughputs: Sequence[float],
@@ -226,7 +232,7 @@ def _threads(n: int) -> str:
 
 
 def _markdown(rows: List[Dict[str, Any]], fixed: Dict[str, Dict[float, Optional[float]]], *, label: str,
-              widths: Sequence[int], k: int, threads: int, n_users: int) -> str:
+              widths: Dict[str, List[int]], k: int, threads: int, n_users: int) -> str:
     """The page: every measured point, then each method's best Recall@k at each fixed throughput."""
     points = markdown_table(["method", "setting", "users/s", f"Recall@{k}", f"NDCG@{k}"],
                             [[r["method"], r["setting"], f"{r['qps']:,.0f}", r[f"recall@{k}"], r[f"ndcg@{k}"]]
@@ -235,7 +241,8 @@ def _markdown(rows: List[Dict[str, Any]], fixed: Dict[str, Dict[float, Optional[
     read_off = markdown_table(["method"] + [f"Recall@{k} at ≥ {t:,.0f} users/s" for t in targets],
                               [[m] + ["not reached" if v is None else v for v in by_t.values()]
                                for m, by_t in fixed.items()])
-    return (f"# Test Recall@{k} and NDCG@{k} vs users/s: {label}, HashGNN codes of {', '.join(map(str, widths))} bits, "
+    codes = "; ".join(f"{m} codes of {', '.join(map(str, b))} bits" for m, b in widths.items())
+    return (f"# Test Recall@{k} and NDCG@{k} vs users/s: {label}, {codes}, "
             f"{_threads(threads)}, "
             f"{n_users:,} users\n\n{points}\n## Best Recall@{k} at a fixed throughput\n\n{read_off}\n"
             "Every list excludes the user's training and validation items and is scored against the "
@@ -262,10 +269,11 @@ def throughput(w: Workload, out: Path, *, label: str, continuous_name: str, thre
         curves.setdefault(r["method"], {})[r["qps"]] = r[key]
     plot_lines(out / f"{name}.png", curves, f"{label}: test Recall@{w.k} vs users/s ({_threads(threads)})",
                xlabel="users / s (log)", ylabel=f"Recall@{w.k}", xscale="log",
-               highlight=lambda m: m.startswith("HashGNN"))
-    md = _markdown(points.rows, fixed, label=label, widths=list(w.hashing), k=w.k, threads=threads,
+               highlight=lambda m: m.split(" ")[0] in w.hashing)
+    widths = {m: list(b) for m, b in w.hashing.items()}
+    md = _markdown(points.rows, fixed, label=label, widths=widths, k=w.k, threads=threads,
                    n_users=w.users.shape[0])
-    payload = {"label": label, "bits": list(w.hashing), "k": w.k, "threads": threads, "repeats": repeats,
+    payload = {"label": label, "bits": widths, "k": w.k, "threads": threads, "repeats": repeats,
                "n_users": int(w.users.shape[0]), "n_items": int(w.continuous.item_emb.shape[0]),
                "points": points.rows, "throughputs": list(throughputs),
                "best_at_throughput": {m: [{"users_per_s": t, key: v} for t, v in by_t.items()]
