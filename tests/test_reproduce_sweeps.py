@@ -39,7 +39,7 @@ def _is_png(path) -> bool:
 
 
 def test_bits_writes_a_row_per_method_and_width_and_shares_table2_runs(tmp_path):
-    assert _reproduce(tmp_path, "bits", "--bits-list", "16,32") == 0
+    assert _reproduce(tmp_path, "bits", "--bits-list", "16,32", "--method-set", "distill:epochs=3,lr=0.01") == 0
     payload = json.loads((tmp_path / f"bits_{LABEL}.json").read_text())
     assert _is_png(tmp_path / f"bits_{LABEL}.png")
     assert (tmp_path / "bits.md").read_text().strip() and "[bits](bits.md)" in (tmp_path / "README.md").read_text()
@@ -49,7 +49,8 @@ def test_bits_writes_a_row_per_method_and_width_and_shares_table2_runs(tmp_path)
     assert {p.name for p in runs.iterdir()} == {"hashgnn", "hashgnn_16", "hashnet", "hashnet_16", "lightgcn",
                                                  "distill", "distill_16"}
     for name in ("distill", "distill_16"):  # the distilled codes learn from the continuous run
-        assert json.loads((runs / name / "metrics.json").read_text())["config"]["teacher"] == str(runs / "lightgcn")
+        config = json.loads((runs / name / "metrics.json").read_text())["config"]
+        assert config["teacher"] == str(runs / "lightgcn") and config["epochs"] == 3 and config["lr"] == 0.01
     cont = payload["continuous"]
     assert cont["continuous"]["recall@20"] == json.loads((runs / "lightgcn" / "metrics.json").read_text())[
         "continuous"]["recall@20"]

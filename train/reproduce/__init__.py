@@ -187,7 +187,7 @@ def parse_method_set(text: str) -> Tuple[str, Dict[str, Any]]:
     from .accuracy import TABLE2_ROWS
     from .common import run_key
 
-    keys = [run_key(m, e) for _, m, e in TABLE2_ROWS]
+    keys = [run_key(m, e) for _, m, e in TABLE2_ROWS] + ["distill"]  # distill: bits and throughput
     key, _, body = text.partition(":")
     if key not in keys or not body:
         raise argparse.ArgumentTypeError(f"--method-set takes RUN:FIELD=V,… with RUN one of {keys}, got {text!r}")
@@ -234,7 +234,10 @@ def check_settings(ns: argparse.Namespace) -> None:
     cfg.validate()
     for key in cfg.per_method:
         method, _, encoder = key.partition("-")
-        cfg.for_run(method, encoder or None).validate()
+        run = cfg.for_run(method, encoder or None)
+        if method == "distill" and run.teacher is None:  # bits and throughput name the continuous run
+            run = replace(run, teacher="<the continuous run>")
+        run.validate()
     if ns.what == "bits":
         for bits in ns.bits_list:
             replace(cfg, bits=bits).validate()
