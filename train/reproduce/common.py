@@ -260,9 +260,11 @@ def plot_lines(path: Path, curves: Mapping[str, Mapping[float, float]], title: s
     if xscale not in ("linear", "log", "log2"):
         raise ValueError(f"xscale must be linear, log or log2, got {xscale!r}")
     fig, ax = plt.subplots(figsize=(6.2, 4.4))
-    for label, curve in curves.items():
+    for i, (label, curve) in enumerate(curves.items()):
         xs = sorted(curve)
-        ax.plot(xs, [curve[x] for x in xs], marker="o", ms=3, label=label, lw=2.2 if highlight(label) else 1.2)
+        ls = ("-", "--", ":", "-.")[(i // 10) % 4]  # the colour cycle has 10: repeats get another dash
+        ax.plot(xs, [curve[x] for x in xs], marker="o", ms=3, ls=ls, label=label,
+                lw=2.2 if highlight(label) else 1.2)
     for label, y in (hlines or {}).items():
         ax.axhline(y, ls="--", lw=1.2, color="black", label=label)
     if xscale == "log2":
