@@ -88,6 +88,8 @@ def test_teacher_and_method_go_together() -> None:
         FitConfig(method="distill").validate()
     with pytest.raises(ValueError, match="for distill only"):
         FitConfig(method="hashgnn", teacher="runs/x").validate()
+    with pytest.raises(ValueError, match="would overwrite its teacher"):
+        FitConfig(method="distill", teacher="runs/x", out="runs/./x").validate()
     with pytest.raises(ValueError, match="distill_top must be"):
         FitConfig(method="distill", teacher="runs/x", distill_top=0).validate()
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 METHODS = ("hashgnn", "lsh", "hashnet", "ste", "gumbel", "hashgnn_sp", "hashgnn_nr",
@@ -163,6 +164,9 @@ class FitConfig:
         if (self.method == "distill") != (self.teacher is not None):
             raise ValueError("--method distill needs --teacher RUN_DIR (a trained continuous run on the same data), "
                              f"and --teacher is for distill only; got method {self.method!r}, teacher {self.teacher!r}")
+        if self.teacher is not None and Path(self.teacher).resolve() == Path(self.out).resolve():
+            raise ValueError(f"--teacher and --out are the same directory ({self.out}): the distilled run would "
+                             "overwrite its teacher; give another --out")
         if self.method == "distill" and self.encoder is not None:
             raise ValueError(f"distill encodes nothing (the teacher's embeddings are its input), got encoder {self.encoder!r}")
         if self.loss not in ("auto", "hashgnn", "bpr", "softmax"):
