@@ -479,6 +479,9 @@ class Trainer:
         top = self.teacher_top
         pos = top[torch.from_numpy(users), torch.from_numpy(rng.integers(0, top.shape[1], users.shape[0]))]
         keep = pos >= 0  # a user with fewer unseen items than distill_top has -1 padding
+        if not bool(keep.any()):  # every user of the batch has seen every item: nothing to learn
+            self.it += 1
+            return 0.0
         u_t = torch.from_numpy(users).to(dev)[keep.to(dev)]
         neg = torch.from_numpy(rng.integers(0, self.ds.n_items, cfg.distill_negatives)).to(dev)
         enc, head = self.model.encoder, self.model.head
