@@ -102,3 +102,16 @@ def test_damaged_teacher_is_a_one_line_cli_error(tmp_path, teacher, capsys) -> N
                "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "damaged" in err[0], err
+
+
+def test_a_batch_without_unseen_items_takes_a_zero_step(tmp_path, small, teacher) -> None:
+    """Users who have seen every item have no teacher positive (-1 padding): the step's loss is 0
+    and the head stays finite, not NaN."""
+    import torch
+
+    tr = Trainer(_cfg(tmp_path / "z", "distill", teacher=str(teacher)), dataset=small)
+    before = [p.detach().clone() for p in tr.model.head.parameters()]
+    tr.teacher_top[:] = -1
+    assert tr.step(np.array([0, 1, 2]), np.array([0, 0, 0])) == 0.0
+    for p, q in zip(tr.model.head.parameters(), before):
+        assert torch.isfinite(p).all() and torch.equal(p, q)

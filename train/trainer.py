@@ -479,9 +479,6 @@ class Trainer:
         top = self.teacher_top
         pos = top[torch.from_numpy(users), torch.from_numpy(rng.integers(0, top.shape[1], users.shape[0]))]
         keep = pos >= 0  # a user with fewer unseen items than distill_top has -1 padding
-        if not bool(keep.any()):  # every user of the batch has seen every item: nothing to learn
-            self.it += 1
-            return 0.0
         u_t = torch.from_numpy(users).to(dev)[keep.to(dev)]
         neg = torch.from_numpy(rng.integers(0, self.ds.n_items, cfg.distill_negatives)).to(dev)
         enc, head = self.model.encoder, self.model.head
@@ -490,7 +487,11 @@ class Trainer:
         hn = head.relax(enc.rows(neg + nu), side="item")  # type: ignore[union-attr,operator]
         s = 1.0 / (cfg.bits * cfg.distill_temperature)
         logits = torch.cat([s * (hu * hp).sum(1, keepdim=True), s * (hu @ hn.T)], dim=1)
-        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=dev))
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=dev)
+        # users who have seen every item have no positive; with none left the mean would be NaN,
+        # so the step still runs (its gradients meet the other ranks') on a zero loss
+        loss = (torch.nn.functional.cross_entropy(logits, target) if logits.shape[0]
+                else 0.0 * sum(p.sum() for p in head.parameters()))  # type: ignore[union-attr]
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         self._reduce_gradients()
