@@ -88,3 +88,22 @@ def test_torchrun_fit_trains_one_model_and_writes_it_once(tmp_path: Path, mode: 
     # the same batches split over two ranks: the same quality (random ranking: 50/600 = 0.083)
     assert m["hies"]["recall@50"] > 0.25
     assert abs(m["hies"]["recall@50"] - one["hies"]["recall@50"]) < 0.05
+
+
+def test_torchrun_distill_trains_like_one_process(tmp_path: Path) -> None:
+    """--method distill under two ranks: each rank takes its share of the batch's users (the
+    teacher's top lists computed on each), one model is written, of one process's quality."""
+    data = "synthetic:users=400,items=600,edges=12000"
+    teacher = tmp_path / "teacher"
+    fit(FitConfig(data=data, method="lightgcn", epochs=6, batch_size=1024, lr=1e-2, threads=1, out=str(teacher),
+                  progress=False))
+    common = ["--data", data, "--method", "distill", "--teacher", str(teacher), "--bits", "64", "--epochs", "4",
+              "--batch-size", "512", "--lr", "1e-2", "--threads", "1", "--no-progress"]
+    res = torchrun(["-m", "train", "fit", "--out", str(tmp_path / "ddp"), *common], REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert m["world_size"] == 2 and res.stdout.count('"out"') == 1
+    one = fit(FitConfig(data=data, method="distill", teacher=str(teacher), bits=64, epochs=4, batch_size=512,
+                        lr=1e-2, threads=1, out=str(tmp_path / "one"), progress=False))
+    assert m["hamr"]["recall@50"] > 0.25  # random ranking: 50/600 = 0.083
+    assert abs(m["hamr"]["recall@50"] - one["hamr"]["recall@50"]) < 0.05

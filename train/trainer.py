@@ -639,9 +639,10 @@ class Trainer:
         total = 0.0
         last_val = self.history[-1].get("val") if self.history else None
         batches: Iterator = (self._epoch_batch(perm, b) for b in range(self.batches_per_epoch))
-        if self.own_stream and cfg.loss_kind != "softmax":
+        if self.own_stream and cfg.loss_kind != "softmax" and cfg.method != "distill":
             # the next batches' negatives and neighbourhoods are drawn (numpy, mostly without the
             # GIL) while this one trains; the stream is that thread's alone, so the draws repeat
+            # (distill draws its few numbers in its step instead)
             batches = prefetch(((u, i, self.prepare(u, i)) for u, i in batches), depth=2)
         try:
             for b, (users, items, *prep) in enumerate(batches):
