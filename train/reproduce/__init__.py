@@ -1,8 +1,9 @@
 """``python -m train reproduce {table2,fig3,table4,tradeoff,bits,throughput,all}``: the paper's
 Table 2, Figure 3 and Table 4, the recall-vs-throughput comparison, a code-width sweep (``bits``:
-HashGNN and a baseline hashing method at 16…256 bits beside a continuous model) and test quality
-at fixed throughput (``throughput``: test Recall@20 and NDCG@20 against users/s, HashGNN by HamR
-and HieS against a continuous model searched exactly and through faiss HNSW and NSG), regenerated
+HashGNN, a baseline hashing method and codes distilled from a continuous model at 16…256 bits,
+beside that model) and test quality at fixed throughput (``throughput``: test Recall@20 and
+NDCG@20 against users/s, HashGNN's and the distilled codes by HamR and HieS against the continuous
+model searched exactly and through faiss HNSW and NSG), regenerated
 on this machine. ``all`` is the first four.
 
 Training runs are cached under ``OUT/runs/<data>/<method>/`` (``<method>_<bits>`` for the other
@@ -136,8 +137,8 @@ def _add_sweep_args(g: "argparse._ArgumentGroup") -> None:
     baselines = [m for _, m, e in TABLE2_ROWS if e is None and m not in CONTINUOUS_METHODS | {"hashgnn"}]
     a = g.add_argument
     a("--bits-list", type=_number_list(int, "--bits-list"), default="16,32,64,128,256", metavar="B,B,…",
-      help="bits: code widths, each trained for HashGNN and the baseline; throughput: HashGNN's widths "
-           "searched (the width of --bits reuses table2's run, the others train into "
+      help="bits: code widths, each trained for HashGNN, the baseline and the distilled codes; throughput: "
+           "the widths searched (the width of --bits reuses table2's run, the others train into "
            "runs/<data>/<method>_<bits>)")
     a("--baseline-method", choices=baselines + ["none"], default="hashnet",
       help="bits: the baseline hashing method swept beside HashGNN (none: HashGNN alone)")

@@ -1,5 +1,5 @@
-"""``reproduce bits``: test accuracy by code width, HashGNN and a baseline hashing method beside a
-continuous model.
+"""``reproduce bits``: test accuracy by code width, HashGNN, a baseline hashing method and codes
+distilled from a continuous model (``--method distill``), beside that model.
 
 Each hashing method is trained at every width of the sweep (:func:`accuracy.train_all` with
 ``bits``; the run at ``--bits`` is the one table2 and fig3 use, the others sit in
