@@ -76,14 +76,8 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
 
-class MFEncoder(Encoder):
-    """Matrix factorisation: the embedding table itself."""
-
-    def __init__(self, n_nodes: int, dim: int) -> None:
-        super().__init__()
-        self.base = nn.Embedding(n_nodes, dim)
-        nn.init.normal_(self.base.weight, std=0.1)
-        self.out_dim = dim
+class TableEncoder(Encoder):
+    """An encoder without graph layers: its outputs are the rows of its table ``base``."""
 
     def forward(self) -> torch.Tensor:
         return self.base.weight
@@ -94,6 +88,16 @@ class MFEncoder(Encoder):
     @torch.no_grad()
     def inference(self, graph: BipartiteCSR) -> torch.Tensor:
         return self.base.weight.detach()
+
+
+class MFEncoder(TableEncoder):
+    """Matrix factorisation: the embedding table itself."""
+
+    def __init__(self, n_nodes: int, dim: int) -> None:
+        super().__init__()
+        self.base = nn.Embedding(n_nodes, dim)
+        nn.init.normal_(self.base.weight, std=0.1)
+        self.out_dim = dim
 
 
 class LightGCNEncoder(Encoder):
@@ -201,7 +205,7 @@ class SAGEEncoder(Encoder):
         return h
 
 
-class TeacherEncoder(Encoder):
+class TeacherEncoder(TableEncoder):
     """A trained model's embeddings (N, d) float32, users first, frozen: the input of the ``distill``
     hash head, and what its HieS re-ranks by. :meth:`rows` gives the head's input, each side divided
     by its mean row norm, so that the head's tanh starts unsaturated whatever the teacher's scale
@@ -216,16 +220,6 @@ class TeacherEncoder(Encoder):
             scale[side] = 1.0 / norms[side].mean().clamp_min(1e-12) if norms[side].numel() else 1.0
         self.register_buffer("scale", scale)
         self.out_dim = emb.shape[1]
-
-    def forward(self) -> torch.Tensor:
-        return self.base.weight
-
-    def forward_blocks(self, x0: torch.Tensor, blocks: List[Block]) -> torch.Tensor:
-        return x0
-
-    @torch.no_grad()
-    def inference(self, graph: BipartiteCSR) -> torch.Tensor:
-        return self.base.weight
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """The hash head's input rows (len(ids), d) of node ids (int64, users first)."""

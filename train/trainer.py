@@ -433,6 +433,15 @@ class Trainer:
         self.it += 1
         return float(loss.detach())
 
+    def _optimise(self, loss: torch.Tensor) -> float:
+        """One optimiser step on ``loss`` (gradients averaged over the ranks); returns its value."""
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self._reduce_gradients()
+        self.optim.step()
+        self.it += 1
+        return float(loss.detach())
+
     def _softmax_step(self, users: np.ndarray, items: np.ndarray) -> float:
         """Sampled softmax over cosines (continuous encoders): S uniform items shared by the batch
         (``shared_negatives`` 0: all items, the full softmax). Negative scores are computed once
@@ -463,12 +472,7 @@ class Trainer:
         loss = sampled_softmax(pos, neg, inv)
         if cfg.reg > 0:
             loss = loss + cfg.reg * (take_rows(bu, inv).pow(2).sum() + bi.pow(2).sum()) / (2 * users.shape[0])
-        self.optim.zero_grad(set_to_none=True)
-        loss.backward()
-        self._reduce_gradients()
-        self.optim.step()
-        self.it += 1
-        return float(loss.detach())
+        return self._optimise(loss)
 
     def _distill_step(self, users: np.ndarray) -> float:
         """A step of ``distill`` on a batch's users (int64 (B,)): each user's positive is one of the
@@ -492,12 +496,7 @@ class Trainer:
         # so the step still runs (its gradients meet the other ranks') on a zero loss
         loss = (torch.nn.functional.cross_entropy(logits, target) if logits.shape[0]
                 else 0.0 * sum(p.sum() for p in head.parameters()))  # type: ignore[union-attr]
-        self.optim.zero_grad(set_to_none=True)
-        loss.backward()
-        self._reduce_gradients()
-        self.optim.step()
-        self.it += 1
-        return float(loss.detach())
+        return self._optimise(loss)
 
     @torch.no_grad()
     def embeddings(self) -> Embeddings:
